@@ -13,6 +13,7 @@ pub mod model;
 pub mod path;
 pub mod search;
 pub mod time;
+pub mod uri;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorCode, Result};

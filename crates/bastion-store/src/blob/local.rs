@@ -1,0 +1,113 @@
+//! Blobs in a local folder.
+
+use std::io;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bastion_core::Digest;
+use futures::StreamExt;
+
+use super::{BlobError, BlobStore, ByteStream, StoredBlob, blob_key, spool};
+
+pub struct LocalBlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl LocalBlobStore {
+    pub fn new(root: PathBuf, tmp: PathBuf) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(&root)?;
+        std::fs::create_dir_all(&tmp)?;
+        Ok(Self { root, tmp })
+    }
+
+    fn path_of(&self, d: &Digest) -> PathBuf {
+        self.root.join(blob_key(d))
+    }
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn put(&self, body: ByteStream, max_bytes: u64, expected: Option<Digest>) -> Result<StoredBlob, BlobError> {
+        let spooled = spool(&self.tmp, body, max_bytes, expected).await?;
+        let target = self.path_of(&spooled.blob.digest);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        // A hard link publishes atomically and fails if the name exists, so a blob is never
+        // overwritten; an existing blob already holds these exact bytes.
+        match tokio::fs::hard_link(&spooled.file, &target).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(parent) = target.parent() {
+            // Make the new directory entry durable too.
+            if let Ok(dir) = tokio::fs::File::open(parent).await {
+                let _ = dir.sync_all().await;
+            }
+        }
+        Ok(spooled.blob)
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<Option<(u64, ByteStream)>, BlobError> {
+        let path = self.path_of(digest);
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // Blobs are plain files; anything else (a planted symlink) is not ours to follow.
+        if !meta.file_type().is_file() {
+            return Err(BlobError::Config(format!("blob {digest} is not a regular file")));
+        }
+        let file = tokio::fs::File::open(&path).await?;
+        Ok(Some((meta.len(), tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed())))
+    }
+
+    async fn exists(&self, digest: &Digest) -> Result<bool, BlobError> {
+        Ok(tokio::fs::symlink_metadata(self.path_of(digest)).await.is_ok_and(|m| m.is_file()))
+    }
+
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{body, read_all};
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_dedup_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::new(dir.path().join("blobs"), dir.path().join("tmp")).unwrap();
+        let a = store.put(body(&[b"hel", b"lo"]), 100, None).await.unwrap();
+        assert_eq!(a.digest, Digest::of(b"hello"));
+        assert_eq!(a.size, 5);
+        let again = store.put(body(&[b"hello"]), 100, Some(a.digest)).await.unwrap();
+        assert_eq!(again, a);
+        let (size, s) = store.get(&a.digest).await.unwrap().unwrap();
+        assert_eq!(size, 5);
+        assert_eq!(read_all(s).await, b"hello");
+        assert!(store.get(&Digest::of(b"nope")).await.unwrap().is_none());
+
+        // Oversized and mismatching bodies publish nothing and leave no temporary files.
+        assert!(store.put(body(&[b"0123456789"]), 5, None).await.is_err());
+        assert!(store.put(body(&[b"other"]), 100, Some(a.digest)).await.is_err());
+        assert!(!store.exists(&Digest::of(b"other")).await.unwrap());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn refuses_symlinked_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::new(dir.path().join("blobs"), dir.path().join("tmp")).unwrap();
+        let d = Digest::of(b"x");
+        let p = store.path_of(&d);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &p).unwrap();
+        assert!(store.get(&d).await.is_err());
+    }
+}

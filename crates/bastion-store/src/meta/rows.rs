@@ -1,0 +1,83 @@
+//! Decoding helpers shared by the entity modules.
+
+use std::collections::HashMap;
+
+use bastion_core::model::{KeyValue, LifecycleStage, Metric, MetricValue};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::sql::Sql;
+use crate::error::{StoreError, StoreResult};
+
+/// How many ids go into one `IN (...)` list; stays under every backend's bind-parameter limit.
+pub(crate) const ID_CHUNK: usize = 500;
+
+pub(crate) fn stage(row: &AnyRow, col: &str) -> StoreResult<LifecycleStage> {
+    let s: String = row.try_get(col)?;
+    LifecycleStage::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown lifecycle stage '{s}'")))
+}
+
+/// The value as stored → the value as MLflow reports it: `value` is NULL for NaN rows
+/// (queries select `CASE WHEN is_nan THEN NULL ELSE value END AS value`).
+pub(crate) fn metric(row: &AnyRow) -> StoreResult<Metric> {
+    let value: Option<f64> = row.try_get("value")?;
+    Ok(Metric {
+        key: row.try_get("key")?,
+        value: MetricValue(value.unwrap_or(f64::NAN)),
+        timestamp: row.try_get("timestamp")?,
+        step: row.try_get("step")?,
+        run_id: None,
+    })
+}
+
+/// MLflow's SQL stores cannot hold ±Inf, so they store ±f64::MAX, and NaN as 0 with a flag.
+/// Bastion keeps that behaviour so results match what MLflow users see.
+pub(crate) fn stored_metric_value(v: f64) -> (f64, bool) {
+    if v.is_nan() {
+        (0.0, true)
+    } else if v == f64::INFINITY {
+        (f64::MAX, false)
+    } else if v == f64::NEG_INFINITY {
+        (f64::MIN, false)
+    } else {
+        (v, false)
+    }
+}
+
+/// Runs `select` (which must end in `IN ` and select an `id` column plus `key`, `value`) for
+/// every chunk of `ids`, grouping key/value pairs by id.
+pub(crate) async fn kv_by_id(
+    pool: &sqlx::AnyPool,
+    select: &str,
+    order: &str,
+    ids: &[String],
+) -> StoreResult<HashMap<String, Vec<KeyValue>>> {
+    let mut out: HashMap<String, Vec<KeyValue>> = HashMap::new();
+    for chunk in ids.chunks(ID_CHUNK) {
+        let mut sql = Sql::new(select);
+        sql.bind_list(chunk.iter().cloned()).push(order);
+        for row in sql.query().fetch_all(pool).await? {
+            let id: String = row.try_get("id")?;
+            out.entry(id).or_default().push(KeyValue {
+                key: row.try_get("key")?,
+                value: row.try_get("value")?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Key/value rows of one owner.
+pub(crate) async fn kv_of(pool: &sqlx::AnyPool, sql: Sql) -> StoreResult<Vec<KeyValue>> {
+    sql.query()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(KeyValue {
+                key: r.try_get("key")?,
+                value: r.try_get("value")?,
+            })
+        })
+        .collect()
+}
