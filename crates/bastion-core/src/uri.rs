@@ -9,7 +9,9 @@ use crate::limits::truncate;
 use crate::path::RelPath;
 
 /// Schemes stored as given and never dereferenced by the server.
-const REMOTE_SCHEMES: &[&str] = &["s3", "gs", "wasbs", "abfss", "hdfs", "viewfs", "dbfs", "http", "https", "oss", "sftp", "ftp"];
+const REMOTE_SCHEMES: &[&str] = &[
+    "s3", "gs", "wasbs", "abfss", "hdfs", "viewfs", "dbfs", "http", "https", "oss", "sftp", "ftp",
+];
 
 pub const ARTIFACTS_SCHEME: &str = "mlflow-artifacts:";
 
@@ -36,7 +38,10 @@ pub fn parse(field: &str, uri: &str) -> Result<ArtifactUri> {
     if let Some(rest) = uri.strip_prefix(ARTIFACTS_SCHEME) {
         // mlflow-artifacts:/1/x, mlflow-artifacts:///1/x or mlflow-artifacts://host:port/1/x
         let path = match rest.strip_prefix("//") {
-            Some(after_authority) => after_authority.find('/').map(|i| &after_authority[i..]).unwrap_or(""),
+            Some(after_authority) => after_authority
+                .find('/')
+                .map(|i| &after_authority[i..])
+                .unwrap_or(""),
             None => rest,
         };
         let rel = RelPath::parse(path.trim_start_matches('/'))
@@ -47,10 +52,17 @@ pub fn parse(field: &str, uri: &str) -> Result<ArtifactUri> {
         let rest = rest.trim_start_matches('/');
         let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
         if !crate::ids::is_run_id(run_id) {
-            return Err(Error::invalid(format!("Invalid {field} '{shown}': '{}' is not a run id", truncate(run_id, 40))));
+            return Err(Error::invalid(format!(
+                "Invalid {field} '{shown}': '{}' is not a run id",
+                truncate(run_id, 40)
+            )));
         }
-        let path = RelPath::parse(path).map_err(|e| Error::invalid(format!("Invalid {field} '{shown}': {e}")))?;
-        return Ok(ArtifactUri::Run { run_id: run_id.to_owned(), path });
+        let path = RelPath::parse(path)
+            .map_err(|e| Error::invalid(format!("Invalid {field} '{shown}': {e}")))?;
+        return Ok(ArtifactUri::Run {
+            run_id: run_id.to_owned(),
+            path,
+        });
     }
     if let Some(rest) = uri.strip_prefix("models:/") {
         RelPath::parse(rest.trim_start_matches('/'))
@@ -61,7 +73,9 @@ pub fn parse(field: &str, uri: &str) -> Result<ArtifactUri> {
         let scheme = scheme.to_ascii_lowercase();
         if REMOTE_SCHEMES.contains(&scheme.as_str()) && !rest.is_empty() {
             if rest.split('/').any(|s| s == "..") {
-                return Err(Error::invalid(format!("Invalid {field} '{shown}': '..' segments are not allowed")));
+                return Err(Error::invalid(format!(
+                    "Invalid {field} '{shown}': '..' segments are not allowed"
+                )));
             }
             return Ok(ArtifactUri::Remote(uri.to_owned()));
         }
@@ -83,15 +97,30 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        assert_eq!(parse("f", "mlflow-artifacts:/1/abc").unwrap(), ArtifactUri::Proxied(RelPath::parse("1/abc").unwrap()));
-        assert_eq!(parse("f", "mlflow-artifacts://h:5000/1").unwrap(), ArtifactUri::Proxied(RelPath::parse("1").unwrap()));
+        assert_eq!(
+            parse("f", "mlflow-artifacts:/1/abc").unwrap(),
+            ArtifactUri::Proxied(RelPath::parse("1/abc").unwrap())
+        );
+        assert_eq!(
+            parse("f", "mlflow-artifacts://h:5000/1").unwrap(),
+            ArtifactUri::Proxied(RelPath::parse("1").unwrap())
+        );
         let run = "346d85c6ca1443cbbdedc35b13406a11";
         assert_eq!(
             parse("f", &format!("runs:/{run}/model")).unwrap(),
-            ArtifactUri::Run { run_id: run.into(), path: RelPath::parse("model").unwrap() }
+            ArtifactUri::Run {
+                run_id: run.into(),
+                path: RelPath::parse("model").unwrap()
+            }
         );
-        assert_eq!(parse("f", "models:/m-1").unwrap(), ArtifactUri::Model("m-1".into()));
-        assert!(matches!(parse("f", "s3://bucket/x").unwrap(), ArtifactUri::Remote(_)));
+        assert_eq!(
+            parse("f", "models:/m-1").unwrap(),
+            ArtifactUri::Model("m-1".into())
+        );
+        assert!(matches!(
+            parse("f", "s3://bucket/x").unwrap(),
+            ArtifactUri::Remote(_)
+        ));
     }
 
     #[test]

@@ -28,7 +28,12 @@ impl LocalBlobStore {
 
 #[async_trait]
 impl BlobStore for LocalBlobStore {
-    async fn put(&self, body: ByteStream, max_bytes: u64, expected: Option<Digest>) -> Result<StoredBlob, BlobError> {
+    async fn put(
+        &self,
+        body: ByteStream,
+        max_bytes: u64,
+        expected: Option<Digest>,
+    ) -> Result<StoredBlob, BlobError> {
         let spooled = spool(&self.tmp, body, max_bytes, expected).await?;
         let target = self.path_of(&spooled.blob.digest);
         if let Some(parent) = target.parent() {
@@ -59,14 +64,21 @@ impl BlobStore for LocalBlobStore {
         };
         // Blobs are plain files; anything else (a planted symlink) is not ours to follow.
         if !meta.file_type().is_file() {
-            return Err(BlobError::Config(format!("blob {digest} is not a regular file")));
+            return Err(BlobError::Config(format!(
+                "blob {digest} is not a regular file"
+            )));
         }
         let file = tokio::fs::File::open(&path).await?;
-        Ok(Some((meta.len(), tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed())))
+        Ok(Some((
+            meta.len(),
+            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed(),
+        )))
     }
 
     async fn exists(&self, digest: &Digest) -> Result<bool, BlobError> {
-        Ok(tokio::fs::symlink_metadata(self.path_of(digest)).await.is_ok_and(|m| m.is_file()))
+        Ok(tokio::fs::symlink_metadata(self.path_of(digest))
+            .await
+            .is_ok_and(|m| m.is_file()))
     }
 
     fn describe(&self) -> String {
@@ -86,7 +98,10 @@ mod tests {
         let a = store.put(body(&[b"hel", b"lo"]), 100, None).await.unwrap();
         assert_eq!(a.digest, Digest::of(b"hello"));
         assert_eq!(a.size, 5);
-        let again = store.put(body(&[b"hello"]), 100, Some(a.digest)).await.unwrap();
+        let again = store
+            .put(body(&[b"hello"]), 100, Some(a.digest))
+            .await
+            .unwrap();
         assert_eq!(again, a);
         let (size, s) = store.get(&a.digest).await.unwrap().unwrap();
         assert_eq!(size, 5);
@@ -95,9 +110,17 @@ mod tests {
 
         // Oversized and mismatching bodies publish nothing and leave no temporary files.
         assert!(store.put(body(&[b"0123456789"]), 5, None).await.is_err());
-        assert!(store.put(body(&[b"other"]), 100, Some(a.digest)).await.is_err());
+        assert!(
+            store
+                .put(body(&[b"other"]), 100, Some(a.digest))
+                .await
+                .is_err()
+        );
         assert!(!store.exists(&Digest::of(b"other")).await.unwrap());
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]

@@ -46,7 +46,12 @@ pub struct StoredBlob {
 pub trait BlobStore: Send + Sync + 'static {
     /// Streams `body` in, refusing more than `max_bytes`; if `expected` is given, a body with
     /// another digest is refused and nothing is published.
-    async fn put(&self, body: ByteStream, max_bytes: u64, expected: Option<Digest>) -> Result<StoredBlob, BlobError>;
+    async fn put(
+        &self,
+        body: ByteStream,
+        max_bytes: u64,
+        expected: Option<Digest>,
+    ) -> Result<StoredBlob, BlobError>;
 
     /// The blob's size and a stream of its bytes, or `None` if it is not stored.
     async fn get(&self, digest: &Digest) -> Result<Option<(u64, ByteStream)>, BlobError>;
@@ -78,7 +83,9 @@ pub(crate) async fn spool(
     expected: Option<Digest>,
 ) -> Result<Spooled, BlobError> {
     tokio::fs::create_dir_all(tmp_dir).await?;
-    let named = tempfile::Builder::new().prefix("upload-").tempfile_in(tmp_dir)?;
+    let named = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(tmp_dir)?;
     let (std_file, path) = named.into_parts();
     let mut file = tokio::fs::File::from_std(std_file);
     let mut hasher = Hasher::new();
@@ -108,7 +115,10 @@ pub(crate) async fn spool(
         ))
         .into());
     }
-    Ok(Spooled { file: path, blob: StoredBlob { digest, size } })
+    Ok(Spooled {
+        file: path,
+        blob: StoredBlob { digest, size },
+    })
 }
 
 /// Opens the blob store named by `uri`: a local folder path (or `file://` URI) or `s3://bucket/prefix`.
@@ -119,7 +129,9 @@ pub fn open(uri: &str, tmp_dir: PathBuf) -> Result<Box<dyn BlobStore>, BlobError
     }
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     if path.contains("://") {
-        return Err(BlobError::Config(format!("unsupported blob store URI '{uri}': use a folder path or s3://bucket/prefix")));
+        return Err(BlobError::Config(format!(
+            "unsupported blob store URI '{uri}': use a folder path or s3://bucket/prefix"
+        )));
     }
     Ok(Box::new(LocalBlobStore::new(PathBuf::from(path), tmp_dir)?))
 }
@@ -129,11 +141,20 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn body(parts: &[&'static [u8]]) -> ByteStream {
-        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()).boxed()
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed()
     }
 
     pub async fn read_all(s: ByteStream) -> Vec<u8> {
-        s.map(|c| c.unwrap().to_vec()).collect::<Vec<_>>().await.concat()
+        s.map(|c| c.unwrap().to_vec())
+            .collect::<Vec<_>>()
+            .await
+            .concat()
     }
 
     #[test]

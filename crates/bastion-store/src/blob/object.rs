@@ -38,11 +38,26 @@ impl ObjectBlobStore {
             .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
             .build()?;
         std::fs::create_dir_all(&tmp)?;
-        Ok(Self::with_store(Arc::new(store), prefix, uri.to_owned(), tmp))
+        Ok(Self::with_store(
+            Arc::new(store),
+            prefix,
+            uri.to_owned(),
+            tmp,
+        ))
     }
 
-    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, label: String, tmp: PathBuf) -> Self {
-        Self { store, prefix: prefix.trim_matches('/').to_owned(), label, tmp }
+    pub fn with_store(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        label: String,
+        tmp: PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+            label,
+            tmp,
+        }
     }
 
     fn key(&self, d: &Digest) -> ObjectPath {
@@ -56,7 +71,12 @@ impl ObjectBlobStore {
 
 #[async_trait]
 impl BlobStore for ObjectBlobStore {
-    async fn put(&self, body: ByteStream, max_bytes: u64, expected: Option<Digest>) -> Result<StoredBlob, BlobError> {
+    async fn put(
+        &self,
+        body: ByteStream,
+        max_bytes: u64,
+        expected: Option<Digest>,
+    ) -> Result<StoredBlob, BlobError> {
         let spooled = spool(&self.tmp, body, max_bytes, expected).await?;
         let key = self.key(&spooled.blob.digest);
         if self.exists(&spooled.blob.digest).await? {
@@ -64,15 +84,23 @@ impl BlobStore for ObjectBlobStore {
         }
         if spooled.blob.size <= SINGLE_PUT_LIMIT {
             let bytes = tokio::fs::read(&spooled.file).await?;
-            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.store.put_opts(&key, PutPayload::from(bytes), opts).await {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .store
+                .put_opts(&key, PutPayload::from(bytes), opts)
+                .await
+            {
                 Ok(_) => {}
                 // Someone stored the same content first: same digest, same bytes.
                 Err(object_store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         } else {
-            let mut upload = object_store::WriteMultipart::new(self.store.put_multipart(&key).await?);
+            let mut upload =
+                object_store::WriteMultipart::new(self.store.put_multipart(&key).await?);
             let file = tokio::fs::File::open(&spooled.file).await?;
             let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, 8 * 1024 * 1024);
             while let Some(chunk) = chunks.next().await {

@@ -36,7 +36,12 @@ fn subtree_range(dir: &RelPath) -> (String, String) {
 impl MetaStore {
     /// Points `path` at `digest`, replacing what it named before (blobs themselves are never
     /// overwritten). A path cannot be both a file and a directory.
-    pub async fn put_artifact(&self, path: &RelPath, digest: &Digest, size: i64) -> StoreResult<()> {
+    pub async fn put_artifact(
+        &self,
+        path: &RelPath,
+        digest: &Digest,
+        size: i64,
+    ) -> StoreResult<()> {
         if path.is_root() {
             return Err(Error::invalid("Cannot upload to the artifact root; name a file").into());
         }
@@ -48,7 +53,10 @@ impl MetaStore {
             .fetch_optional(&mut *tx)
             .await?;
         if below.is_some() {
-            return Err(Error::invalid(format!("'{path}' is a directory of artifacts; cannot write a file there")).into());
+            return Err(Error::invalid(format!(
+                "'{path}' is a directory of artifacts; cannot write a file there"
+            ))
+            .into());
         }
         // No ancestor may be a file.
         let mut ancestor = String::new();
@@ -58,9 +66,15 @@ impl MetaStore {
                 ancestor.push('/');
             }
             ancestor.push_str(seg);
-            let file = sqlx::query("SELECT 1 FROM artifacts WHERE path = $1").bind(&ancestor).fetch_optional(&mut *tx).await?;
+            let file = sqlx::query("SELECT 1 FROM artifacts WHERE path = $1")
+                .bind(&ancestor)
+                .fetch_optional(&mut *tx)
+                .await?;
             if file.is_some() {
-                return Err(Error::invalid(format!("'{ancestor}' is a file; cannot write '{path}' below it")).into());
+                return Err(Error::invalid(format!(
+                    "'{ancestor}' is a file; cannot write '{path}' below it"
+                ))
+                .into());
             }
         }
         sqlx::query(
@@ -85,7 +99,9 @@ impl MetaStore {
         row.map(|r| {
             let hex: String = r.try_get("digest")?;
             Ok(ArtifactEntry {
-                digest: hex.parse().map_err(|e| StoreError::Corrupt(format!("artifact digest: {e}")))?,
+                digest: hex
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("artifact digest: {e}")))?,
                 size: r.try_get("size")?,
             })
         })
@@ -96,27 +112,35 @@ impl MetaStore {
     /// missing directory lists as empty, as MLflow does.
     pub async fn list_artifacts(&self, dir: &RelPath) -> StoreResult<Vec<ArtifactListing>> {
         let (lo, hi) = subtree_range(dir);
-        let rows = sqlx::query("SELECT path, size FROM artifacts WHERE path >= $1 AND path < $2 ORDER BY path")
-            .bind(&lo)
-            .bind(&hi)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT path, size FROM artifacts WHERE path >= $1 AND path < $2 ORDER BY path",
+        )
+        .bind(&lo)
+        .bind(&hi)
+        .fetch_all(&self.read)
+        .await?;
         let mut children: BTreeMap<String, ArtifactListing> = BTreeMap::new();
         for r in rows {
             let full: String = r.try_get("path")?;
             let rest = &full[lo.len()..];
             match rest.split_once('/') {
                 Some((child, _)) => {
-                    children.entry(child.to_owned()).or_insert_with(|| ArtifactListing {
-                        path: child.to_owned(),
-                        is_dir: true,
-                        size: None,
-                    });
+                    children
+                        .entry(child.to_owned())
+                        .or_insert_with(|| ArtifactListing {
+                            path: child.to_owned(),
+                            is_dir: true,
+                            size: None,
+                        });
                 }
                 None => {
                     children.insert(
                         rest.to_owned(),
-                        ArtifactListing { path: rest.to_owned(), is_dir: false, size: Some(r.try_get("size")?) },
+                        ArtifactListing {
+                            path: rest.to_owned(),
+                            is_dir: false,
+                            size: Some(r.try_get("size")?),
+                        },
                     );
                 }
             }
@@ -128,8 +152,15 @@ impl MetaStore {
     pub async fn delete_artifacts(&self, path: &RelPath) -> StoreResult<u64> {
         let (lo, hi) = subtree_range(path);
         let mut tx = self.write.begin().await?;
-        let a = sqlx::query("DELETE FROM artifacts WHERE path = $1").bind(path.as_str()).execute(&mut *tx).await?;
-        let b = sqlx::query("DELETE FROM artifacts WHERE path >= $1 AND path < $2").bind(&lo).bind(&hi).execute(&mut *tx).await?;
+        let a = sqlx::query("DELETE FROM artifacts WHERE path = $1")
+            .bind(path.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let b = sqlx::query("DELETE FROM artifacts WHERE path >= $1 AND path < $2")
+            .bind(&lo)
+            .bind(&hi)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(a.rows_affected() + b.rows_affected())
     }

@@ -1,15 +1,17 @@
 //! Experiments.
 
-use bastion_core::limits::{self, KeyKind, MAX_EXPERIMENT_NAME_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
+use bastion_core::limits::{
+    self, KeyKind, MAX_EXPERIMENT_NAME_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH,
+};
 use bastion_core::model::{Experiment, KeyValue, LifecycleStage, ViewType};
 use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::{Error, ids, time, uri};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::MetaStore;
 use super::rows::{self, kv_by_id};
 use super::sql::{self, Attr, AttrKind, KvTable, SearchTarget, Sql};
-use super::MetaStore;
 use crate::error::StoreResult;
 
 pub(crate) const DEFAULT_EXPERIMENT_ID: i64 = 0;
@@ -17,14 +19,33 @@ pub(crate) const DEFAULT_EXPERIMENT_ID: i64 = 0;
 const SEARCH: SearchTarget = SearchTarget {
     what: "experiments",
     attributes: &[
-        Attr { key: "name", column: "e.name", kind: AttrKind::Text },
-        Attr { key: "experiment_id", column: "e.experiment_id", kind: AttrKind::Number },
-        Attr { key: "creation_time", column: "e.creation_time", kind: AttrKind::Number },
-        Attr { key: "last_update_time", column: "e.last_update_time", kind: AttrKind::Number },
+        Attr {
+            key: "name",
+            column: "e.name",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "experiment_id",
+            column: "e.experiment_id",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "creation_time",
+            column: "e.creation_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "last_update_time",
+            column: "e.last_update_time",
+            kind: AttrKind::Number,
+        },
     ],
     metrics: None,
     params: None,
-    tags: Some(KvTable { table: "experiment_tags", join: "x.experiment_id = e.experiment_id" }),
+    tags: Some(KvTable {
+        table: "experiment_tags",
+        join: "x.experiment_id = e.experiment_id",
+    }),
     datasets: None,
     ne_includes_missing: false,
 };
@@ -39,7 +60,12 @@ fn validate_name(name: &str) -> StoreResult<()> {
 
 fn validate_tag(tag: &KeyValue) -> StoreResult<()> {
     limits::validate_key(KeyKind::Tag, &tag.key)?;
-    limits::validate_length("Tag value for key", &tag.key, &tag.value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)?;
+    limits::validate_length(
+        "Tag value for key",
+        &tag.key,
+        &tag.value,
+        MAX_EXPERIMENT_TAG_VALUE_LENGTH,
+    )?;
     Ok(())
 }
 
@@ -103,7 +129,9 @@ impl MetaStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(Error::already_exists(format!("Experiment(name={name}) already exists.")).into());
+            return Err(
+                Error::already_exists(format!("Experiment(name={name}) already exists.")).into(),
+            );
         };
         let id: i64 = row.try_get("experiment_id")?;
         if location.is_none() {
@@ -128,34 +156,51 @@ impl MetaStore {
         Ok(id.to_string())
     }
 
-    async fn experiment_where(&self, sql: Sql, missing: impl FnOnce() -> Error) -> StoreResult<Experiment> {
-        let row = sql.query().fetch_optional(&self.read).await?.ok_or_else(missing)?;
+    async fn experiment_where(
+        &self,
+        sql: Sql,
+        missing: impl FnOnce() -> Error,
+    ) -> StoreResult<Experiment> {
+        let row = sql
+            .query()
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(missing)?;
         let id: i64 = row.try_get("experiment_id")?;
-        let tags = rows::kv_of(
-            &self.read,
-            {
-                let mut s = Sql::new("SELECT key, value FROM experiment_tags WHERE experiment_id = ");
-                s.bind(id).push(" ORDER BY key");
-                s
-            },
-        )
+        let tags = rows::kv_of(&self.read, {
+            let mut s = Sql::new("SELECT key, value FROM experiment_tags WHERE experiment_id = ");
+            s.bind(id).push(" ORDER BY key");
+            s
+        })
         .await?;
         from_row(&row, tags)
     }
 
     pub async fn get_experiment(&self, experiment_id: &str) -> StoreResult<Experiment> {
-        let not_found = || Error::not_found(format!("No Experiment with id={} exists", limits::truncate(experiment_id, 64)));
+        let not_found = || {
+            Error::not_found(format!(
+                "No Experiment with id={} exists",
+                limits::truncate(experiment_id, 64)
+            ))
+        };
         let id = ids::parse_experiment_id(experiment_id).map_err(|_| not_found())?;
-        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM experiments e WHERE e.experiment_id = "));
+        let mut sql = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM experiments e WHERE e.experiment_id = "
+        ));
         sql.bind(id);
         self.experiment_where(sql, not_found).await
     }
 
     pub async fn get_experiment_by_name(&self, name: &str) -> StoreResult<Experiment> {
-        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM experiments e WHERE e.name = "));
+        let mut sql = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM experiments e WHERE e.name = "
+        ));
         sql.bind(name);
         self.experiment_where(sql, || {
-            Error::not_found(format!("Could not find experiment with name '{}'", limits::truncate(name, 200)))
+            Error::not_found(format!(
+                "Could not find experiment with name '{}'",
+                limits::truncate(name, 200)
+            ))
         })
         .await
     }
@@ -184,14 +229,19 @@ impl MetaStore {
         let limit = limits::max_results(max_results, 1000, limits::MAX_SEARCH_RESULTS)?;
         let offset = sql::decode_page_token(page_token)?;
         let comparisons = parse_filter(filter.unwrap_or(""))?;
-        let mut q = Sql::new(&format!("SELECT {COLUMNS} FROM experiments e WHERE e.lifecycle_stage IN "));
+        let mut q = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM experiments e WHERE e.lifecycle_stage IN "
+        ));
         q.bind_list(view.stages().iter().copied());
         sql::push_filter(&mut q, &SEARCH, &comparisons)?;
         q.push(" ORDER BY ");
         for o in order_by {
             sql::push_order_term(&mut q, &SEARCH, &parse_order_by(o)?)?;
         }
-        q.push("e.creation_time DESC, e.experiment_id ASC LIMIT ").bind(limit + 1).push(" OFFSET ").bind(offset);
+        q.push("e.creation_time DESC, e.experiment_id ASC LIMIT ")
+            .bind(limit + 1)
+            .push(" OFFSET ")
+            .bind(offset);
         let rows = q.query().fetch_all(&self.read).await?;
         let more = rows.len() as i64 > limit;
         let rows = &rows[..rows.len().min(limit as usize)];
@@ -221,37 +271,51 @@ impl MetaStore {
         if e.lifecycle_stage != LifecycleStage::Active {
             return Err(Error::invalid_state("Cannot rename a non-active experiment.").into());
         }
-        let clash = sqlx::query("SELECT 1 FROM experiments WHERE name = $1 AND experiment_id != $2")
-            .bind(new_name)
-            .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
-            .fetch_optional(&self.read)
-            .await?;
+        let clash =
+            sqlx::query("SELECT 1 FROM experiments WHERE name = $1 AND experiment_id != $2")
+                .bind(new_name)
+                .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
+                .fetch_optional(&self.read)
+                .await?;
         if clash.is_some() {
-            return Err(Error::already_exists(format!("Experiment(name={new_name}) already exists.")).into());
+            return Err(Error::already_exists(format!(
+                "Experiment(name={new_name}) already exists."
+            ))
+            .into());
         }
-        sqlx::query("UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
-            .bind(new_name)
-            .bind(time::now_ms())
-            .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3",
+        )
+        .bind(new_name)
+        .bind(time::now_ms())
+        .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
     /// Soft-deletes the experiment and its runs (they come back with it on restore).
     pub async fn delete_experiment(&self, experiment_id: &str) -> StoreResult<()> {
-        self.set_experiment_stage(experiment_id, LifecycleStage::Deleted).await
+        self.set_experiment_stage(experiment_id, LifecycleStage::Deleted)
+            .await
     }
 
     pub async fn restore_experiment(&self, experiment_id: &str) -> StoreResult<()> {
-        self.set_experiment_stage(experiment_id, LifecycleStage::Active).await
+        self.set_experiment_stage(experiment_id, LifecycleStage::Active)
+            .await
     }
 
-    async fn set_experiment_stage(&self, experiment_id: &str, stage: LifecycleStage) -> StoreResult<()> {
+    async fn set_experiment_stage(
+        &self,
+        experiment_id: &str,
+        stage: LifecycleStage,
+    ) -> StoreResult<()> {
         let e = self.get_experiment(experiment_id).await?;
         let id: i64 = e.experiment_id.parse().unwrap_or_default();
         if stage == LifecycleStage::Active && e.lifecycle_stage == LifecycleStage::Active {
-            return Err(Error::invalid_state(format!("Cannot restore an active experiment {id}")).into());
+            return Err(
+                Error::invalid_state(format!("Cannot restore an active experiment {id}")).into(),
+            );
         }
         let now = time::now_ms();
         let (from, deleted_time) = match stage {

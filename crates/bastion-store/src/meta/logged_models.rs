@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use bastion_core::limits::{self, KeyKind, MAX_PARAM_VALUE_LENGTH};
-use bastion_core::model::{KeyValue, LoggedModel, LoggedModelData, LoggedModelInfo, LoggedModelStatus, Metric};
+use bastion_core::model::{
+    KeyValue, LoggedModel, LoggedModelData, LoggedModelInfo, LoggedModelStatus, Metric,
+};
 use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::{Error, ids, time};
 use sqlx::Row;
@@ -19,18 +21,59 @@ use crate::error::StoreResult;
 const MODELS: SearchTarget = SearchTarget {
     what: "logged models",
     attributes: &[
-        Attr { key: "name", column: "lm.name", kind: AttrKind::Text },
-        Attr { key: "model_id", column: "lm.model_id", kind: AttrKind::Text },
-        Attr { key: "status", column: "lm.status", kind: AttrKind::Text },
-        Attr { key: "model_type", column: "lm.model_type", kind: AttrKind::Text },
-        Attr { key: "source_run_id", column: "lm.source_run_id", kind: AttrKind::Text },
-        Attr { key: "creation_timestamp", column: "lm.creation_time", kind: AttrKind::Number },
-        Attr { key: "creation_time", column: "lm.creation_time", kind: AttrKind::Number },
-        Attr { key: "last_updated_timestamp", column: "lm.last_updated_time", kind: AttrKind::Number },
+        Attr {
+            key: "name",
+            column: "lm.name",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "model_id",
+            column: "lm.model_id",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "status",
+            column: "lm.status",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "model_type",
+            column: "lm.model_type",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "source_run_id",
+            column: "lm.source_run_id",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "creation_timestamp",
+            column: "lm.creation_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "creation_time",
+            column: "lm.creation_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "last_updated_timestamp",
+            column: "lm.last_updated_time",
+            kind: AttrKind::Number,
+        },
     ],
-    metrics: Some(KvTable { table: "logged_model_metrics", join: "x.model_id = lm.model_id" }),
-    params: Some(KvTable { table: "logged_model_params", join: "x.model_id = lm.model_id" }),
-    tags: Some(KvTable { table: "logged_model_tags", join: "x.model_id = lm.model_id" }),
+    metrics: Some(KvTable {
+        table: "logged_model_metrics",
+        join: "x.model_id = lm.model_id",
+    }),
+    params: Some(KvTable {
+        table: "logged_model_params",
+        join: "x.model_id = lm.model_id",
+    }),
+    tags: Some(KvTable {
+        table: "logged_model_tags",
+        join: "x.model_id = lm.model_id",
+    }),
     datasets: None,
     ne_includes_missing: false,
 };
@@ -39,7 +82,10 @@ const COLUMNS: &str = "lm.model_id, lm.experiment_id, lm.name, lm.artifact_locat
      lm.status, lm.status_message, lm.model_type, lm.source_run_id";
 
 fn not_found(model_id: &str) -> Error {
-    Error::not_found(format!("Logged model with ID '{}' not found.", limits::truncate(model_id, 64)))
+    Error::not_found(format!(
+        "Logged model with ID '{}' not found.",
+        limits::truncate(model_id, 64)
+    ))
 }
 
 fn validate_param(p: &KeyValue) -> StoreResult<()> {
@@ -78,13 +124,19 @@ impl MetaStore {
         let experiment = self.active_experiment(experiment_id).await?;
         tags.iter().try_for_each(validate_tag)?;
         params.iter().try_for_each(validate_param)?;
-        let name = name.filter(|n| !n.is_empty()).map(str::to_owned).unwrap_or_else(super::names::random_run_name);
+        let name = name
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(super::names::random_run_name);
         limits::validate_length("Model name", &name, &name, 500)?;
         if let Some(r) = source_run_id.filter(|r| !r.is_empty()) {
             self.get_run_info(r).await?;
         }
         let model_id = format!("m-{}", uuid::Uuid::new_v4().simple());
-        let artifact_location = format!("{}/models/{model_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+        let artifact_location = format!(
+            "{}/models/{model_id}/artifacts",
+            experiment.artifact_location.trim_end_matches('/')
+        );
         let now = time::now_ms();
         let mut tx = self.write.begin().await?;
         sqlx::query(
@@ -131,17 +183,33 @@ impl MetaStore {
     }
 
     async fn logged_models_from_rows(&self, rows: &[AnyRow]) -> StoreResult<Vec<LoggedModel>> {
-        let infos = rows.iter().map(info_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let infos = rows
+            .iter()
+            .map(info_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         let ids: Vec<String> = infos.iter().map(|i| i.model_id.clone()).collect();
-        let mut tags = rows::kv_by_id(&self.read, "SELECT model_id AS id, key, value FROM logged_model_tags WHERE model_id IN ", " ORDER BY key", &ids).await?;
-        let mut params = rows::kv_by_id(&self.read, "SELECT model_id AS id, key, value FROM logged_model_params WHERE model_id IN ", " ORDER BY key", &ids).await?;
+        let mut tags = rows::kv_by_id(
+            &self.read,
+            "SELECT model_id AS id, key, value FROM logged_model_tags WHERE model_id IN ",
+            " ORDER BY key",
+            &ids,
+        )
+        .await?;
+        let mut params = rows::kv_by_id(
+            &self.read,
+            "SELECT model_id AS id, key, value FROM logged_model_params WHERE model_id IN ",
+            " ORDER BY key",
+            &ids,
+        )
+        .await?;
         let mut metrics: HashMap<String, Vec<Metric>> = HashMap::new();
         for chunk in ids.chunks(rows::ID_CHUNK) {
             let mut q = Sql::new(
                 "SELECT model_id, run_id, key, CASE WHEN is_nan THEN NULL ELSE value END AS value, timestamp, step \
                  FROM logged_model_metrics WHERE model_id IN ",
             );
-            q.bind_list(chunk.iter().cloned()).push(" ORDER BY key, step, timestamp");
+            q.bind_list(chunk.iter().cloned())
+                .push(" ORDER BY key, step, timestamp");
             for r in q.query().fetch_all(&self.read).await? {
                 let mut m = rows::metric(&r)?;
                 m.run_id = Some(r.try_get("run_id")?);
@@ -164,15 +232,21 @@ impl MetaStore {
             .collect())
     }
 
-    pub async fn finalize_logged_model(&self, model_id: &str, status: &str) -> StoreResult<LoggedModel> {
+    pub async fn finalize_logged_model(
+        &self,
+        model_id: &str,
+        status: &str,
+    ) -> StoreResult<LoggedModel> {
         let status = LoggedModelStatus::parse(status)?;
         self.get_logged_model(model_id).await?;
-        sqlx::query("UPDATE logged_models SET status = $1, last_updated_time = $2 WHERE model_id = $3")
-            .bind(status.as_str())
-            .bind(time::now_ms())
-            .bind(model_id)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE logged_models SET status = $1, last_updated_time = $2 WHERE model_id = $3",
+        )
+        .bind(status.as_str())
+        .bind(time::now_ms())
+        .bind(model_id)
+        .execute(&self.write)
+        .await?;
         self.get_logged_model(model_id).await
     }
 
@@ -186,17 +260,32 @@ impl MetaStore {
         Ok(())
     }
 
-    pub async fn set_logged_model_tags(&self, model_id: &str, tags: &[KeyValue]) -> StoreResult<()> {
+    pub async fn set_logged_model_tags(
+        &self,
+        model_id: &str,
+        tags: &[KeyValue],
+    ) -> StoreResult<()> {
         tags.iter().try_for_each(validate_tag)?;
-        self.upsert_logged_model_kv(model_id, "logged_model_tags", tags).await
+        self.upsert_logged_model_kv(model_id, "logged_model_tags", tags)
+            .await
     }
 
-    pub async fn log_logged_model_params(&self, model_id: &str, params: &[KeyValue]) -> StoreResult<()> {
+    pub async fn log_logged_model_params(
+        &self,
+        model_id: &str,
+        params: &[KeyValue],
+    ) -> StoreResult<()> {
         params.iter().try_for_each(validate_param)?;
-        self.upsert_logged_model_kv(model_id, "logged_model_params", params).await
+        self.upsert_logged_model_kv(model_id, "logged_model_params", params)
+            .await
     }
 
-    async fn upsert_logged_model_kv(&self, model_id: &str, table: &'static str, kvs: &[KeyValue]) -> StoreResult<()> {
+    async fn upsert_logged_model_kv(
+        &self,
+        model_id: &str,
+        table: &'static str,
+        kvs: &[KeyValue],
+    ) -> StoreResult<()> {
         self.get_logged_model(model_id).await?;
         let mut tx = self.write.begin().await?;
         for kv in kvs {
@@ -209,7 +298,11 @@ impl MetaStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE logged_models SET last_updated_time = $1 WHERE model_id = $2").bind(time::now_ms()).bind(model_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE logged_models SET last_updated_time = $1 WHERE model_id = $2")
+            .bind(time::now_ms())
+            .bind(model_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -222,7 +315,11 @@ impl MetaStore {
             .execute(&self.write)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("No tag with key '{}' on logged model {model_id}", limits::truncate(key, 64))).into());
+            return Err(Error::not_found(format!(
+                "No tag with key '{}' on logged model {model_id}",
+                limits::truncate(key, 64)
+            ))
+            .into());
         }
         Ok(())
     }
@@ -237,22 +334,38 @@ impl MetaStore {
     ) -> StoreResult<Page<LoggedModel>> {
         let limit = limits::max_results(max_results, 100, limits::MAX_SEARCH_RESULTS)?;
         let offset = sql::decode_page_token(page_token)?;
-        let experiments = experiment_ids.iter().map(|e| ids::parse_experiment_id(e)).collect::<Result<Vec<i64>, Error>>()?;
+        let experiments = experiment_ids
+            .iter()
+            .map(|e| ids::parse_experiment_id(e))
+            .collect::<Result<Vec<i64>, Error>>()?;
         if experiments.is_empty() {
-            return Err(Error::invalid("At least one experiment ID must be specified in 'experiment_ids'").into());
+            return Err(Error::invalid(
+                "At least one experiment ID must be specified in 'experiment_ids'",
+            )
+            .into());
         }
         let filter = parse_filter(filter.unwrap_or(""))?;
-        let mut q = Sql::new(&format!("SELECT {COLUMNS} FROM logged_models lm WHERE lm.lifecycle_stage = 'active' AND lm.experiment_id IN "));
+        let mut q = Sql::new(&format!(
+            "SELECT {COLUMNS} FROM logged_models lm WHERE lm.lifecycle_stage = 'active' AND lm.experiment_id IN "
+        ));
         q.bind_list(experiments);
         sql::push_filter(&mut q, &MODELS, &filter)?;
         q.push(" ORDER BY ");
         for o in order_by {
             sql::push_order_term(&mut q, &MODELS, &parse_order_by(o)?)?;
         }
-        q.push("lm.creation_time DESC, lm.model_id ASC LIMIT ").bind(limit + 1).push(" OFFSET ").bind(offset);
+        q.push("lm.creation_time DESC, lm.model_id ASC LIMIT ")
+            .bind(limit + 1)
+            .push(" OFFSET ")
+            .bind(offset);
         let rows = q.query().fetch_all(&self.read).await?;
         let more = rows.len() as i64 > limit;
-        let items = self.logged_models_from_rows(&rows[..rows.len().min(limit as usize)]).await?;
-        Ok(Page { items, next_page_token: more.then(|| sql::encode_page_token(offset + limit)) })
+        let items = self
+            .logged_models_from_rows(&rows[..rows.len().min(limit as usize)])
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+        })
     }
 }

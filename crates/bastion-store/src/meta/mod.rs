@@ -136,8 +136,14 @@ impl MetaStore {
                 let write = connect(1).connect_with(options.clone()).await?;
                 // Migrate before the readers open, so they see the final schema.
                 sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-                let read = connect(opts.max_connections.max(1)).connect_with(options).await?;
-                Self { read, write, backend }
+                let read = connect(opts.max_connections.max(1))
+                    .connect_with(options)
+                    .await?;
+                Self {
+                    read,
+                    write,
+                    backend,
+                }
             }
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(uri)?.disable_statement_logging();
@@ -219,7 +225,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("postgresql://u:secret@h/db"), "postgresql://u:***@h/db");
+        assert_eq!(
+            redact("postgresql://u:secret@h/db"),
+            "postgresql://u:***@h/db"
+        );
         assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
     }
 }

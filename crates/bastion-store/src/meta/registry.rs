@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use bastion_core::limits::{self, KeyKind, MAX_DESCRIPTION_LENGTH, MAX_MODEL_NAME_LENGTH, MAX_REGISTRY_TAG_VALUE_LENGTH};
+use bastion_core::limits::{
+    self, KeyKind, MAX_DESCRIPTION_LENGTH, MAX_MODEL_NAME_LENGTH, MAX_REGISTRY_TAG_VALUE_LENGTH,
+};
 use bastion_core::model::{Alias, KeyValue, ModelVersion, RegisteredModel, Stage};
 use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::uri::{self, ArtifactUri};
@@ -21,14 +23,33 @@ const DELETED_STAGE: &str = "Deleted_Internal";
 const MODELS: SearchTarget = SearchTarget {
     what: "registered models",
     attributes: &[
-        Attr { key: "name", column: "rm.name", kind: AttrKind::Text },
-        Attr { key: "creation_timestamp", column: "rm.creation_time", kind: AttrKind::Number },
-        Attr { key: "timestamp", column: "rm.last_updated_time", kind: AttrKind::Number },
-        Attr { key: "last_updated_timestamp", column: "rm.last_updated_time", kind: AttrKind::Number },
+        Attr {
+            key: "name",
+            column: "rm.name",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "creation_timestamp",
+            column: "rm.creation_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "timestamp",
+            column: "rm.last_updated_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "last_updated_timestamp",
+            column: "rm.last_updated_time",
+            kind: AttrKind::Number,
+        },
     ],
     metrics: None,
     params: None,
-    tags: Some(KvTable { table: "registered_model_tags", join: "x.model_pk = rm.id" }),
+    tags: Some(KvTable {
+        table: "registered_model_tags",
+        join: "x.model_pk = rm.id",
+    }),
     datasets: None,
     ne_includes_missing: true,
 };
@@ -36,18 +57,53 @@ const MODELS: SearchTarget = SearchTarget {
 const VERSIONS: SearchTarget = SearchTarget {
     what: "model versions",
     attributes: &[
-        Attr { key: "name", column: "rm.name", kind: AttrKind::Text },
-        Attr { key: "version_number", column: "mv.version", kind: AttrKind::Number },
-        Attr { key: "run_id", column: "mv.run_id", kind: AttrKind::Text },
-        Attr { key: "source_path", column: "mv.source", kind: AttrKind::Text },
-        Attr { key: "current_stage", column: "mv.current_stage", kind: AttrKind::Text },
-        Attr { key: "creation_timestamp", column: "mv.creation_time", kind: AttrKind::Number },
-        Attr { key: "timestamp", column: "mv.last_updated_time", kind: AttrKind::Number },
-        Attr { key: "last_updated_timestamp", column: "mv.last_updated_time", kind: AttrKind::Number },
+        Attr {
+            key: "name",
+            column: "rm.name",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "version_number",
+            column: "mv.version",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "run_id",
+            column: "mv.run_id",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "source_path",
+            column: "mv.source",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "current_stage",
+            column: "mv.current_stage",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "creation_timestamp",
+            column: "mv.creation_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "timestamp",
+            column: "mv.last_updated_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "last_updated_timestamp",
+            column: "mv.last_updated_time",
+            kind: AttrKind::Number,
+        },
     ],
     metrics: None,
     params: None,
-    tags: Some(KvTable { table: "model_version_tags", join: "x.model_pk = mv.model_pk AND x.version = mv.version" }),
+    tags: Some(KvTable {
+        table: "model_version_tags",
+        join: "x.model_pk = mv.model_pk AND x.version = mv.version",
+    }),
     datasets: None,
     ne_includes_missing: true,
 };
@@ -65,7 +121,10 @@ pub struct ModelVersionDraft {
 }
 
 fn model_not_found(name: &str) -> Error {
-    Error::not_found(format!("Registered Model with name={} not found", limits::truncate(name, 256)))
+    Error::not_found(format!(
+        "Registered Model with name={} not found",
+        limits::truncate(name, 256)
+    ))
 }
 
 fn version_not_found(name: &str, version: &str) -> Error {
@@ -131,7 +190,10 @@ fn validate_alias(alias: &str) -> StoreResult<()> {
         ))
         .into());
     }
-    if !alias.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+    if !alias
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(Error::invalid(format!(
             "Invalid alias name '{}': use letters, digits, '_' and '-'",
             limits::truncate(alias, 64)
@@ -199,7 +261,10 @@ impl MetaStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(Error::already_exists(format!("Registered Model (name={name}) already exists.")).into());
+            return Err(Error::already_exists(format!(
+                "Registered Model (name={name}) already exists."
+            ))
+            .into());
         };
         let pk: i64 = row.try_get("id")?;
         for t in tags {
@@ -224,8 +289,14 @@ impl MetaStore {
         models.pop().ok_or_else(|| model_not_found(name).into())
     }
 
-    async fn registered_models_from_rows(&self, rows: &[AnyRow]) -> StoreResult<Vec<RegisteredModel>> {
-        let pks: Vec<String> = rows.iter().map(|r| r.try_get::<i64, _>("id").map(|i| i.to_string())).collect::<Result<_, _>>()?;
+    async fn registered_models_from_rows(
+        &self,
+        rows: &[AnyRow],
+    ) -> StoreResult<Vec<RegisteredModel>> {
+        let pks: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("id").map(|i| i.to_string()))
+            .collect::<Result<_, _>>()?;
         let mut tags = rows::kv_by_id(
             &self.read,
             "SELECT CAST(model_pk AS TEXT) AS id, key, value FROM registered_model_tags WHERE CAST(model_pk AS TEXT) IN ",
@@ -236,11 +307,16 @@ impl MetaStore {
         let mut aliases: HashMap<String, Vec<Alias>> = HashMap::new();
         let mut latest: HashMap<String, Vec<ModelVersion>> = HashMap::new();
         for chunk in pks.chunks(rows::ID_CHUNK) {
-            let mut q = Sql::new("SELECT CAST(model_pk AS TEXT) AS id, alias, version FROM registered_model_aliases WHERE CAST(model_pk AS TEXT) IN ");
+            let mut q = Sql::new(
+                "SELECT CAST(model_pk AS TEXT) AS id, alias, version FROM registered_model_aliases WHERE CAST(model_pk AS TEXT) IN ",
+            );
             q.bind_list(chunk.iter().cloned()).push(" ORDER BY alias");
             for r in q.query().fetch_all(&self.read).await? {
                 let v: i64 = r.try_get("version")?;
-                aliases.entry(r.try_get("id")?).or_default().push(Alias { alias: r.try_get("alias")?, version: v.to_string() });
+                aliases.entry(r.try_get("id")?).or_default().push(Alias {
+                    alias: r.try_get("alias")?,
+                    version: v.to_string(),
+                });
             }
             // The newest version in each stage, as MLflow's `latest_versions`.
             let mut q = Sql::new(&format!(
@@ -250,7 +326,10 @@ impl MetaStore {
             q.bind_list(chunk.iter().cloned());
             q.push(" AND mv.version = (SELECT MAX(v2.version) FROM model_versions v2 WHERE v2.model_pk = mv.model_pk AND v2.current_stage = mv.current_stage AND v2.deleted = FALSE) ORDER BY mv.version");
             for r in q.query().fetch_all(&self.read).await? {
-                latest.entry(r.try_get("id")?).or_default().push(version_from_row(&r)?);
+                latest
+                    .entry(r.try_get("id")?)
+                    .or_default()
+                    .push(version_from_row(&r)?);
             }
         }
         rows.iter()
@@ -279,25 +358,45 @@ impl MetaStore {
         let limit = limits::max_results(max_results, 100, 1000)?;
         let offset = sql::decode_page_token(page_token)?;
         let filter = parse_filter(filter.unwrap_or(""))?;
-        let mut q = Sql::new("SELECT rm.id, rm.name, rm.creation_time, rm.last_updated_time, rm.description FROM registered_models rm WHERE 1 = 1");
+        let mut q = Sql::new(
+            "SELECT rm.id, rm.name, rm.creation_time, rm.last_updated_time, rm.description FROM registered_models rm WHERE 1 = 1",
+        );
         sql::push_filter(&mut q, &MODELS, &filter)?;
         q.push(" ORDER BY ");
         for o in order_by {
             sql::push_order_term(&mut q, &MODELS, &parse_order_by(o)?)?;
         }
-        q.push("rm.name ASC LIMIT ").bind(limit + 1).push(" OFFSET ").bind(offset);
+        q.push("rm.name ASC LIMIT ")
+            .bind(limit + 1)
+            .push(" OFFSET ")
+            .bind(offset);
         let rows = q.query().fetch_all(&self.read).await?;
         let more = rows.len() as i64 > limit;
-        let items = self.registered_models_from_rows(&rows[..rows.len().min(limit as usize)]).await?;
-        Ok(Page { items, next_page_token: more.then(|| sql::encode_page_token(offset + limit)) })
+        let items = self
+            .registered_models_from_rows(&rows[..rows.len().min(limit as usize)])
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+        })
     }
 
-    pub async fn rename_registered_model(&self, name: &str, new_name: &str) -> StoreResult<RegisteredModel> {
+    pub async fn rename_registered_model(
+        &self,
+        name: &str,
+        new_name: &str,
+    ) -> StoreResult<RegisteredModel> {
         validate_model_name(new_name)?;
         let pk = self.model_pk(name).await?;
-        let taken = sqlx::query("SELECT 1 FROM registered_models WHERE name = $1").bind(new_name).fetch_optional(&self.read).await?;
+        let taken = sqlx::query("SELECT 1 FROM registered_models WHERE name = $1")
+            .bind(new_name)
+            .fetch_optional(&self.read)
+            .await?;
         if taken.is_some() && name != new_name {
-            return Err(Error::already_exists(format!("Registered Model (name={new_name}) already exists.")).into());
+            return Err(Error::already_exists(format!(
+                "Registered Model (name={new_name}) already exists."
+            ))
+            .into());
         }
         sqlx::query("UPDATE registered_models SET name = $1, last_updated_time = $2 WHERE id = $3")
             .bind(new_name)
@@ -308,17 +407,23 @@ impl MetaStore {
         self.get_registered_model(new_name).await
     }
 
-    pub async fn update_registered_model(&self, name: &str, description: Option<&str>) -> StoreResult<RegisteredModel> {
+    pub async fn update_registered_model(
+        &self,
+        name: &str,
+        description: Option<&str>,
+    ) -> StoreResult<RegisteredModel> {
         let pk = self.model_pk(name).await?;
         if let Some(d) = description {
             validate_description(d)?;
         }
-        sqlx::query("UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE id = $3")
-            .bind(description.map(str::to_owned))
-            .bind(time::now_ms())
-            .bind(pk)
-            .execute(&self.write)
-            .await?;
+        sqlx::query(
+            "UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE id = $3",
+        )
+        .bind(description.map(str::to_owned))
+        .bind(time::now_ms())
+        .bind(pk)
+        .execute(&self.write)
+        .await?;
         self.get_registered_model(name).await
     }
 
@@ -326,10 +431,21 @@ impl MetaStore {
     pub async fn delete_registered_model(&self, name: &str) -> StoreResult<()> {
         let pk = self.model_pk(name).await?;
         let mut tx = self.write.begin().await?;
-        for table in ["model_version_tags", "registered_model_aliases", "model_versions", "registered_model_tags"] {
-            query_fmt!("DELETE FROM {table} WHERE model_pk = $1").bind(pk).execute(&mut *tx).await?;
+        for table in [
+            "model_version_tags",
+            "registered_model_aliases",
+            "model_versions",
+            "registered_model_tags",
+        ] {
+            query_fmt!("DELETE FROM {table} WHERE model_pk = $1")
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query("DELETE FROM registered_models WHERE id = $1").bind(pk).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM registered_models WHERE id = $1")
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -348,18 +464,26 @@ impl MetaStore {
 
     pub async fn delete_registered_model_tag(&self, name: &str, key: &str) -> StoreResult<()> {
         let pk = self.model_pk(name).await?;
-        let done = sqlx::query("DELETE FROM registered_model_tags WHERE model_pk = $1 AND key = $2")
-            .bind(pk)
-            .bind(key)
-            .execute(&self.write)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM registered_model_tags WHERE model_pk = $1 AND key = $2")
+                .bind(pk)
+                .bind(key)
+                .execute(&self.write)
+                .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("No tag with key '{}' on registered model '{name}'", limits::truncate(key, 64))).into());
+            return Err(Error::not_found(format!(
+                "No tag with key '{}' on registered model '{name}'",
+                limits::truncate(key, 64)
+            ))
+            .into());
         }
         Ok(())
     }
 
-    pub async fn create_model_version(&self, draft: &ModelVersionDraft) -> StoreResult<ModelVersion> {
+    pub async fn create_model_version(
+        &self,
+        draft: &ModelVersionDraft,
+    ) -> StoreResult<ModelVersion> {
         if draft.source.is_empty() {
             return Err(Error::missing("source").into());
         }
@@ -377,18 +501,24 @@ impl MetaStore {
         }
         if let Some(r) = &run_id {
             if !ids::is_run_id(r) {
-                return Err(Error::invalid(format!("Invalid run_id '{}'", limits::truncate(r, 64))).into());
+                return Err(Error::invalid(format!(
+                    "Invalid run_id '{}'",
+                    limits::truncate(r, 64)
+                ))
+                .into());
             }
             self.get_run_info(r).await?;
         }
         let pk = self.model_pk(&draft.name).await?;
         let now = time::now_ms();
         let mut tx = self.write.begin().await?;
-        let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS next FROM model_versions WHERE model_pk = $1")
-            .bind(pk)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("next")?;
+        let next: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM model_versions WHERE model_pk = $1",
+        )
+        .bind(pk)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("next")?;
         sqlx::query(
             "INSERT INTO model_versions (model_pk, version, creation_time, last_updated_time, description, user_id, current_stage, \
              source, run_id, run_link, status, status_message, logged_model_id, deleted) \
@@ -413,7 +543,11 @@ impl MetaStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2").bind(now).bind(pk).execute(&mut *tx).await?;
+        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
+            .bind(now)
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.get_model_version(&draft.name, &next.to_string()).await
     }
@@ -436,14 +570,24 @@ impl MetaStore {
     pub async fn get_model_version(&self, name: &str, version: &str) -> StoreResult<ModelVersion> {
         let (_, _, row) = self.version_row(name, version).await?;
         let mut out = self.versions_from_rows(&[row]).await?;
-        out.pop().ok_or_else(|| version_not_found(name, version).into())
+        out.pop()
+            .ok_or_else(|| version_not_found(name, version).into())
     }
 
     async fn versions_from_rows(&self, rows: &[AnyRow]) -> StoreResult<Vec<ModelVersion>> {
-        let mut versions = rows.iter().map(version_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut versions = rows
+            .iter()
+            .map(version_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         let keys: Vec<String> = rows
             .iter()
-            .map(|r| Ok(format!("{}:{}", r.try_get::<i64, _>("model_pk")?, r.try_get::<i64, _>("version")?)))
+            .map(|r| {
+                Ok(format!(
+                    "{}:{}",
+                    r.try_get::<i64, _>("model_pk")?,
+                    r.try_get::<i64, _>("version")?
+                ))
+            })
             .collect::<StoreResult<_>>()?;
         let mut tags = rows::kv_by_id(
             &self.read,
@@ -461,7 +605,10 @@ impl MetaStore {
             );
             q.bind_list(chunk.iter().cloned()).push(" ORDER BY alias");
             for r in q.query().fetch_all(&self.read).await? {
-                aliases.entry(r.try_get("id")?).or_default().push(r.try_get("alias")?);
+                aliases
+                    .entry(r.try_get("id")?)
+                    .or_default()
+                    .push(r.try_get("alias")?);
             }
         }
         for (v, key) in versions.iter_mut().zip(&keys) {
@@ -471,7 +618,12 @@ impl MetaStore {
         Ok(versions)
     }
 
-    pub async fn update_model_version(&self, name: &str, version: &str, description: Option<&str>) -> StoreResult<ModelVersion> {
+    pub async fn update_model_version(
+        &self,
+        name: &str,
+        version: &str,
+        description: Option<&str>,
+    ) -> StoreResult<ModelVersion> {
         let (pk, v, _) = self.version_row(name, version).await?;
         if let Some(d) = description {
             validate_description(d)?;
@@ -490,8 +642,16 @@ impl MetaStore {
     pub async fn delete_model_version(&self, name: &str, version: &str) -> StoreResult<()> {
         let (pk, v, _) = self.version_row(name, version).await?;
         let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM registered_model_aliases WHERE model_pk = $1 AND version = $2").bind(pk).bind(v).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM model_version_tags WHERE model_pk = $1 AND version = $2").bind(pk).bind(v).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM registered_model_aliases WHERE model_pk = $1 AND version = $2")
+            .bind(pk)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM model_version_tags WHERE model_pk = $1 AND version = $2")
+            .bind(pk)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE model_versions SET deleted = TRUE, current_stage = $1, last_updated_time = $2 WHERE model_pk = $3 AND version = $4")
             .bind(DELETED_STAGE)
             .bind(time::now_ms())
@@ -499,7 +659,11 @@ impl MetaStore {
             .bind(v)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2").bind(time::now_ms()).bind(pk).execute(&mut *tx).await?;
+        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
+            .bind(time::now_ms())
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -534,12 +698,21 @@ impl MetaStore {
             .bind(v)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2").bind(now).bind(pk).execute(&mut *tx).await?;
+        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
+            .bind(now)
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         self.get_model_version(name, version).await
     }
 
-    pub async fn set_model_version_tag(&self, name: &str, version: &str, tag: &KeyValue) -> StoreResult<()> {
+    pub async fn set_model_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        tag: &KeyValue,
+    ) -> StoreResult<()> {
         validate_tag(tag)?;
         let (pk, v, _) = self.version_row(name, version).await?;
         sqlx::query("INSERT INTO model_version_tags (model_pk, version, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT (model_pk, version, key) DO UPDATE SET value = excluded.value")
@@ -552,21 +725,37 @@ impl MetaStore {
         Ok(())
     }
 
-    pub async fn delete_model_version_tag(&self, name: &str, version: &str, key: &str) -> StoreResult<()> {
+    pub async fn delete_model_version_tag(
+        &self,
+        name: &str,
+        version: &str,
+        key: &str,
+    ) -> StoreResult<()> {
         let (pk, v, _) = self.version_row(name, version).await?;
-        let done = sqlx::query("DELETE FROM model_version_tags WHERE model_pk = $1 AND version = $2 AND key = $3")
-            .bind(pk)
-            .bind(v)
-            .bind(key)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "DELETE FROM model_version_tags WHERE model_pk = $1 AND version = $2 AND key = $3",
+        )
+        .bind(pk)
+        .bind(v)
+        .bind(key)
+        .execute(&self.write)
+        .await?;
         if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("No tag with key '{}' on model version {name}/{version}", limits::truncate(key, 64))).into());
+            return Err(Error::not_found(format!(
+                "No tag with key '{}' on model version {name}/{version}",
+                limits::truncate(key, 64)
+            ))
+            .into());
         }
         Ok(())
     }
 
-    pub async fn set_registered_model_alias(&self, name: &str, alias: &str, version: &str) -> StoreResult<()> {
+    pub async fn set_registered_model_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+    ) -> StoreResult<()> {
         validate_alias(alias)?;
         let (pk, v, _) = self.version_row(name, version).await?;
         sqlx::query("INSERT INTO registered_model_aliases (model_pk, alias, version) VALUES ($1, $2, $3) ON CONFLICT (model_pk, alias) DO UPDATE SET version = excluded.version")
@@ -588,26 +777,39 @@ impl MetaStore {
         Ok(())
     }
 
-    pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> StoreResult<ModelVersion> {
+    pub async fn get_model_version_by_alias(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> StoreResult<ModelVersion> {
         let pk = self.model_pk(name).await?;
-        let version: i64 = sqlx::query("SELECT version FROM registered_model_aliases WHERE model_pk = $1 AND alias = $2")
-            .bind(pk)
-            .bind(alias)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| {
-                Error::not_found(format!(
-                    "Registered model alias {} not found.",
-                    limits::truncate(alias, 64)
-                ))
-            })?
-            .try_get("version")?;
+        let version: i64 = sqlx::query(
+            "SELECT version FROM registered_model_aliases WHERE model_pk = $1 AND alias = $2",
+        )
+        .bind(pk)
+        .bind(alias)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "Registered model alias {} not found.",
+                limits::truncate(alias, 64)
+            ))
+        })?
+        .try_get("version")?;
         self.get_model_version(name, &version.to_string()).await
     }
 
-    pub async fn get_latest_versions(&self, name: &str, stages: &[String]) -> StoreResult<Vec<ModelVersion>> {
+    pub async fn get_latest_versions(
+        &self,
+        name: &str,
+        stages: &[String],
+    ) -> StoreResult<Vec<ModelVersion>> {
         let model = self.get_registered_model(name).await?;
-        let wanted: Vec<Stage> = stages.iter().map(|s| Stage::parse(s)).collect::<Result<_, _>>()?;
+        let wanted: Vec<Stage> = stages
+            .iter()
+            .map(|s| Stage::parse(s))
+            .collect::<Result<_, _>>()?;
         let mut out: Vec<ModelVersion> = model
             .latest_versions
             .into_iter()
@@ -638,16 +840,28 @@ impl MetaStore {
         for o in order_by {
             sql::push_order_term(&mut q, &VERSIONS, &parse_order_by(o)?)?;
         }
-        q.push("rm.name ASC, mv.version DESC LIMIT ").bind(limit + 1).push(" OFFSET ").bind(offset);
+        q.push("rm.name ASC, mv.version DESC LIMIT ")
+            .bind(limit + 1)
+            .push(" OFFSET ")
+            .bind(offset);
         let rows = q.query().fetch_all(&self.read).await?;
         let more = rows.len() as i64 > limit;
-        let items = self.versions_from_rows(&rows[..rows.len().min(limit as usize)]).await?;
-        Ok(Page { items, next_page_token: more.then(|| sql::encode_page_token(offset + limit)) })
+        let items = self
+            .versions_from_rows(&rows[..rows.len().min(limit as usize)])
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+        })
     }
 
     /// Where the version's files are: resolves `runs:/` and `models:/m-...` sources through the
     /// store; any other accepted source is returned as is.
-    pub async fn model_version_download_uri(&self, name: &str, version: &str) -> StoreResult<String> {
+    pub async fn model_version_download_uri(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<String> {
         let mv = self.get_model_version(name, version).await?;
         if let Some(model_id) = &mv.model_id {
             return Ok(self.get_logged_model(model_id).await?.info.artifact_uri);
@@ -655,7 +869,11 @@ impl MetaStore {
         match uri::parse("source", &mv.source)? {
             ArtifactUri::Run { run_id, path } => {
                 let info = self.get_run_info(&run_id).await?;
-                Ok(if path.is_root() { info.artifact_uri } else { format!("{}/{path}", info.artifact_uri) })
+                Ok(if path.is_root() {
+                    info.artifact_uri
+                } else {
+                    format!("{}/{path}", info.artifact_uri)
+                })
             }
             ArtifactUri::Model(reference) if ids::is_logged_model_id(&reference) => {
                 Ok(self.get_logged_model(&reference).await?.info.artifact_uri)

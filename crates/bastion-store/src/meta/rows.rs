@@ -14,7 +14,8 @@ pub(crate) const ID_CHUNK: usize = 500;
 
 pub(crate) fn stage(row: &AnyRow, col: &str) -> StoreResult<LifecycleStage> {
     let s: String = row.try_get(col)?;
-    LifecycleStage::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown lifecycle stage '{s}'")))
+    LifecycleStage::parse(&s)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown lifecycle stage '{s}'")))
 }
 
 /// The value as stored → the value as MLflow reports it: `value` is NULL for NaN rows

@@ -13,21 +13,74 @@ use crate::error::StoreResult;
 const RUNS: SearchTarget = SearchTarget {
     what: "runs",
     attributes: &[
-        Attr { key: "run_id", column: "r.run_uuid", kind: AttrKind::Text },
-        Attr { key: "run_name", column: "r.name", kind: AttrKind::Text },
-        Attr { key: "status", column: "r.status", kind: AttrKind::Text },
-        Attr { key: "user_id", column: "r.user_id", kind: AttrKind::Text },
-        Attr { key: "artifact_uri", column: "r.artifact_uri", kind: AttrKind::Text },
-        Attr { key: "lifecycle_stage", column: "r.lifecycle_stage", kind: AttrKind::Text },
-        Attr { key: "start_time", column: "r.start_time", kind: AttrKind::Number },
-        Attr { key: "end_time", column: "r.end_time", kind: AttrKind::Number },
-        Attr { key: "created", column: "r.start_time", kind: AttrKind::Number },
-        Attr { key: "Created", column: "r.start_time", kind: AttrKind::Number },
-        Attr { key: "experiment_id", column: "r.experiment_id", kind: AttrKind::Number },
+        Attr {
+            key: "run_id",
+            column: "r.run_uuid",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "run_name",
+            column: "r.name",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "status",
+            column: "r.status",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "user_id",
+            column: "r.user_id",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "artifact_uri",
+            column: "r.artifact_uri",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "lifecycle_stage",
+            column: "r.lifecycle_stage",
+            kind: AttrKind::Text,
+        },
+        Attr {
+            key: "start_time",
+            column: "r.start_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "end_time",
+            column: "r.end_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "created",
+            column: "r.start_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "Created",
+            column: "r.start_time",
+            kind: AttrKind::Number,
+        },
+        Attr {
+            key: "experiment_id",
+            column: "r.experiment_id",
+            kind: AttrKind::Number,
+        },
     ],
-    metrics: Some(KvTable { table: "latest_metrics", join: "x.run_uuid = r.run_uuid" }),
-    params: Some(KvTable { table: "params", join: "x.run_uuid = r.run_uuid" }),
-    tags: Some(KvTable { table: "tags", join: "x.run_uuid = r.run_uuid" }),
+    metrics: Some(KvTable {
+        table: "latest_metrics",
+        join: "x.run_uuid = r.run_uuid",
+    }),
+    params: Some(KvTable {
+        table: "params",
+        join: "x.run_uuid = r.run_uuid",
+    }),
+    tags: Some(KvTable {
+        table: "tags",
+        join: "x.run_uuid = r.run_uuid",
+    }),
     datasets: Some("i.run_uuid = r.run_uuid"),
     ne_includes_missing: false,
 };
@@ -58,21 +111,34 @@ impl MetaStore {
             .map(|e| ids::parse_experiment_id(e))
             .collect::<Result<Vec<i64>, Error>>()?;
         if experiments.is_empty() {
-            return Ok(Page { items: Vec::new(), next_page_token: None });
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
         }
         let filter = parse_filter(req.filter.as_deref().unwrap_or(""))?;
-        let mut q = Sql::new(&format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.experiment_id IN "));
+        let mut q = Sql::new(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r WHERE r.experiment_id IN "
+        ));
         q.bind_list(experiments);
-        q.push(" AND r.lifecycle_stage IN ").bind_list(req.view.stages().iter().copied());
+        q.push(" AND r.lifecycle_stage IN ")
+            .bind_list(req.view.stages().iter().copied());
         sql::push_filter(&mut q, &RUNS, &filter)?;
         q.push(" ORDER BY ");
         for o in &req.order_by {
             sql::push_order_term(&mut q, &RUNS, &parse_order_by(o)?)?;
         }
-        q.push("r.start_time DESC, r.run_uuid ASC LIMIT ").bind(limit + 1).push(" OFFSET ").bind(offset);
+        q.push("r.start_time DESC, r.run_uuid ASC LIMIT ")
+            .bind(limit + 1)
+            .push(" OFFSET ")
+            .bind(offset);
         let rows = q.query().fetch_all(&self.read).await?;
         let more = rows.len() as i64 > limit;
-        let infos = rows.iter().take(limit as usize).map(run_info).collect::<StoreResult<Vec<_>>>()?;
+        let infos = rows
+            .iter()
+            .take(limit as usize)
+            .map(run_info)
+            .collect::<StoreResult<Vec<_>>>()?;
         let items = self.attach_run_data(infos).await?;
         Ok(Page {
             items,

@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 
-use bastion_core::limits::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_VALUE_LENGTH};
+use bastion_core::limits::{
+    self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_RUN_NAME_LENGTH, MAX_TAG_VALUE_LENGTH,
+};
 use bastion_core::model::{
-    DatasetInput, KeyValue, LifecycleStage, Metric, ModelRef, Run, RunData, RunInfo, RunInputs, RunOutputs,
-    RunStatus,
+    DatasetInput, KeyValue, LifecycleStage, Metric, ModelRef, Run, RunData, RunInfo, RunInputs,
+    RunOutputs, RunStatus,
 };
 use bastion_core::{Error, ids, time};
 use sqlx::any::AnyRow;
@@ -44,8 +46,7 @@ pub struct BatchLog {
     pub tags: Vec<KeyValue>,
 }
 
-pub(crate) const RUN_COLUMNS: &str =
-    "r.run_uuid, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
+pub(crate) const RUN_COLUMNS: &str = "r.run_uuid, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
 
 pub(crate) fn run_info(row: &AnyRow) -> StoreResult<RunInfo> {
     let id: String = row.try_get("run_uuid")?;
@@ -83,10 +84,17 @@ pub(crate) fn validate_tag(t: &KeyValue) -> StoreResult<()> {
 }
 
 fn not_found(run_id: &str) -> Error {
-    Error::not_found(format!("Run with id={} not found", limits::truncate(run_id, 64)))
+    Error::not_found(format!(
+        "Run with id={} not found",
+        limits::truncate(run_id, 64)
+    ))
 }
 
-async fn insert_metric(tx: &mut Transaction<'static, Any>, run_id: &str, m: &Metric) -> StoreResult<()> {
+async fn insert_metric(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    m: &Metric,
+) -> StoreResult<()> {
     let (value, is_nan) = rows::stored_metric_value(m.value.0);
     sqlx::query(
         "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -121,13 +129,19 @@ async fn insert_metric(tx: &mut Transaction<'static, Any>, run_id: &str, m: &Met
     Ok(())
 }
 
-async fn insert_param(tx: &mut Transaction<'static, Any>, run_id: &str, p: &KeyValue) -> StoreResult<()> {
-    let done = sqlx::query("INSERT INTO params (run_uuid, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(run_id)
-        .bind(&p.key)
-        .bind(&p.value)
-        .execute(&mut **tx)
-        .await?;
+async fn insert_param(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    p: &KeyValue,
+) -> StoreResult<()> {
+    let done = sqlx::query(
+        "INSERT INTO params (run_uuid, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(&p.key)
+    .bind(&p.value)
+    .execute(&mut **tx)
+    .await?;
     if done.rows_affected() == 0 {
         let old: String = sqlx::query("SELECT value FROM params WHERE run_uuid = $1 AND key = $2")
             .bind(run_id)
@@ -148,7 +162,11 @@ async fn insert_param(tx: &mut Transaction<'static, Any>, run_id: &str, p: &KeyV
     Ok(())
 }
 
-async fn upsert_tag(tx: &mut Transaction<'static, Any>, run_id: &str, t: &KeyValue) -> StoreResult<()> {
+async fn upsert_tag(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    t: &KeyValue,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO tags (run_uuid, key, value) VALUES ($1, $2, $3) \
          ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
@@ -175,7 +193,11 @@ impl MetaStore {
         for t in &draft.tags {
             validate_tag(t)?;
         }
-        let tag_name = draft.tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let tag_name = draft
+            .tags
+            .iter()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
         let name = match (draft.run_name.filter(|n| !n.is_empty()), tag_name) {
             (Some(given), Some(tagged)) if given != tagged => {
                 return Err(Error::invalid(format!(
@@ -190,7 +212,10 @@ impl MetaStore {
         };
         limits::validate_length("Run name", &name, &name, MAX_RUN_NAME_LENGTH)?;
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let artifact_uri = format!("{}/{run_id}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+        let artifact_uri = format!(
+            "{}/{run_id}/artifacts",
+            experiment.artifact_location.trim_end_matches('/')
+        );
         let start_time = draft.start_time.unwrap_or_else(time::now_ms);
         let user_id = draft.user_id.unwrap_or_default();
         let mut tx = self.write.begin().await?;
@@ -252,26 +277,34 @@ impl MetaStore {
                 "SELECT i.run_uuid, i.tags_json, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
                  FROM run_dataset_inputs i JOIN datasets d ON d.dataset_id = i.dataset_id WHERE i.run_uuid IN ",
             );
-            q.bind_list(chunk.iter().cloned()).push(" ORDER BY d.dataset_id");
+            q.bind_list(chunk.iter().cloned())
+                .push(" ORDER BY d.dataset_id");
             for row in q.query().fetch_all(&self.read).await? {
                 let id: String = row.try_get("run_uuid")?;
                 let tags_json: String = row.try_get("tags_json")?;
                 let tags: Vec<KeyValue> = serde_json::from_str(&tags_json)
                     .map_err(|e| crate::StoreError::Corrupt(format!("dataset input tags: {e}")))?;
-                inputs.entry(id).or_default().dataset_inputs.push(DatasetInput {
-                    tags,
-                    dataset: bastion_core::model::Dataset {
-                        name: row.try_get("name")?,
-                        digest: row.try_get("digest")?,
-                        source_type: row.try_get("source_type")?,
-                        source: row.try_get("source")?,
-                        schema: row.try_get("schema")?,
-                        profile: row.try_get("profile")?,
-                    },
-                });
+                inputs
+                    .entry(id)
+                    .or_default()
+                    .dataset_inputs
+                    .push(DatasetInput {
+                        tags,
+                        dataset: bastion_core::model::Dataset {
+                            name: row.try_get("name")?,
+                            digest: row.try_get("digest")?,
+                            source_type: row.try_get("source_type")?,
+                            source: row.try_get("source")?,
+                            schema: row.try_get("schema")?,
+                            profile: row.try_get("profile")?,
+                        },
+                    });
             }
-            let mut q = Sql::new("SELECT run_uuid, direction, model_id, step FROM run_model_refs WHERE run_uuid IN ");
-            q.bind_list(chunk.iter().cloned()).push(" ORDER BY model_id");
+            let mut q = Sql::new(
+                "SELECT run_uuid, direction, model_id, step FROM run_model_refs WHERE run_uuid IN ",
+            );
+            q.bind_list(chunk.iter().cloned())
+                .push(" ORDER BY model_id");
             for row in q.query().fetch_all(&self.read).await? {
                 let id: String = row.try_get("run_uuid")?;
                 let direction: String = row.try_get("direction")?;
@@ -293,9 +326,13 @@ impl MetaStore {
             &ids,
         )
         .await?;
-        let mut tags =
-            rows::kv_by_id(&self.read, "SELECT run_uuid AS id, key, value FROM tags WHERE run_uuid IN ", " ORDER BY key", &ids)
-                .await?;
+        let mut tags = rows::kv_by_id(
+            &self.read,
+            "SELECT run_uuid AS id, key, value FROM tags WHERE run_uuid IN ",
+            " ORDER BY key",
+            &ids,
+        )
+        .await?;
         Ok(infos
             .into_iter()
             .map(|info| {
@@ -315,13 +352,18 @@ impl MetaStore {
     }
 
     /// Fails unless the run exists and is active: logging to a deleted run is refused.
-    pub(crate) async fn check_active_run(&self, tx: &mut Transaction<'static, Any>, run_id: &str) -> StoreResult<()> {
-        let stage: Option<String> = sqlx::query("SELECT lifecycle_stage FROM runs WHERE run_uuid = $1")
-            .bind(run_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|r| r.try_get("lifecycle_stage"))
-            .transpose()?;
+    pub(crate) async fn check_active_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_id: &str,
+    ) -> StoreResult<()> {
+        let stage: Option<String> =
+            sqlx::query("SELECT lifecycle_stage FROM runs WHERE run_uuid = $1")
+                .bind(run_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|r| r.try_get("lifecycle_stage"))
+                .transpose()?;
         match stage.as_deref() {
             None => Err(not_found(run_id).into()),
             Some("active") => Ok(()),
@@ -364,12 +406,14 @@ impl MetaStore {
 
     async fn set_run_stage(&self, run_id: &str, stage: LifecycleStage) -> StoreResult<()> {
         let deleted_time = (stage == LifecycleStage::Deleted).then(time::now_ms);
-        let done = sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3")
-            .bind(stage.as_str())
-            .bind(deleted_time)
-            .bind(run_id)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3",
+        )
+        .bind(stage.as_str())
+        .bind(deleted_time)
+        .bind(run_id)
+        .execute(&self.write)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(not_found(run_id).into());
         }
@@ -488,7 +532,11 @@ impl MetaStore {
         page_token: Option<&str>,
     ) -> StoreResult<(Vec<Metric>, Option<String>)> {
         self.get_run_info(run_id).await?;
-        let limit = limits::max_results(max_results, limits::MAX_METRIC_HISTORY_RESULTS, limits::MAX_METRIC_HISTORY_RESULTS)?;
+        let limit = limits::max_results(
+            max_results,
+            limits::MAX_METRIC_HISTORY_RESULTS,
+            limits::MAX_METRIC_HISTORY_RESULTS,
+        )?;
         let offset = super::sql::decode_page_token(page_token)?;
         let rows = sqlx::query(
             "SELECT key, CASE WHEN is_nan THEN NULL ELSE value END AS value, timestamp, step FROM metrics \
@@ -501,13 +549,30 @@ impl MetaStore {
         .fetch_all(&self.read)
         .await?;
         let more = rows.len() as i64 > limit;
-        let metrics = rows.iter().take(limit as usize).map(rows::metric).collect::<StoreResult<Vec<_>>>()?;
-        Ok((metrics, more.then(|| super::sql::encode_page_token(offset + limit))))
+        let metrics = rows
+            .iter()
+            .take(limit as usize)
+            .map(rows::metric)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((
+            metrics,
+            more.then(|| super::sql::encode_page_token(offset + limit)),
+        ))
     }
 
-    pub async fn log_inputs(&self, run_id: &str, datasets: &[DatasetInput], models: &[ModelRef]) -> StoreResult<()> {
+    pub async fn log_inputs(
+        &self,
+        run_id: &str,
+        datasets: &[DatasetInput],
+        models: &[ModelRef],
+    ) -> StoreResult<()> {
         for d in datasets {
-            for (field, v) in [("name", &d.dataset.name), ("digest", &d.dataset.digest), ("source_type", &d.dataset.source_type), ("source", &d.dataset.source)] {
+            for (field, v) in [
+                ("name", &d.dataset.name),
+                ("digest", &d.dataset.digest),
+                ("source_type", &d.dataset.source_type),
+                ("source", &d.dataset.source),
+            ] {
                 if v.is_empty() {
                     return Err(Error::missing(&format!("dataset.{field}")).into());
                 }
@@ -516,7 +581,11 @@ impl MetaStore {
         }
         for m in models {
             if !ids::is_logged_model_id(&m.model_id) {
-                return Err(Error::invalid(format!("Invalid model_id '{}'", limits::truncate(&m.model_id, 64))).into());
+                return Err(Error::invalid(format!(
+                    "Invalid model_id '{}'",
+                    limits::truncate(&m.model_id, 64)
+                ))
+                .into());
             }
         }
         let mut tx = self.write.begin().await?;
@@ -548,8 +617,13 @@ impl MetaStore {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("dataset_id")?;
-            let context = d.tags.iter().find(|t| t.key == "mlflow.data.context").map(|t| t.value.clone());
-            let tags_json = serde_json::to_string(&d.tags).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+            let context = d
+                .tags
+                .iter()
+                .find(|t| t.key == "mlflow.data.context")
+                .map(|t| t.value.clone());
+            let tags_json = serde_json::to_string(&d.tags)
+                .map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO run_dataset_inputs (run_uuid, dataset_id, context, tags_json) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (run_uuid, dataset_id) DO NOTHING",
@@ -571,7 +645,11 @@ impl MetaStore {
     pub async fn log_outputs(&self, run_id: &str, models: &[ModelRef]) -> StoreResult<()> {
         for m in models {
             if !ids::is_logged_model_id(&m.model_id) {
-                return Err(Error::invalid(format!("Invalid model_id '{}'", limits::truncate(&m.model_id, 64))).into());
+                return Err(Error::invalid(format!(
+                    "Invalid model_id '{}'",
+                    limits::truncate(&m.model_id, 64)
+                ))
+                .into());
             }
         }
         let mut tx = self.write.begin().await?;
@@ -584,7 +662,12 @@ impl MetaStore {
     }
 }
 
-async fn insert_model_ref(tx: &mut Transaction<'static, Any>, run_id: &str, direction: &str, m: &ModelRef) -> StoreResult<()> {
+async fn insert_model_ref(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    direction: &str,
+    m: &ModelRef,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO run_model_refs (run_uuid, direction, model_id, step) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (run_uuid, direction, model_id) DO UPDATE SET step = excluded.step",

@@ -134,15 +134,18 @@ pub(crate) struct SearchTarget {
 
 impl SearchTarget {
     fn attribute(&self, key: &str) -> Result<&Attr, Error> {
-        self.attributes.iter().find(|a| a.key == key).ok_or_else(|| {
-            let valid: Vec<&str> = self.attributes.iter().map(|a| a.key).collect();
-            Error::invalid(format!(
-                "Invalid attribute key '{}' specified for {}. Valid keys are '{}'",
-                truncate(key, 64),
-                self.what,
-                valid.join("', '")
-            ))
-        })
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = self.attributes.iter().map(|a| a.key).collect();
+                Error::invalid(format!(
+                    "Invalid attribute key '{}' specified for {}. Valid keys are '{}'",
+                    truncate(key, 64),
+                    self.what,
+                    valid.join("', '")
+                ))
+            })
     }
 
     fn kv(&self, entity: Entity) -> Result<&KvTable, Error> {
@@ -153,7 +156,11 @@ impl SearchTarget {
             _ => None,
         };
         table.ok_or_else(|| {
-            Error::invalid(format!("Searching {} by {} is not supported", self.what, entity.noun()))
+            Error::invalid(format!(
+                "Searching {} by {} is not supported",
+                self.what,
+                entity.noun()
+            ))
         })
     }
 }
@@ -201,7 +208,14 @@ fn str_list<'a>(what: &str, key: &str, value: &'a Value) -> Result<Vec<&'a str>,
 }
 
 /// Appends `<expr> <op> <value>` for a string-valued expression.
-fn push_text_cmp(sql: &mut Sql, expr: &str, op: Op, value: &Value, what: &str, key: &str) -> Result<(), Error> {
+fn push_text_cmp(
+    sql: &mut Sql,
+    expr: &str,
+    op: Op,
+    value: &Value,
+    what: &str,
+    key: &str,
+) -> Result<(), Error> {
     match op {
         Op::Eq | Op::Ne | Op::Like => {
             let v = want_str(what, key, value)?;
@@ -214,20 +228,35 @@ fn push_text_cmp(sql: &mut Sql, expr: &str, op: Op, value: &Value, what: &str, k
         }
         Op::ILike => {
             let v = want_str(what, key, value)?;
-            sql.push("LOWER(").push(expr).push(") LIKE LOWER(").bind(v).push(")");
+            sql.push("LOWER(")
+                .push(expr)
+                .push(") LIKE LOWER(")
+                .bind(v)
+                .push(")");
         }
         Op::In | Op::NotIn => {
             let items = str_list(what, key, value)?;
-            sql.push(expr).push(if op == Op::In { " IN " } else { " NOT IN " });
+            sql.push(expr)
+                .push(if op == Op::In { " IN " } else { " NOT IN " });
             sql.bind_list(items);
         }
-        _ => return Err(Error::invalid(format!("Invalid comparator '{}' for {what} '{}'", op.as_str(), truncate(key, 64)))),
+        _ => {
+            return Err(Error::invalid(format!(
+                "Invalid comparator '{}' for {what} '{}'",
+                op.as_str(),
+                truncate(key, 64)
+            )));
+        }
     }
     Ok(())
 }
 
 /// Appends ` AND (<condition>)` for each comparison.
-pub(crate) fn push_filter(sql: &mut Sql, target: &SearchTarget, filter: &[Comparison]) -> Result<(), Error> {
+pub(crate) fn push_filter(
+    sql: &mut Sql,
+    target: &SearchTarget,
+    filter: &[Comparison],
+) -> Result<(), Error> {
     for c in filter {
         sql.push(" AND (");
         push_comparison(sql, target, c)?;
@@ -244,10 +273,19 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
             match attr.kind {
                 AttrKind::Number => {
                     if !matches!(c.op, Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge) {
-                        return Err(bad_op(target, "numeric attribute", key, c.op, "=, !=, <, <=, >, >="));
+                        return Err(bad_op(
+                            target,
+                            "numeric attribute",
+                            key,
+                            c.op,
+                            "=, !=, <, <=, >, >=",
+                        ));
                     }
                     let n = want_num("attribute", key, &c.value)?;
-                    sql.push(attr.column).push(" ").push(c.op.as_str()).push(" ");
+                    sql.push(attr.column)
+                        .push(" ")
+                        .push(c.op.as_str())
+                        .push(" ");
                     if n.fract() == 0.0 && n.abs() < 9.0e15 {
                         sql.bind(n as i64);
                     } else {
@@ -256,7 +294,13 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
                 }
                 AttrKind::Text => {
                     if matches!(c.op, Op::IsNull | Op::IsNotNull) || c.op.is_ordering() {
-                        return Err(bad_op(target, "attribute", key, c.op, "=, !=, LIKE, ILIKE, IN, NOT IN"));
+                        return Err(bad_op(
+                            target,
+                            "attribute",
+                            key,
+                            c.op,
+                            "=, !=, LIKE, ILIKE, IN, NOT IN",
+                        ));
                     }
                     push_text_cmp(sql, attr.column, c.op, &c.value, "attribute", key)?;
                 }
@@ -268,8 +312,13 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
                 return Err(bad_op(target, "metric", key, c.op, "=, !=, <, <=, >, >="));
             }
             let n = want_num("metric", key, &c.value)?;
-            sql.push("EXISTS (SELECT 1 FROM ").push(kv.table).push(" x WHERE ").push(kv.join);
-            sql.push(" AND x.key = ").bind(key).push(" AND x.is_nan = FALSE AND x.value ");
+            sql.push("EXISTS (SELECT 1 FROM ")
+                .push(kv.table)
+                .push(" x WHERE ")
+                .push(kv.join);
+            sql.push(" AND x.key = ")
+                .bind(key)
+                .push(" AND x.is_nan = FALSE AND x.value ");
             sql.push(c.op.as_str()).push(" ").bind(n).push(")");
         }
         entity @ (Entity::Param | Entity::Tag) => {
@@ -277,7 +326,10 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
             let noun = entity.noun();
             let exists = |sql: &mut Sql, negate: bool| {
                 sql.push(if negate { "NOT EXISTS" } else { "EXISTS" });
-                sql.push(" (SELECT 1 FROM ").push(kv.table).push(" x WHERE ").push(kv.join);
+                sql.push(" (SELECT 1 FROM ")
+                    .push(kv.table)
+                    .push(" x WHERE ")
+                    .push(kv.join);
                 sql.push(" AND x.key = ").bind(key);
             };
             match c.op {
@@ -311,7 +363,10 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
         }
         Entity::Dataset => {
             let Some(join) = target.datasets else {
-                return Err(Error::invalid(format!("Searching {} by dataset is not supported", target.what)));
+                return Err(Error::invalid(format!(
+                    "Searching {} by dataset is not supported",
+                    target.what
+                )));
             };
             let column = match key {
                 "name" => "d.name",
@@ -325,7 +380,13 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
                 }
             };
             if matches!(c.op, Op::IsNull | Op::IsNotNull) || c.op.is_ordering() {
-                return Err(bad_op(target, "dataset attribute", key, c.op, "=, !=, LIKE, ILIKE, IN, NOT IN"));
+                return Err(bad_op(
+                    target,
+                    "dataset attribute",
+                    key,
+                    c.op,
+                    "=, !=, LIKE, ILIKE, IN, NOT IN",
+                ));
             }
             sql.push("EXISTS (SELECT 1 FROM run_dataset_inputs i JOIN datasets d ON d.dataset_id = i.dataset_id WHERE ");
             sql.push(join).push(" AND ");
@@ -338,19 +399,29 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
 
 /// Appends `<expr> <dir>, ` terms for one `order_by` clause (nulls last in both directions, as
 /// MLflow sorts, and NaN metrics after numbers).
-pub(crate) fn push_order_term(sql: &mut Sql, target: &SearchTarget, o: &OrderBy) -> Result<(), Error> {
+pub(crate) fn push_order_term(
+    sql: &mut Sql,
+    target: &SearchTarget,
+    o: &OrderBy,
+) -> Result<(), Error> {
     let dir = if o.ascending { " ASC" } else { " DESC" };
     let key = o.ident.key.as_str();
     match o.ident.entity {
         Entity::Attribute => {
             let attr = target.attribute(key)?;
-            sql.push("CASE WHEN ").push(attr.column).push(" IS NULL THEN 1 ELSE 0 END, ");
+            sql.push("CASE WHEN ")
+                .push(attr.column)
+                .push(" IS NULL THEN 1 ELSE 0 END, ");
             sql.push(attr.column).push(dir).push(", ");
         }
         entity @ (Entity::Metric | Entity::Param | Entity::Tag) => {
             let kv = target.kv(entity)?;
             let sub = |sql: &mut Sql, col: &str| {
-                sql.push("(SELECT ").push(col).push(" FROM ").push(kv.table).push(" x WHERE ");
+                sql.push("(SELECT ")
+                    .push(col)
+                    .push(" FROM ")
+                    .push(kv.table)
+                    .push(" x WHERE ");
                 sql.push(kv.join).push(" AND x.key = ").bind(key).push(")");
             };
             if entity == Entity::Metric {
@@ -366,7 +437,10 @@ pub(crate) fn push_order_term(sql: &mut Sql, target: &SearchTarget, o: &OrderBy)
             sql.push(dir).push(", ");
         }
         Entity::Dataset => {
-            return Err(Error::invalid(format!("Ordering {} by dataset is not supported", target.what)));
+            return Err(Error::invalid(format!(
+                "Ordering {} by dataset is not supported",
+                target.what
+            )));
         }
     }
     Ok(())
@@ -378,13 +452,17 @@ pub(crate) fn decode_page_token(token: Option<&str>) -> Result<i64, Error> {
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Ok(0);
     };
-    let bad = || Error::invalid("Invalid page token: it was not issued by this server or is corrupted");
+    let bad =
+        || Error::invalid("Invalid page token: it was not issued by this server or is corrupted");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(token.as_bytes())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token.as_bytes()))
         .map_err(|_| bad())?;
     let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    v.get("offset").and_then(|o| o.as_i64()).filter(|o| *o >= 0).ok_or_else(bad)
+    v.get("offset")
+        .and_then(|o| o.as_i64())
+        .filter(|o| *o >= 0)
+        .ok_or_else(bad)
 }
 
 pub(crate) fn encode_page_token(offset: i64) -> String {
@@ -400,11 +478,25 @@ mod tests {
     const TARGET: SearchTarget = SearchTarget {
         what: "runs",
         attributes: &[
-            Attr { key: "run_name", column: "r.name", kind: AttrKind::Text },
-            Attr { key: "start_time", column: "r.start_time", kind: AttrKind::Number },
+            Attr {
+                key: "run_name",
+                column: "r.name",
+                kind: AttrKind::Text,
+            },
+            Attr {
+                key: "start_time",
+                column: "r.start_time",
+                kind: AttrKind::Number,
+            },
         ],
-        metrics: Some(KvTable { table: "latest_metrics", join: "x.run_uuid = r.run_uuid" }),
-        params: Some(KvTable { table: "params", join: "x.run_uuid = r.run_uuid" }),
+        metrics: Some(KvTable {
+            table: "latest_metrics",
+            join: "x.run_uuid = r.run_uuid",
+        }),
+        params: Some(KvTable {
+            table: "params",
+            join: "x.run_uuid = r.run_uuid",
+        }),
         tags: None,
         datasets: None,
         ne_includes_missing: false,
@@ -418,25 +510,40 @@ mod tests {
 
     #[test]
     fn values_are_bound_never_spliced() {
-        let sql = translate("params.`x'; DROP TABLE runs; --` = 'y''; DROP TABLE runs; --'").unwrap();
+        let sql =
+            translate("params.`x'; DROP TABLE runs; --` = 'y''; DROP TABLE runs; --'").unwrap();
         assert!(!sql.text.contains("DROP"), "{}", sql.text);
         assert_eq!(sql.binds.len(), 2);
     }
 
     #[test]
     fn translation_shapes() {
-        let sql = translate("metrics.loss < 1 AND run_name ILIKE 'a%' AND start_time >= 5").unwrap();
+        let sql =
+            translate("metrics.loss < 1 AND run_name ILIKE 'a%' AND start_time >= 5").unwrap();
         assert!(sql.text.contains("x.value < $2"), "{}", sql.text);
-        assert!(sql.text.contains("LOWER(r.name) LIKE LOWER($3)"), "{}", sql.text);
+        assert!(
+            sql.text.contains("LOWER(r.name) LIKE LOWER($3)"),
+            "{}",
+            sql.text
+        );
         assert!(sql.text.contains("r.start_time >= $4"), "{}", sql.text);
     }
 
     #[test]
     fn semantic_errors_are_precise() {
         let cases = [
-            ("metrics.loss LIKE 'a'", "Invalid comparator 'LIKE' for metric 'loss'"),
-            ("metrics.loss = 'a'", "Expected numeric value type for metric 'loss'"),
-            ("params.p = 1", "Expected a quoted string value for parameter 'p'"),
+            (
+                "metrics.loss LIKE 'a'",
+                "Invalid comparator 'LIKE' for metric 'loss'",
+            ),
+            (
+                "metrics.loss = 'a'",
+                "Expected numeric value type for metric 'loss'",
+            ),
+            (
+                "params.p = 1",
+                "Expected a quoted string value for parameter 'p'",
+            ),
             ("bogus = 'x'", "Invalid attribute key 'bogus'"),
             ("tags.t = 'x'", "Searching runs by tag is not supported"),
             ("start_time LIKE 'x'", "Invalid comparator 'LIKE'"),

@@ -1,0 +1,176 @@
+//! Configuration: command-line flags override environment variables, which override the TOML
+//! file (`--config`, or `bastion.toml` in the home), which overrides the defaults.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use bastion_store::meta::SqliteSync;
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `bastion server`; each also reads a `BASTION_*` environment variable.
+#[derive(Debug, Args, Default)]
+pub struct ServerArgs {
+    /// Address to bind. Anything other than loopback exposes the server to the network.
+    #[arg(long, env = "BASTION_HOST")]
+    pub host: Option<IpAddr>,
+    #[arg(long, short, env = "BASTION_PORT")]
+    pub port: Option<u16>,
+    /// Metadata store: sqlite:///path/to.db or postgresql://user:pass@host/db.
+    /// Default: SQLite in the Bastion home.
+    #[arg(long, env = "BASTION_BACKEND_STORE_URI")]
+    pub backend_store_uri: Option<String>,
+    /// Blob store: a folder, or s3://bucket/prefix (credentials from AWS_* variables).
+    /// Default: `blobs/` in the Bastion home.
+    #[arg(long, env = "BASTION_ARTIFACTS_DESTINATION")]
+    pub artifacts_destination: Option<String>,
+    /// Extra Host header values to accept (comma-separated; `*` accepts any).
+    #[arg(long, env = "BASTION_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins allowed to call the API from a browser (comma-separated). Default: CORS off.
+    #[arg(long, env = "BASTION_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// SQLite durability: `normal` survives process crashes, `full` also power loss.
+    #[arg(long, env = "BASTION_SQLITE_SYNCHRONOUS")]
+    pub sqlite_synchronous: Option<SqliteSync>,
+    /// Largest accepted JSON request body, in bytes.
+    #[arg(long, env = "BASTION_MAX_JSON_BYTES")]
+    pub max_json_bytes: Option<usize>,
+    /// Largest accepted artifact upload, in bytes.
+    #[arg(long, env = "BASTION_MAX_ARTIFACT_BYTES")]
+    pub max_artifact_bytes: Option<u64>,
+    /// Metadata-store connections.
+    #[arg(long, env = "BASTION_DB_CONNECTIONS")]
+    pub db_connections: Option<u32>,
+}
+
+/// The `[server]` table of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub backend_store_uri: Option<String>,
+    pub artifacts_destination: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub cors_allowed_origins: Option<Vec<String>>,
+    pub sqlite_synchronous: Option<SqliteSync>,
+    pub max_json_bytes: Option<usize>,
+    pub max_artifact_bytes: Option<u64>,
+    pub db_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+}
+
+impl FileConfig {
+    /// Reads `explicit` (which must exist) or `home/bastion.toml` (if it exists).
+    pub fn load(explicit: Option<&Path>, home: &Path) -> Result<Self> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (home.join("bastion.toml"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("invalid configuration file {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read configuration file {}", path.display()))
+            }
+        }
+    }
+}
+
+/// The settled configuration of `bastion server`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub backend_store_uri: String,
+    pub artifacts_destination: String,
+    pub tmp_dir: PathBuf,
+    pub allowed_hosts: Vec<String>,
+    pub cors_allowed_origins: Vec<String>,
+    pub sqlite_synchronous: SqliteSync,
+    pub max_json_bytes: usize,
+    pub max_artifact_bytes: u64,
+    pub db_connections: u32,
+}
+
+impl ServerSettings {
+    pub fn resolve(args: ServerArgs, file: ServerFile, home: &Path) -> Result<Self> {
+        let host = args
+            .host
+            .or(file.host)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = args.port.or(file.port).unwrap_or(5000);
+        let backend_store_uri = args
+            .backend_store_uri
+            .or(file.backend_store_uri)
+            .unwrap_or_else(|| format!("sqlite://{}", home.join("bastion.db").display()));
+        let artifacts_destination = args
+            .artifacts_destination
+            .or(file.artifacts_destination)
+            .unwrap_or_else(|| home.join("blobs").display().to_string());
+        let max_json_bytes = args
+            .max_json_bytes
+            .or(file.max_json_bytes)
+            .unwrap_or(4 * 1024 * 1024);
+        if max_json_bytes < 1024 {
+            bail!("max_json_bytes must be at least 1024");
+        }
+        Ok(Self {
+            bind: SocketAddr::new(host, port),
+            backend_store_uri,
+            artifacts_destination,
+            tmp_dir: home.join("tmp"),
+            allowed_hosts: args
+                .allowed_hosts
+                .or(file.allowed_hosts)
+                .unwrap_or_default(),
+            cors_allowed_origins: args
+                .cors_allowed_origins
+                .or(file.cors_allowed_origins)
+                .unwrap_or_default(),
+            sqlite_synchronous: args
+                .sqlite_synchronous
+                .or(file.sqlite_synchronous)
+                .unwrap_or_default(),
+            max_json_bytes,
+            max_artifact_bytes: args
+                .max_artifact_bytes
+                .or(file.max_artifact_bytes)
+                .unwrap_or(5 * 1024 * 1024 * 1024),
+            db_connections: args.db_connections.or(file.db_connections).unwrap_or(4),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let home = Path::new("/h");
+        let file: FileConfig =
+            toml::from_str("[server]\nport = 6000\nhost = \"0.0.0.0\"\n").unwrap();
+        let args = ServerArgs {
+            port: Some(7000),
+            ..Default::default()
+        };
+        let s = ServerSettings::resolve(args, file.server, home).unwrap();
+        assert_eq!(s.bind, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(s.backend_store_uri, "sqlite:///h/bastion.db");
+        assert_eq!(s.artifacts_destination, "/h/blobs");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<FileConfig>("[server]\nprot = 1\n").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+use axum::Json;
+use axum::extract::State;
+use bastion_core::model::KeyValue;
+use bastion_store::meta::ModelVersionDraft;
+use serde_json::json;
+
+use super::{JsonResult, empty, to_json};
+use crate::params::Params;
+use crate::state::AppState;
+
+pub async fn create_model(State(s): State<AppState>, p: Params) -> JsonResult {
+    let m = s
+        .meta
+        .create_registered_model(
+            &p.str("name")?,
+            &p.kv_list("tags")?,
+            p.opt_str("description")?.as_deref(),
+        )
+        .await?;
+    Ok(Json(json!({ "registered_model": to_json(&m) })))
+}
+
+pub async fn get_model(State(s): State<AppState>, p: Params) -> JsonResult {
+    let m = s.meta.get_registered_model(&p.str("name")?).await?;
+    Ok(Json(json!({ "registered_model": to_json(&m) })))
+}
+
+pub async fn search_models(State(s): State<AppState>, p: Params) -> JsonResult {
+    let page = s
+        .meta
+        .search_registered_models(
+            p.opt_str("filter")?.as_deref(),
+            &p.str_list("order_by")?,
+            p.opt_i64("max_results")?,
+            p.opt_str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["registered_models"] = to_json(&page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn rename_model(State(s): State<AppState>, p: Params) -> JsonResult {
+    let m = s
+        .meta
+        .rename_registered_model(&p.str("name")?, &p.str("new_name")?)
+        .await?;
+    Ok(Json(json!({ "registered_model": to_json(&m) })))
+}
+
+pub async fn update_model(State(s): State<AppState>, p: Params) -> JsonResult {
+    let m = s
+        .meta
+        .update_registered_model(&p.str("name")?, p.opt_str("description")?.as_deref())
+        .await?;
+    Ok(Json(json!({ "registered_model": to_json(&m) })))
+}
+
+pub async fn delete_model(State(s): State<AppState>, p: Params) -> JsonResult {
+    s.meta.delete_registered_model(&p.str("name")?).await?;
+    empty()
+}
+
+pub async fn set_model_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+    let tag = KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
+    s.meta
+        .set_registered_model_tag(&p.str("name")?, &tag)
+        .await?;
+    empty()
+}
+
+pub async fn delete_model_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+    s.meta
+        .delete_registered_model_tag(&p.str("name")?, &p.str("key")?)
+        .await?;
+    empty()
+}
+
+pub async fn set_alias(State(s): State<AppState>, p: Params) -> JsonResult {
+    s.meta
+        .set_registered_model_alias(&p.str("name")?, &p.str("alias")?, &p.str("version")?)
+        .await?;
+    empty()
+}
+
+pub async fn delete_alias(State(s): State<AppState>, p: Params) -> JsonResult {
+    s.meta
+        .delete_registered_model_alias(&p.str("name")?, &p.str("alias")?)
+        .await?;
+    empty()
+}
+
+pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> JsonResult {
+    let v = s
+        .meta
+        .get_model_version_by_alias(&p.str("name")?, &p.str("alias")?)
+        .await?;
+    Ok(Json(json!({ "model_version": to_json(&v) })))
+}
+
+pub async fn latest_versions(State(s): State<AppState>, p: Params) -> JsonResult {
+    let versions = s
+        .meta
+        .get_latest_versions(&p.str("name")?, &p.str_list("stages")?)
+        .await?;
+    let mut out = json!({});
+    if !versions.is_empty() {
+        out["model_versions"] = to_json(&versions);
+    }
+    Ok(Json(out))
+}
+
+pub async fn create_version(State(s): State<AppState>, p: Params) -> JsonResult {
+    let draft = ModelVersionDraft {
+        name: p.str("name")?,
+        source: p.str("source")?,
+        run_id: p.opt_str("run_id")?,
+        tags: p.kv_list("tags")?,
+        run_link: p.opt_str("run_link")?,
+        description: p.opt_str("description")?,
+        model_id: p.opt_str("model_id")?,
+    };
+    let v = s.meta.create_model_version(&draft).await?;
+    Ok(Json(json!({ "model_version": to_json(&v) })))
+}
+
+pub async fn get_version(State(s): State<AppState>, p: Params) -> JsonResult {
+    let v = s
+        .meta
+        .get_model_version(&p.str("name")?, &p.str("version")?)
+        .await?;
+    Ok(Json(json!({ "model_version": to_json(&v) })))
+}
+
+pub async fn update_version(State(s): State<AppState>, p: Params) -> JsonResult {
+    let v = s
+        .meta
+        .update_model_version(
+            &p.str("name")?,
+            &p.str("version")?,
+            p.opt_str("description")?.as_deref(),
+        )
+        .await?;
+    Ok(Json(json!({ "model_version": to_json(&v) })))
+}
+
+pub async fn delete_version(State(s): State<AppState>, p: Params) -> JsonResult {
+    s.meta
+        .delete_model_version(&p.str("name")?, &p.str("version")?)
+        .await?;
+    empty()
+}
+
+pub async fn search_versions(State(s): State<AppState>, p: Params) -> JsonResult {
+    let page = s
+        .meta
+        .search_model_versions(
+            p.opt_str("filter")?.as_deref(),
+            &p.str_list("order_by")?,
+            p.opt_i64("max_results")?,
+            p.opt_str("page_token")?.as_deref(),
+        )
+        .await?;
+    let mut out = json!({});
+    if !page.items.is_empty() {
+        out["model_versions"] = to_json(&page.items);
+    }
+    if let Some(t) = page.next_page_token {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
+pub async fn transition_stage(State(s): State<AppState>, p: Params) -> JsonResult {
+    let v = s
+        .meta
+        .transition_model_version_stage(
+            &p.str("name")?,
+            &p.str("version")?,
+            &p.str("stage")?,
+            p.opt_bool("archive_existing_versions")?.unwrap_or(false),
+        )
+        .await?;
+    Ok(Json(json!({ "model_version": to_json(&v) })))
+}
+
+pub async fn set_version_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+    let tag = KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
+    s.meta
+        .set_model_version_tag(&p.str("name")?, &p.str("version")?, &tag)
+        .await?;
+    empty()
+}
+
+pub async fn delete_version_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+    s.meta
+        .delete_model_version_tag(&p.str("name")?, &p.str("version")?, &p.str("key")?)
+        .await?;
+    empty()
+}
+
+pub async fn download_uri(State(s): State<AppState>, p: Params) -> JsonResult {
+    let uri = s
+        .meta
+        .model_version_download_uri(&p.str("name")?, &p.str("version")?)
+        .await?;
+    Ok(Json(json!({ "artifact_uri": uri })))
+}
