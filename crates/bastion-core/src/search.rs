@@ -190,12 +190,13 @@ impl<'a> Lexer<'a> {
                 }
                 return Ok(out);
             }
-            if c == '\\' && quote != '`' {
-                if let Some(n) = self.peek_char() {
-                    self.pos += n.len_utf8();
-                    out.push(n);
-                    continue;
-                }
+            if c == '\\'
+                && quote != '`'
+                && let Some(n) = self.peek_char()
+            {
+                self.pos += n.len_utf8();
+                out.push(n);
+                continue;
             }
             out.push(c);
         }

@@ -1,0 +1,274 @@
+//! Test harness: a real server on an ephemeral loopback port, backed by SQLite in a temporary
+//! folder or, when `BASTION_TEST_POSTGRES_URL` is set, by a fresh PostgreSQL database.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bastion_server::{AppState, ServerConfig};
+use bastion_store::meta::{MetaStore, MetaStoreOptions, SqliteSync};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub meta: MetaStore,
+    _dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The admin URL for PostgreSQL tests, if this run has one. CI sets it; a developer machine
+/// without PostgreSQL runs the SQLite half only.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("BASTION_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+async fn fresh_postgres_db(admin: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!("bastion_test_{}", uuid_like());
+    let mut conn = sqlx::AnyConnection::connect(admin)
+        .await
+        .expect("connect to PostgreSQL admin URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        t % 1_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        // reqwest is built without a default TLS provider (the workspace uses ring's).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uri = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
+            Backend::Postgres => {
+                fresh_postgres_db(&postgres_admin_url().expect("postgres url")).await
+            }
+        };
+        let meta = MetaStore::connect(&MetaStoreOptions {
+            uri,
+            max_connections: 4,
+            sqlite_sync: SqliteSync::Normal,
+        })
+        .await
+        .expect("open metadata store");
+        let blobs = bastion_store::blob::open(
+            &dir.path().join("blobs").display().to_string(),
+            dir.path().join("tmp"),
+        )
+        .expect("open blob store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = ServerConfig::local(addr);
+        tweak(&mut config);
+        let state = AppState {
+            meta: meta.clone(),
+            blobs: Arc::from(blobs),
+            config: Arc::new(config),
+            metrics: bastion_server::prometheus(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = bastion_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::new(),
+            meta,
+            _dir: dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn decode(resp: reqwest::Response) -> (StatusCode, Value) {
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let req = self.client.request(method, self.url(path));
+        let req = if body.is_null() { req } else { req.json(&body) };
+        Self::decode(req.send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/2.0/mlflow{path}"),
+            body,
+        )
+        .await
+    }
+
+    /// GET with query parameters (repeated keys for lists).
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> (StatusCode, Value) {
+        let qs: Vec<String> = query
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect();
+        let url = format!("/api/2.0/mlflow{path}?{}", qs.join("&"));
+        Self::decode(
+            self.client
+                .get(self.url(&url))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn ok_post(&self, path: &str, body: Value) -> Value {
+        let (s, v) = self.post(path, body).await;
+        assert_eq!(s, StatusCode::OK, "POST {path}: {v}");
+        v
+    }
+
+    pub async fn ok_get(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let (s, v) = self.get(path, query).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
+        v
+    }
+
+    /// Sends raw bytes on a TCP connection, so paths reach the server exactly as written
+    /// (HTTP clients normalise `..` away).
+    pub async fn raw(&self, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub async fn create_experiment(&self, name: &str) -> String {
+        let v = self
+            .ok_post("/experiments/create", serde_json::json!({ "name": name }))
+            .await;
+        v["experiment_id"]
+            .as_str()
+            .expect("experiment_id")
+            .to_owned()
+    }
+
+    pub async fn create_run(&self, experiment_id: &str) -> String {
+        let v = self
+            .ok_post(
+                "/runs/create",
+                serde_json::json!({ "experiment_id": experiment_id, "start_time": 1000 }),
+            )
+            .await;
+        v["run"]["info"]["run_id"]
+            .as_str()
+            .expect("run_id")
+            .to_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    want_status: u16,
+    code: &str,
+    message_part: &str,
+) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["error_code"], code, "{body}");
+    let msg = body["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains(message_part),
+        "message {msg:?} lacks {message_part:?}"
+    );
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed async fn taking a `Backend`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::common::postgres_admin_url().is_none() {
+                        eprintln!("BASTION_TEST_POSTGRES_URL is not set: PostgreSQL half skipped");
+                        return;
+                    }
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
