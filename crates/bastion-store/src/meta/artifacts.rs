@@ -122,7 +122,9 @@ impl MetaStore {
         let mut children: BTreeMap<String, ArtifactListing> = BTreeMap::new();
         for r in rows {
             let full: String = r.try_get("path")?;
-            let rest = &full[lo.len()..];
+            let Some(rest) = full.strip_prefix(lo.as_str()) else {
+                continue;
+            };
             match rest.split_once('/') {
                 Some((child, _)) => {
                     children
