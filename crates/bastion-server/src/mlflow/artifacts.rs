@@ -106,7 +106,16 @@ pub async fn upload(State(s): State<AppState>, Path(raw): Path<String>, body: Bo
     let stored = s
         .blobs
         .put(Box::pin(stream), s.config.max_artifact_bytes, None)
-        .await?;
+        .await
+        .map_err(|e| {
+            // Too large is a property of this request, not of the client's request rate.
+            let e = ApiError::from(e);
+            if e.code == bastion_core::ErrorCode::RequestLimitExceeded {
+                e.with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                e
+            }
+        })?;
     let size = i64::try_from(stored.size).map_err(|_| Error::invalid("artifact too large"))?;
     s.meta.put_artifact(&path, &stored.digest, size).await?;
     tracing::debug!(%path, digest = %stored.digest, size, "artifact stored");

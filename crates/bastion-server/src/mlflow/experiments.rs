@@ -3,7 +3,7 @@ use axum::extract::State;
 use bastion_core::model::ViewType;
 use serde_json::json;
 
-use super::{JsonResult, empty, to_json};
+use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
 use crate::state::AppState;
 
@@ -46,14 +46,7 @@ pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
             view,
         )
         .await?;
-    let mut out = json!({});
-    if !experiments.is_empty() {
-        out["experiments"] = to_json(&experiments);
-    }
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    page_json("experiments", &experiments, next)
 }
 
 pub async fn update(State(s): State<AppState>, p: Params) -> JsonResult {

@@ -3,7 +3,7 @@ use axum::extract::{Path, State};
 use bastion_core::Error;
 use serde_json::json;
 
-use super::{JsonResult, empty, to_json};
+use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
 use crate::state::AppState;
 
@@ -104,12 +104,5 @@ pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
             p.opt_str("page_token")?.as_deref(),
         )
         .await?;
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out["models"] = to_json(&page.items);
-    }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    page_json("models", &page.items, page.next_page_token)
 }

@@ -27,6 +27,22 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// `{key: [...], "next_page_token": "..."}`, leaving out what is empty, as protobuf JSON does.
+pub(crate) fn page_json<T: serde::Serialize>(
+    key: &str,
+    items: &[T],
+    next: Option<String>,
+) -> JsonResult {
+    let mut out = json!({});
+    if !items.is_empty() {
+        out[key] = to_json(&items);
+    }
+    if let Some(t) = next {
+        out["next_page_token"] = json!(t);
+    }
+    Ok(Json(out))
+}
+
 pub fn routes() -> Router<AppState> {
     let api = "/api/2.0/mlflow";
     Router::new()

@@ -4,7 +4,7 @@ use bastion_core::model::KeyValue;
 use bastion_store::meta::ModelVersionDraft;
 use serde_json::json;
 
-use super::{JsonResult, empty, to_json};
+use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
 use crate::state::AppState;
 
@@ -35,14 +35,7 @@ pub async fn search_models(State(s): State<AppState>, p: Params) -> JsonResult {
             p.opt_str("page_token")?.as_deref(),
         )
         .await?;
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out["registered_models"] = to_json(&page.items);
-    }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    page_json("registered_models", &page.items, page.next_page_token)
 }
 
 pub async fn rename_model(State(s): State<AppState>, p: Params) -> JsonResult {
@@ -166,14 +159,7 @@ pub async fn search_versions(State(s): State<AppState>, p: Params) -> JsonResult
             p.opt_str("page_token")?.as_deref(),
         )
         .await?;
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out["model_versions"] = to_json(&page.items);
-    }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    page_json("model_versions", &page.items, page.next_page_token)
 }
 
 pub async fn transition_stage(State(s): State<AppState>, p: Params) -> JsonResult {

@@ -7,7 +7,7 @@ use bastion_core::{Error, limits};
 use bastion_store::meta::{BatchLog, RunDraft, RunUpdate, SearchRequest};
 use serde_json::json;
 
-use super::{JsonResult, empty, to_json};
+use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
 use crate::state::AppState;
 
@@ -178,14 +178,7 @@ pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
         view,
     };
     let page = s.meta.search_runs(&req).await?;
-    let mut out = json!({});
-    if !page.items.is_empty() {
-        out["runs"] = to_json(&page.items);
-    }
-    if let Some(t) = page.next_page_token {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    page_json("runs", &page.items, page.next_page_token)
 }
 
 pub async fn metric_history(State(s): State<AppState>, p: Params) -> JsonResult {
@@ -198,12 +191,5 @@ pub async fn metric_history(State(s): State<AppState>, p: Params) -> JsonResult 
             p.opt_str("page_token")?.as_deref(),
         )
         .await?;
-    let mut out = json!({});
-    if !metrics.is_empty() {
-        out["metrics"] = to_json(&metrics);
-    }
-    if let Some(t) = next {
-        out["next_page_token"] = json!(t);
-    }
-    Ok(Json(out))
+    page_json("metrics", &metrics, next)
 }

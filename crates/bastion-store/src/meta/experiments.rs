@@ -4,14 +4,13 @@ use bastion_core::limits::{
     self, KeyKind, MAX_EXPERIMENT_NAME_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH,
 };
 use bastion_core::model::{Experiment, KeyValue, LifecycleStage, ViewType};
-use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::{Error, ids, time, uri};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::MetaStore;
 use super::rows::{self, kv_by_id};
-use super::sql::{self, Attr, AttrKind, KvTable, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 pub(crate) const DEFAULT_EXPERIMENT_ID: i64 = 0;
@@ -226,25 +225,26 @@ impl MetaStore {
         page_token: Option<&str>,
         view: ViewType,
     ) -> StoreResult<(Vec<Experiment>, Option<String>)> {
-        let limit = limits::max_results(max_results, 1000, limits::MAX_SEARCH_RESULTS)?;
-        let offset = sql::decode_page_token(page_token)?;
-        let comparisons = parse_filter(filter.unwrap_or(""))?;
         let mut q = Sql::new(&format!(
             "SELECT {COLUMNS} FROM experiments e WHERE e.lifecycle_stage IN "
         ));
         q.bind_list(view.stages().iter().copied());
-        sql::push_filter(&mut q, &SEARCH, &comparisons)?;
-        q.push(" ORDER BY ");
-        for o in order_by {
-            sql::push_order_term(&mut q, &SEARCH, &parse_order_by(o)?)?;
-        }
-        q.push("e.creation_time DESC, e.experiment_id ASC LIMIT ")
-            .bind(limit + 1)
-            .push(" OFFSET ")
-            .bind(offset);
-        let rows = q.query().fetch_all(&self.read).await?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
+        let spec = PageSpec {
+            filter,
+            order_by,
+            max_results,
+            page_token,
+            default_results: 1000,
+            max_allowed: limits::MAX_SEARCH_RESULTS,
+        };
+        let (rows, next) = sql::fetch_page(
+            &self.read,
+            q,
+            &SEARCH,
+            spec,
+            "e.creation_time DESC, e.experiment_id ASC",
+        )
+        .await?;
         let ids: Vec<String> = rows
             .iter()
             .map(|r| r.try_get::<i64, _>("experiment_id").map(|i| i.to_string()))
@@ -261,7 +261,6 @@ impl MetaStore {
             .zip(&ids)
             .map(|(r, id)| from_row(r, tags.remove(id).unwrap_or_default()))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = more.then(|| sql::encode_page_token(offset + limit));
         Ok((out, next))
     }
 

@@ -6,7 +6,6 @@ use bastion_core::limits::{self, KeyKind, MAX_PARAM_VALUE_LENGTH};
 use bastion_core::model::{
     KeyValue, LoggedModel, LoggedModelData, LoggedModelInfo, LoggedModelStatus, Metric,
 };
-use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::{Error, ids, time};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -15,7 +14,7 @@ use super::MetaStore;
 use super::rows;
 use super::run_search::Page;
 use super::runs::validate_tag;
-use super::sql::{self, Attr, AttrKind, KvTable, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 const MODELS: SearchTarget = SearchTarget {
@@ -332,8 +331,6 @@ impl MetaStore {
         max_results: Option<i64>,
         page_token: Option<&str>,
     ) -> StoreResult<Page<LoggedModel>> {
-        let limit = limits::max_results(max_results, 100, limits::MAX_SEARCH_RESULTS)?;
-        let offset = sql::decode_page_token(page_token)?;
         let experiments = experiment_ids
             .iter()
             .map(|e| ids::parse_experiment_id(e))
@@ -344,28 +341,30 @@ impl MetaStore {
             )
             .into());
         }
-        let filter = parse_filter(filter.unwrap_or(""))?;
         let mut q = Sql::new(&format!(
             "SELECT {COLUMNS} FROM logged_models lm WHERE lm.lifecycle_stage = 'active' AND lm.experiment_id IN "
         ));
         q.bind_list(experiments);
-        sql::push_filter(&mut q, &MODELS, &filter)?;
-        q.push(" ORDER BY ");
-        for o in order_by {
-            sql::push_order_term(&mut q, &MODELS, &parse_order_by(o)?)?;
-        }
-        q.push("lm.creation_time DESC, lm.model_id ASC LIMIT ")
-            .bind(limit + 1)
-            .push(" OFFSET ")
-            .bind(offset);
-        let rows = q.query().fetch_all(&self.read).await?;
-        let more = rows.len() as i64 > limit;
-        let items = self
-            .logged_models_from_rows(&rows[..rows.len().min(limit as usize)])
-            .await?;
+        let spec = PageSpec {
+            filter,
+            order_by,
+            max_results,
+            page_token,
+            default_results: 100,
+            max_allowed: limits::MAX_SEARCH_RESULTS,
+        };
+        let (rows, next_page_token) = sql::fetch_page(
+            &self.read,
+            q,
+            &MODELS,
+            spec,
+            "lm.creation_time DESC, lm.model_id ASC",
+        )
+        .await?;
+        let items = self.logged_models_from_rows(&rows).await?;
         Ok(Page {
             items,
-            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+            next_page_token,
         })
     }
 }

@@ -6,7 +6,6 @@ use bastion_core::limits::{
     self, KeyKind, MAX_DESCRIPTION_LENGTH, MAX_MODEL_NAME_LENGTH, MAX_REGISTRY_TAG_VALUE_LENGTH,
 };
 use bastion_core::model::{Alias, KeyValue, ModelVersion, RegisteredModel, Stage};
-use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::uri::{self, ArtifactUri};
 use bastion_core::{Error, ids, time};
 use sqlx::Row;
@@ -15,7 +14,7 @@ use sqlx::any::AnyRow;
 use super::MetaStore;
 use super::rows;
 use super::run_search::Page;
-use super::sql::{self, Attr, AttrKind, KvTable, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 const DELETED_STAGE: &str = "Deleted_Internal";
@@ -355,29 +354,23 @@ impl MetaStore {
         max_results: Option<i64>,
         page_token: Option<&str>,
     ) -> StoreResult<Page<RegisteredModel>> {
-        let limit = limits::max_results(max_results, 100, 1000)?;
-        let offset = sql::decode_page_token(page_token)?;
-        let filter = parse_filter(filter.unwrap_or(""))?;
-        let mut q = Sql::new(
+        let q = Sql::new(
             "SELECT rm.id, rm.name, rm.creation_time, rm.last_updated_time, rm.description FROM registered_models rm WHERE 1 = 1",
         );
-        sql::push_filter(&mut q, &MODELS, &filter)?;
-        q.push(" ORDER BY ");
-        for o in order_by {
-            sql::push_order_term(&mut q, &MODELS, &parse_order_by(o)?)?;
-        }
-        q.push("rm.name ASC LIMIT ")
-            .bind(limit + 1)
-            .push(" OFFSET ")
-            .bind(offset);
-        let rows = q.query().fetch_all(&self.read).await?;
-        let more = rows.len() as i64 > limit;
-        let items = self
-            .registered_models_from_rows(&rows[..rows.len().min(limit as usize)])
-            .await?;
+        let spec = PageSpec {
+            filter,
+            order_by,
+            max_results,
+            page_token,
+            default_results: 100,
+            max_allowed: 1000,
+        };
+        let (rows, next_page_token) =
+            sql::fetch_page(&self.read, q, &MODELS, spec, "rm.name ASC").await?;
+        let items = self.registered_models_from_rows(&rows).await?;
         Ok(Page {
             items,
-            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+            next_page_token,
         })
     }
 
@@ -829,29 +822,29 @@ impl MetaStore {
         max_results: Option<i64>,
         page_token: Option<&str>,
     ) -> StoreResult<Page<ModelVersion>> {
-        let limit = limits::max_results(max_results, 10_000, 200_000)?;
-        let offset = sql::decode_page_token(page_token)?;
-        let filter = parse_filter(filter.unwrap_or(""))?;
-        let mut q = Sql::new(&format!(
+        let q = Sql::new(&format!(
             "SELECT {MV_COLUMNS} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_pk WHERE mv.deleted = FALSE"
         ));
-        sql::push_filter(&mut q, &VERSIONS, &filter)?;
-        q.push(" ORDER BY ");
-        for o in order_by {
-            sql::push_order_term(&mut q, &VERSIONS, &parse_order_by(o)?)?;
-        }
-        q.push("rm.name ASC, mv.version DESC LIMIT ")
-            .bind(limit + 1)
-            .push(" OFFSET ")
-            .bind(offset);
-        let rows = q.query().fetch_all(&self.read).await?;
-        let more = rows.len() as i64 > limit;
-        let items = self
-            .versions_from_rows(&rows[..rows.len().min(limit as usize)])
-            .await?;
+        let spec = PageSpec {
+            filter,
+            order_by,
+            max_results,
+            page_token,
+            default_results: 10_000,
+            max_allowed: 200_000,
+        };
+        let (rows, next_page_token) = sql::fetch_page(
+            &self.read,
+            q,
+            &VERSIONS,
+            spec,
+            "rm.name ASC, mv.version DESC",
+        )
+        .await?;
+        let items = self.versions_from_rows(&rows).await?;
         Ok(Page {
             items,
-            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+            next_page_token,
         })
     }
 

@@ -2,12 +2,11 @@
 //! memory.
 
 use bastion_core::model::{Run, ViewType};
-use bastion_core::search::{parse_filter, parse_order_by};
 use bastion_core::{Error, ids, limits};
 
 use super::MetaStore;
 use super::runs::{RUN_COLUMNS, run_info};
-use super::sql::{self, Attr, AttrKind, KvTable, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 const RUNS: SearchTarget = SearchTarget {
@@ -103,8 +102,6 @@ pub struct Page<T> {
 
 impl MetaStore {
     pub async fn search_runs(&self, req: &SearchRequest) -> StoreResult<Page<Run>> {
-        let limit = limits::max_results(req.max_results, 1000, limits::MAX_SEARCH_RESULTS)?;
-        let offset = sql::decode_page_token(req.page_token.as_deref())?;
         let experiments = req
             .experiment_ids
             .iter()
@@ -116,33 +113,33 @@ impl MetaStore {
                 next_page_token: None,
             });
         }
-        let filter = parse_filter(req.filter.as_deref().unwrap_or(""))?;
         let mut q = Sql::new(&format!(
             "SELECT {RUN_COLUMNS} FROM runs r WHERE r.experiment_id IN "
         ));
         q.bind_list(experiments);
         q.push(" AND r.lifecycle_stage IN ")
             .bind_list(req.view.stages().iter().copied());
-        sql::push_filter(&mut q, &RUNS, &filter)?;
-        q.push(" ORDER BY ");
-        for o in &req.order_by {
-            sql::push_order_term(&mut q, &RUNS, &parse_order_by(o)?)?;
-        }
-        q.push("r.start_time DESC, r.run_uuid ASC LIMIT ")
-            .bind(limit + 1)
-            .push(" OFFSET ")
-            .bind(offset);
-        let rows = q.query().fetch_all(&self.read).await?;
-        let more = rows.len() as i64 > limit;
-        let infos = rows
-            .iter()
-            .take(limit as usize)
-            .map(run_info)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let spec = PageSpec {
+            filter: req.filter.as_deref(),
+            order_by: &req.order_by,
+            max_results: req.max_results,
+            page_token: req.page_token.as_deref(),
+            default_results: 1000,
+            max_allowed: limits::MAX_SEARCH_RESULTS,
+        };
+        let (rows, next_page_token) = sql::fetch_page(
+            &self.read,
+            q,
+            &RUNS,
+            spec,
+            "r.start_time DESC, r.run_uuid ASC",
+        )
+        .await?;
+        let infos = rows.iter().map(run_info).collect::<StoreResult<Vec<_>>>()?;
         let items = self.attach_run_data(infos).await?;
         Ok(Page {
             items,
-            next_page_token: more.then(|| sql::encode_page_token(offset + limit)),
+            next_page_token,
         })
     }
 }

@@ -548,16 +548,12 @@ impl MetaStore {
         .bind(offset)
         .fetch_all(&self.read)
         .await?;
-        let more = rows.len() as i64 > limit;
+        let (rows, next) = super::sql::split_page(rows, limit, offset);
         let metrics = rows
             .iter()
-            .take(limit as usize)
             .map(rows::metric)
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok((
-            metrics,
-            more.then(|| super::sql::encode_page_token(offset + limit)),
-        ))
+        Ok((metrics, next))
     }
 
     pub async fn log_inputs(
@@ -579,15 +575,7 @@ impl MetaStore {
             }
             d.tags.iter().try_for_each(validate_tag)?;
         }
-        for m in models {
-            if !ids::is_logged_model_id(&m.model_id) {
-                return Err(Error::invalid(format!(
-                    "Invalid model_id '{}'",
-                    limits::truncate(&m.model_id, 64)
-                ))
-                .into());
-            }
-        }
+        validate_model_refs(models)?;
         let mut tx = self.write.begin().await?;
         self.check_active_run(&mut tx, run_id).await?;
         let experiment_id: i64 = sqlx::query("SELECT experiment_id FROM runs WHERE run_uuid = $1")
@@ -643,15 +631,7 @@ impl MetaStore {
     }
 
     pub async fn log_outputs(&self, run_id: &str, models: &[ModelRef]) -> StoreResult<()> {
-        for m in models {
-            if !ids::is_logged_model_id(&m.model_id) {
-                return Err(Error::invalid(format!(
-                    "Invalid model_id '{}'",
-                    limits::truncate(&m.model_id, 64)
-                ))
-                .into());
-            }
-        }
+        validate_model_refs(models)?;
         let mut tx = self.write.begin().await?;
         self.check_active_run(&mut tx, run_id).await?;
         for m in models {
@@ -659,6 +639,20 @@ impl MetaStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+fn validate_model_refs(models: &[ModelRef]) -> StoreResult<()> {
+    match models
+        .iter()
+        .find(|m| !ids::is_logged_model_id(&m.model_id))
+    {
+        Some(m) => Err(Error::invalid(format!(
+            "Invalid model_id '{}'",
+            limits::truncate(&m.model_id, 64)
+        ))
+        .into()),
+        None => Ok(()),
     }
 }
 

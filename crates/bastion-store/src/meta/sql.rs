@@ -446,6 +446,58 @@ pub(crate) fn push_order_term(
     Ok(())
 }
 
+/// One page of a search, as a client asked for it.
+pub(crate) struct PageSpec<'a> {
+    pub filter: Option<&'a str>,
+    pub order_by: &'a [String],
+    pub max_results: Option<i64>,
+    pub page_token: Option<&'a str>,
+    /// `max_results` when the client gives none, and the most it may ask for.
+    pub default_results: i64,
+    pub max_allowed: i64,
+}
+
+/// Appends the filter, the ordering (the client's terms, then `tiebreak`, which must make the
+/// order total so pages never overlap) and LIMIT/OFFSET to `q`, runs it, and returns the page's
+/// rows with the token for the next page.
+pub(crate) async fn fetch_page(
+    pool: &sqlx::AnyPool,
+    mut q: Sql,
+    target: &SearchTarget,
+    spec: PageSpec<'_>,
+    tiebreak: &str,
+) -> crate::StoreResult<(Vec<sqlx::any::AnyRow>, Option<String>)> {
+    let limit = bastion_core::limits::max_results(
+        spec.max_results,
+        spec.default_results,
+        spec.max_allowed,
+    )?;
+    let offset = decode_page_token(spec.page_token)?;
+    push_filter(
+        &mut q,
+        target,
+        &bastion_core::search::parse_filter(spec.filter.unwrap_or(""))?,
+    )?;
+    q.push(" ORDER BY ");
+    for o in spec.order_by {
+        push_order_term(&mut q, target, &bastion_core::search::parse_order_by(o)?)?;
+    }
+    q.push(tiebreak)
+        .push(" LIMIT ")
+        .bind(limit + 1)
+        .push(" OFFSET ")
+        .bind(offset);
+    let rows = q.query().fetch_all(pool).await?;
+    Ok(split_page(rows, limit, offset))
+}
+
+/// Rows fetched with `LIMIT limit + 1` → the page, and a next-page token if there was more.
+pub(crate) fn split_page<T>(mut rows: Vec<T>, limit: i64, offset: i64) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    (rows, more.then(|| encode_page_token(offset + limit)))
+}
+
 /// Decodes MLflow-style page tokens: base64 of `{"offset": N}`.
 pub(crate) fn decode_page_token(token: Option<&str>) -> Result<i64, Error> {
     use base64::Engine as _;
