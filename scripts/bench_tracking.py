@@ -32,8 +32,15 @@ class Conn:
     def call(self, method, path, body=None):
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}
-        self.c.request(method, "/api/2.0/mlflow" + path, body=data, headers=headers)
-        r = self.c.getresponse()
+        try:
+            self.c.request(method, "/api/2.0/mlflow" + path, body=data, headers=headers)
+            r = self.c.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed an idle keep-alive connection (uvicorn does after 5 s).
+            self.c.close()
+            self.c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self.c.request(method, "/api/2.0/mlflow" + path, body=data, headers=headers)
+            r = self.c.getresponse()
         payload = r.read()
         if r.status != 200:
             raise RuntimeError(f"{method} {path}: {r.status} {payload[:300]!r}")

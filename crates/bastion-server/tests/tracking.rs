@@ -592,6 +592,15 @@ async fn log_batch_is_atomic_and_limited(b: Backend) {
             .any(|t| t["key"] == "new"),
         "{data}"
     );
+    // A key repeated in one batch: the last value wins (and PostgreSQL does not choke on it).
+    s.ok_post("/runs/log-batch", json!({"run_id": run, "tags": [{"key": "rep", "value": "1"}, {"key": "rep", "value": "2"}], "params": [{"key": "same", "value": "x"}, {"key": "same", "value": "x"}]})).await;
+    let r = s.ok_get("/runs/get", &[("run_id", &run)]).await;
+    assert!(
+        r["run"]["data"]["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "rep", "value": "2"}))
+    );
     let (st, err) = s.post("/runs/log-batch", json!({"run_id": run, "params": [{"key": "d", "value": "1"}, {"key": "d", "value": "2"}]})).await;
     assert_error(
         st,

@@ -19,6 +19,10 @@ fn body(data: Vec<u8>) -> ByteStream {
 #[tokio::test]
 async fn s3_put_get_dedup_and_refusals() {
     let Ok(uri) = std::env::var("BASTION_TEST_S3_URI") else {
+        assert!(
+            std::env::var_os("BASTION_TEST_REQUIRE_BACKENDS").is_none(),
+            "BASTION_TEST_REQUIRE_BACKENDS is set but BASTION_TEST_S3_URI is not"
+        );
         eprintln!("BASTION_TEST_S3_URI is not set: S3 blob test skipped");
         return;
     };

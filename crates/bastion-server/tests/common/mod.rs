@@ -263,6 +263,10 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if $crate::common::postgres_admin_url().is_none() {
+                        assert!(
+                            std::env::var_os("BASTION_TEST_REQUIRE_BACKENDS").is_none(),
+                            "BASTION_TEST_REQUIRE_BACKENDS is set but BASTION_TEST_POSTGRES_URL is not"
+                        );
                         eprintln!("BASTION_TEST_POSTGRES_URL is not set: PostgreSQL half skipped");
                         return;
                     }

@@ -11,7 +11,7 @@ use bastion_core::model::{
 };
 use bastion_core::{Error, ids, time};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use super::MetaStore;
 use super::names::random_run_name;
@@ -90,98 +90,130 @@ fn not_found(run_id: &str) -> Error {
     ))
 }
 
-async fn insert_metric(
-    tx: &mut Transaction<'static, Any>,
+/// The guard of every fast-path write: nothing is written unless run `$1` exists and is active.
+const ACTIVE_RUN: &str =
+    "EXISTS (SELECT 1 FROM runs WHERE run_uuid = $1 AND lifecycle_stage = 'active')";
+
+/// Rows per multi-row INSERT; keeps every statement far below bind-parameter limits.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Inserts metrics with multi-row statements; duplicates are ignored, and the `metrics_latest`
+/// trigger keeps `latest_metrics` current.
+async fn insert_metrics(
+    conn: &mut AnyConnection,
     run_id: &str,
-    m: &Metric,
+    metrics: &[Metric],
 ) -> StoreResult<()> {
-    let (value, is_nan) = rows::stored_metric_value(m.value.0);
-    sqlx::query(
-        "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(run_id)
-    .bind(&m.key)
-    .bind(value)
-    .bind(m.timestamp)
-    .bind(m.step)
-    .bind(is_nan)
-    .execute(&mut **tx)
-    .await?;
-    // The latest value per key is the one with the greatest (step, timestamp, value).
-    sqlx::query(
-        "INSERT INTO latest_metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, \
-         step = excluded.step, is_nan = excluded.is_nan \
-         WHERE excluded.step > latest_metrics.step \
-            OR (excluded.step = latest_metrics.step AND excluded.timestamp > latest_metrics.timestamp) \
-            OR (excluded.step = latest_metrics.step AND excluded.timestamp = latest_metrics.timestamp \
-                AND excluded.value > latest_metrics.value)",
-    )
-    .bind(run_id)
-    .bind(&m.key)
-    .bind(value)
-    .bind(m.timestamp)
-    .bind(m.step)
-    .bind(is_nan)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in metrics.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            Sql::new("INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) VALUES ");
+        for (i, m) in chunk.iter().enumerate() {
+            let (value, is_nan) = rows::stored_metric_value(m.value.0);
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(run_id)
+                .push(", ")
+                .bind(m.key.as_str())
+                .push(", ")
+                .bind(value)
+                .push(", ");
+            q.bind(m.timestamp)
+                .push(", ")
+                .bind(m.step)
+                .push(", ")
+                .bind(is_nan)
+                .push(")");
+        }
+        q.push(" ON CONFLICT DO NOTHING");
+        q.query().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
-async fn insert_param(
-    tx: &mut Transaction<'static, Any>,
+/// Inserts params; a key already logged with another value is MLflow's "changing param values"
+/// error (the caller's transaction then rolls back).
+async fn insert_params(
+    conn: &mut AnyConnection,
     run_id: &str,
-    p: &KeyValue,
+    params: &[KeyValue],
 ) -> StoreResult<()> {
-    let done = sqlx::query(
-        "INSERT INTO params (run_uuid, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(run_id)
-    .bind(&p.key)
-    .bind(&p.value)
-    .execute(&mut **tx)
-    .await?;
-    if done.rows_affected() == 0 {
-        let old: String = sqlx::query("SELECT value FROM params WHERE run_uuid = $1 AND key = $2")
-            .bind(run_id)
-            .bind(&p.key)
-            .fetch_one(&mut **tx)
+    for chunk in params.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Sql::new("INSERT INTO params (run_uuid, key, value) VALUES ");
+        for (i, p) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(run_id)
+                .push(", ")
+                .bind(p.key.as_str())
+                .push(", ")
+                .bind(p.value.as_str())
+                .push(")");
+        }
+        q.push(" ON CONFLICT DO NOTHING");
+        q.query().execute(&mut *conn).await?;
+        let mut q = Sql::new("SELECT key, value FROM params WHERE run_uuid = ");
+        q.bind(run_id)
+            .push(" AND key IN ")
+            .bind_list(chunk.iter().map(|p| p.key.as_str()));
+        let stored: HashMap<String, String> = q
+            .query()
+            .fetch_all(&mut *conn)
             .await?
-            .try_get("value")?;
-        if old != p.value {
-            return Err(Error::invalid(format!(
-                "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' for run ID='{run_id}'. Attempted logging new value '{}'.",
-                p.key,
-                limits::truncate(&old, 200),
-                limits::truncate(&p.value, 200)
-            ))
-            .into());
+            .iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+            .collect::<StoreResult<_>>()?;
+        for p in chunk {
+            if let Some(old) = stored.get(&p.key)
+                && *old != p.value
+            {
+                return Err(param_change(run_id, p, old));
+            }
         }
     }
     Ok(())
 }
 
-async fn upsert_tag(
-    tx: &mut Transaction<'static, Any>,
-    run_id: &str,
-    t: &KeyValue,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO tags (run_uuid, key, value) VALUES ($1, $2, $3) \
-         ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(run_id)
-    .bind(&t.key)
-    .bind(&t.value)
-    .execute(&mut **tx)
-    .await?;
-    // The run name lives in two places in MLflow's model; keep them equal.
-    if t.key == RUN_NAME_TAG {
+fn param_change(run_id: &str, p: &KeyValue, old: &str) -> crate::StoreError {
+    Error::invalid(format!(
+        "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' for run ID='{run_id}'. Attempted logging new value '{}'.",
+        p.key,
+        limits::truncate(old, 200),
+        limits::truncate(&p.value, 200)
+    ))
+    .into()
+}
+
+/// Upserts tags with multi-row statements, keeping the run's name equal to `mlflow.runName`.
+async fn upsert_tags(conn: &mut AnyConnection, run_id: &str, tags: &[KeyValue]) -> StoreResult<()> {
+    // One statement may not update the same row twice (PostgreSQL refuses): the last value of
+    // a repeated key wins, as in MLflow.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in tags.iter().enumerate() {
+        last.insert(&t.key, i);
+    }
+    let tags: Vec<&KeyValue> = tags
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| last.get(t.key.as_str()) == Some(i))
+        .map(|(_, t)| t)
+        .collect();
+    for chunk in tags.chunks(ROWS_PER_STATEMENT) {
+        let mut q = Sql::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
+        for (i, t) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            q.bind(run_id)
+                .push(", ")
+                .bind(t.key.as_str())
+                .push(", ")
+                .bind(t.value.as_str())
+                .push(")");
+        }
+        q.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
+        q.query().execute(&mut *conn).await?;
+    }
+    if let Some(name) = tags.iter().rev().find(|t| t.key == RUN_NAME_TAG) {
         sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
-            .bind(&t.value)
+            .bind(&name.value)
             .bind(run_id)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?;
     }
     Ok(())
@@ -231,10 +263,10 @@ impl MetaStore {
         .bind(&artifact_uri)
         .execute(&mut *tx)
         .await?;
-        for t in &draft.tags {
-            upsert_tag(&mut tx, &run_id, t).await?;
-        }
-        upsert_tag(&mut tx, &run_id, &KeyValue::new(RUN_NAME_TAG, name.clone())).await?;
+        let mut tags = draft.tags.clone();
+        tags.retain(|t| t.key != RUN_NAME_TAG);
+        tags.push(KeyValue::new(RUN_NAME_TAG, name.clone()));
+        upsert_tags(&mut tx, &run_id, &tags).await?;
         tx.commit().await?;
         self.get_run(&run_id).await
     }
@@ -390,7 +422,7 @@ impl MetaStore {
         q.push(" WHERE run_uuid = ").bind(run_id);
         q.query().execute(&mut *tx).await?;
         if let Some(name) = update.run_name.filter(|n| !n.is_empty()) {
-            upsert_tag(&mut tx, run_id, &KeyValue::new(RUN_NAME_TAG, name)).await?;
+            upsert_tags(&mut tx, run_id, &[KeyValue::new(RUN_NAME_TAG, name)]).await?;
         }
         tx.commit().await?;
         self.get_run_info(run_id).await
@@ -420,30 +452,89 @@ impl MetaStore {
         Ok(())
     }
 
+    /// One statement on the fast path: the insert is guarded by the run's state, and the
+    /// trigger updates the latest value in the same statement.
     pub async fn log_metric(&self, run_id: &str, metric: &Metric) -> StoreResult<()> {
         validate_metric(metric)?;
-        let mut tx = self.write.begin().await?;
-        self.check_active_run(&mut tx, run_id).await?;
-        insert_metric(&mut tx, run_id, metric).await?;
-        tx.commit().await?;
+        let (value, is_nan) = rows::stored_metric_value(metric.value.0);
+        let done = query_fmt!(
+            "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE {ACTIVE_RUN} ON CONFLICT DO NOTHING"
+        )
+        .bind(run_id)
+        .bind(&metric.key)
+        .bind(value)
+        .bind(metric.timestamp)
+        .bind(metric.step)
+        .bind(is_nan)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            // Either the run is missing or inactive (an error), or this exact metric exists.
+            self.require_active_run(run_id).await?;
+        }
         Ok(())
     }
 
     pub async fn log_param(&self, run_id: &str, param: &KeyValue) -> StoreResult<()> {
         validate_param(param)?;
-        let mut tx = self.write.begin().await?;
-        self.check_active_run(&mut tx, run_id).await?;
-        insert_param(&mut tx, run_id, param).await?;
-        tx.commit().await?;
+        let done = query_fmt!("INSERT INTO params (run_uuid, key, value) SELECT $1, $2, $3 WHERE {ACTIVE_RUN} ON CONFLICT DO NOTHING")
+            .bind(run_id)
+            .bind(&param.key)
+            .bind(&param.value)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 0 {
+            self.require_active_run(run_id).await?;
+            let old: String =
+                sqlx::query("SELECT value FROM params WHERE run_uuid = $1 AND key = $2")
+                    .bind(run_id)
+                    .bind(&param.key)
+                    .fetch_one(&self.read)
+                    .await?
+                    .try_get("value")?;
+            if old != param.value {
+                return Err(param_change(run_id, param, &old));
+            }
+        }
         Ok(())
     }
 
     pub async fn set_tag(&self, run_id: &str, tag: &KeyValue) -> StoreResult<()> {
         validate_tag(tag)?;
-        let mut tx = self.write.begin().await?;
-        self.check_active_run(&mut tx, run_id).await?;
-        upsert_tag(&mut tx, run_id, tag).await?;
-        tx.commit().await?;
+        if tag.key == RUN_NAME_TAG {
+            // Two rows change (the tag and the run's name): a transaction.
+            let mut tx = self.write.begin().await?;
+            self.check_active_run(&mut tx, run_id).await?;
+            upsert_tags(&mut tx, run_id, std::slice::from_ref(tag)).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        let done = query_fmt!(
+            "INSERT INTO tags (run_uuid, key, value) SELECT $1, $2, $3 WHERE {ACTIVE_RUN} \
+             ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value"
+        )
+        .bind(run_id)
+        .bind(&tag.key)
+        .bind(&tag.value)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            self.require_active_run(run_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Ok if the run exists and is active; otherwise MLflow's not-found or invalid-state error.
+    async fn require_active_run(&self, run_id: &str) -> StoreResult<()> {
+        let info = self.get_run_info(run_id).await?;
+        if info.lifecycle_stage != LifecycleStage::Active {
+            return Err(Error::invalid_state(format!(
+                "The run {run_id} must be in the 'active' state. Current state is {}.",
+                info.lifecycle_stage.as_str()
+            ))
+            .into());
+        }
         Ok(())
     }
 
@@ -511,15 +602,9 @@ impl MetaStore {
         }
         let mut tx = self.write.begin().await?;
         self.check_active_run(&mut tx, run_id).await?;
-        for p in &batch.params {
-            insert_param(&mut tx, run_id, p).await?;
-        }
-        for m in &batch.metrics {
-            insert_metric(&mut tx, run_id, m).await?;
-        }
-        for t in &batch.tags {
-            upsert_tag(&mut tx, run_id, t).await?;
-        }
+        insert_params(&mut tx, run_id, &batch.params).await?;
+        insert_metrics(&mut tx, run_id, &batch.metrics).await?;
+        upsert_tags(&mut tx, run_id, &batch.tags).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -22,6 +22,7 @@ pub(crate) enum Bind {
     Text(String),
     Int(i64),
     Float(f64),
+    Bool(bool),
 }
 
 impl From<&str> for Bind {
@@ -37,6 +38,11 @@ impl From<String> for Bind {
 impl From<i64> for Bind {
     fn from(n: i64) -> Self {
         Self::Int(n)
+    }
+}
+impl From<bool> for Bind {
+    fn from(b: bool) -> Self {
+        Self::Bool(b)
     }
 }
 impl From<f64> for Bind {
@@ -92,6 +98,7 @@ impl Sql {
                 Bind::Text(s) => q.bind(s.clone()),
                 Bind::Int(n) => q.bind(*n),
                 Bind::Float(f) => q.bind(*f),
+                Bind::Bool(b) => q.bind(*b),
             };
         }
         q
