@@ -25,8 +25,11 @@ def free_port():
 
 
 class Conn:
-    def __init__(self, port):
+    """A client connection. keepalive=False opens a new TCP connection for every request."""
+
+    def __init__(self, port, keepalive=True):
         self.port = port
+        self.keepalive = keepalive
         self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def call(self, method, path, body=None):
@@ -42,6 +45,8 @@ class Conn:
             self.c.request(method, "/api/2.0/mlflow" + path, body=data, headers=headers)
             r = self.c.getresponse()
         payload = r.read()
+        if not self.keepalive:
+            self.c.close()
         if r.status != 200:
             raise RuntimeError(f"{method} {path}: {r.status} {payload[:300]!r}")
         return json.loads(payload) if payload else {}
@@ -113,6 +118,13 @@ def bench(name, port, runs_large):
     for i in range(2000):
         c.call("POST", "/runs/log-metric", {"run_id": run, "key": "m", "value": i * 0.1, "timestamp": 1000 + i, "step": i})
     out["a_log_metric_2000_s"] = time.perf_counter() - t
+    # (a') the same call with a new TCP connection per request, which takes MLflow's
+    # keep-alive stall out of the comparison
+    fresh = Conn(port, keepalive=False)
+    t = time.perf_counter()
+    for i in range(500):
+        fresh.call("POST", "/runs/log-metric", {"run_id": run, "key": "f", "value": i * 0.1, "timestamp": 1000 + i, "step": i})
+    out["a2_log_metric_fresh_conn_ms"] = (time.perf_counter() - t) / 500 * 1000
     # (b) 10 x log-batch of 1000 metrics
     t = time.perf_counter()
     for b in range(10):
@@ -134,6 +146,12 @@ def bench(name, port, runs_large):
             res = c.call("POST", "/runs/search", body)
             times.append(time.perf_counter() - t)
         out[f"c_search_{label}_p50_ms"] = statistics.median(times) * 1000
+        times = []
+        for _ in range(21):
+            t = time.perf_counter()
+            fresh.call("POST", "/runs/search", body)
+            times.append(time.perf_counter() - t)
+        out[f"c2_search_{label}_fresh_conn_p50_ms"] = statistics.median(times) * 1000
         out[f"c_search_{label}_hits"] = len(res.get("runs", []))
     print(f"  {name}: {json.dumps({k: round(v, 4) for k, v in out.items()})}", flush=True)
     return out
@@ -146,40 +164,39 @@ def main():
     ap.add_argument("--runs", type=int, default=10_000)
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="bench-tracking-")
-    procs = []
+    print(f"workload: (a) 2000 log-metric, (b) 10 x log-batch(1000), (c) filtered+ordered search over 200 and {args.runs} runs")
+    print("each server runs alone: started, measured, stopped, then the other")
+    servers = {
+        "bastion": [args.bastion, "--home", f"{root}/bastion", "server", "--port", "{port}"],
+        "mlflow": [args.mlflow, "server", "--host", "127.0.0.1", "--port", "{port}",
+                   "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", f"{root}/mlartifacts"],
+    }
+    results = {}
     try:
-        mport, bport = free_port(), free_port()
-        mlog = open(os.path.join(root, "mlflow.log"), "w")
-        mproc = subprocess.Popen(
-            [args.mlflow, "server", "--host", "127.0.0.1", "--port", str(mport),
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", f"{root}/mlartifacts"],
-            stdout=mlog, stderr=mlog, start_new_session=True)
-        procs.append(mproc)
-        blog = open(os.path.join(root, "bastion.log"), "w")
-        bproc = subprocess.Popen([args.bastion, "--home", f"{root}/bastion", "server", "--port", str(bport)],
-                                 stdout=blog, stderr=blog, start_new_session=True)
-        procs.append(bproc)
-        wait_healthy(mport, mproc, "mlflow server")
-        wait_healthy(bport, bproc, "bastion server")
-        print(f"workload: (a) 2000 log-metric, (b) 10 x log-batch(1000), (c) filtered+ordered search over 200 and {args.runs} runs")
-        b = bench("bastion", bport, args.runs)
-        b_rss, b_procs = tree_rss_mb(bproc.pid)
-        m = bench("mlflow ", mport, args.runs)
-        m_rss, m_procs = tree_rss_mb(mproc.pid)
-        print()
-        print(f"{'measure':34} {'mlflow':>12} {'bastion':>12} {'ratio':>8}")
-        for key in ["a_log_metric_2000_s", "b_log_batch_10x1000_s", "c_search_200_p50_ms", f"c_search_{args.runs}_p50_ms"]:
-            print(f"{key:34} {m[key]:12.4f} {b[key]:12.4f} {m[key] / b[key]:7.1f}x")
-        print(f"{'search hits (must match)':34} {m[f'c_search_{args.runs}_hits']:12} {b[f'c_search_{args.runs}_hits']:12}")
-        print(f"{'server RSS after workload (MB)':34} {m_rss:12.1f} {b_rss:12.1f} {m_rss / b_rss:7.1f}x")
-        print(f"{'server processes':34} {m_procs:12} {b_procs:12}")
-    finally:
-        for p in procs:
+        for name, cmd in servers.items():
+            port = free_port()
+            log = open(os.path.join(root, f"{name}.log"), "w")
+            proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], stdout=log, stderr=log, start_new_session=True)
             try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
-            except Exception:
-                pass
+                wait_healthy(port, proc, name)
+                out = bench(name, port, args.runs)
+                out["rss_mb"], out["processes"] = tree_rss_mb(proc.pid)
+                results[name] = out
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+        m, b = results["mlflow"], results["bastion"]
+        print()
+        print(f"{'measure (keep-alive unless fresh_conn)':40} {'mlflow':>12} {'bastion':>12} {'ratio':>8}")
+        keys = ["a_log_metric_2000_s", "a2_log_metric_fresh_conn_ms", "b_log_batch_10x1000_s",
+                "c_search_200_p50_ms", f"c_search_{args.runs}_p50_ms",
+                "c2_search_200_fresh_conn_p50_ms", f"c2_search_{args.runs}_fresh_conn_p50_ms"]
+        for key in keys:
+            print(f"{key:40} {m[key]:12.4f} {b[key]:12.4f} {m[key] / b[key]:7.1f}x")
+        print(f"{'search hits (must match)':40} {m[f'c_search_{args.runs}_hits']:12} {b[f'c_search_{args.runs}_hits']:12}")
+        print(f"{'server RSS after workload (MB)':40} {m['rss_mb']:12.1f} {b['rss_mb']:12.1f} {m['rss_mb'] / b['rss_mb']:7.1f}x")
+        print(f"{'server processes':40} {m['processes']:12} {b['processes']:12}")
+    finally:
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -151,6 +151,21 @@ impl Params {
         }
     }
 
+    /// Like [`Params::objects`], but moves the list out instead of copying it (large batches).
+    pub fn take_objects(&mut self, field: &str) -> Result<Vec<Params>, Error> {
+        match self.map.remove(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|i| match i {
+                    Value::Object(m) => Ok(Params::from_map(m)),
+                    other => Err(invalid_type(field, "a list of objects", &other)),
+                })
+                .collect(),
+            Some(other) => Err(invalid_type(field, "a list of objects", &other)),
+        }
+    }
+
     pub fn object(&self, field: &str) -> Result<Option<Params>, Error> {
         match self.get(field) {
             None => Ok(None),

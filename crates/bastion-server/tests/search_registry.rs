@@ -46,6 +46,18 @@ async fn run_search_filters_and_ordering(b: Backend) {
             .await;
         }
     }
+    let v = s
+        .ok_post(
+            "/runs/create",
+            json!({"experiment_id": exp, "run_name": "nan", "start_time": 1}),
+        )
+        .await;
+    let nan_run = v["run"]["info"]["run_id"].as_str().unwrap().to_owned();
+    s.ok_post(
+        "/runs/log-metric",
+        json!({"run_id": nan_run, "key": "loss", "value": "NaN", "timestamp": 1}),
+    )
+    .await;
     let x = s.create_run(&other).await;
     s.ok_post(
         "/runs/log-metric",
@@ -66,7 +78,7 @@ async fn run_search_filters_and_ordering(b: Backend) {
         .await;
     assert_eq!(
         names(&v),
-        ["r0", "r1", "r2", "r3", "r4"],
+        ["r0", "r1", "r2", "r3", "nan", "r4"],
         "runs without the metric sort last"
     );
     let v = s
@@ -74,7 +86,7 @@ async fn run_search_filters_and_ordering(b: Backend) {
         .await;
     assert_eq!(
         names(&v),
-        ["r3", "r2", "r1", "r0", "r4"],
+        ["r3", "r2", "r1", "r0", "nan", "r4"],
         "and last ascending too"
     );
     let v = s
@@ -101,7 +113,7 @@ async fn run_search_filters_and_ordering(b: Backend) {
     let v = s
         .ok_post("/runs/search", q("tags.`owner` IS NULL", vec!["run_name"]))
         .await;
-    assert_eq!(names(&v), ["r1", "r3"]);
+    assert_eq!(names(&v), ["nan", "r1", "r3"]);
     let v = s
         .ok_post("/runs/search", q("attributes.user_id LIKE 'alice'", vec![]))
         .await;
@@ -161,7 +173,7 @@ async fn run_search_filters_and_ordering(b: Backend) {
             None => break,
         }
     }
-    assert_eq!(seen, ["r0", "r1", "r2", "r3", "r4"]);
+    assert_eq!(seen, ["r0", "r1", "r2", "r3", "nan", "r4"]);
 
     // Bad filters get precise messages; injection attempts are just values.
     for (filter, msg) in [

@@ -94,7 +94,7 @@ pub async fn delete_tag(State(s): State<AppState>, p: Params) -> JsonResult {
     empty()
 }
 
-pub async fn log_batch(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn log_batch(State(s): State<AppState>, mut p: Params) -> JsonResult {
     if p.body_len > limits::MAX_BATCH_REQUEST_BYTES {
         return Err(Error::invalid(format!(
             "Batched logging API requests must be at most {} bytes, got a request of {} bytes",
@@ -106,7 +106,7 @@ pub async fn log_batch(State(s): State<AppState>, p: Params) -> JsonResult {
     let run_id = p.str_any(RUN_ID)?;
     let batch = BatchLog {
         metrics: p
-            .objects("metrics")?
+            .take_objects("metrics")?
             .iter()
             .map(metric)
             .collect::<Result<_, _>>()?,

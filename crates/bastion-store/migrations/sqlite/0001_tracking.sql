@@ -1,5 +1,7 @@
 -- Tracking, registry and artifact index (SQLite). Kept column-for-column equal to the
--- PostgreSQL file beside this one; only types and identity syntax differ.
+-- PostgreSQL file beside this one; only types, identity syntax and storage differ. Tables keyed
+-- by a composite primary key are WITHOUT ROWID: a lookup by key is then one B-tree search
+-- that also yields the value, which is what search and run loading do thousands of times.
 
 CREATE TABLE experiments (
     experiment_id     INTEGER PRIMARY KEY,
@@ -15,7 +17,7 @@ CREATE TABLE experiment_tags (
     key           TEXT   NOT NULL,
     value         TEXT   NOT NULL,
     PRIMARY KEY (experiment_id, key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE runs (
     run_uuid        TEXT   PRIMARY KEY,
@@ -40,7 +42,7 @@ CREATE TABLE metrics (
     step      BIGINT  NOT NULL,
     is_nan    BOOLEAN NOT NULL,
     PRIMARY KEY (run_uuid, key, timestamp, step, value, is_nan)
-);
+) WITHOUT ROWID;
 
 -- The value with the highest (step, timestamp, value) per key: what runs/get and search see.
 CREATE TABLE latest_metrics (
@@ -51,7 +53,7 @@ CREATE TABLE latest_metrics (
     step      BIGINT  NOT NULL,
     is_nan    BOOLEAN NOT NULL,
     PRIMARY KEY (run_uuid, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX latest_metrics_by_key ON latest_metrics (key, value);
 
 CREATE TABLE params (
@@ -59,7 +61,7 @@ CREATE TABLE params (
     key      TEXT NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (run_uuid, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX params_by_key ON params (key, value);
 
 CREATE TABLE tags (
@@ -67,7 +69,7 @@ CREATE TABLE tags (
     key      TEXT NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (run_uuid, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX tags_by_key ON tags (key, value);
 
 CREATE TABLE datasets (
@@ -88,7 +90,7 @@ CREATE TABLE run_dataset_inputs (
     context    TEXT,
     tags_json  TEXT   NOT NULL,
     PRIMARY KEY (run_uuid, dataset_id)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE run_model_refs (
     run_uuid  TEXT   NOT NULL REFERENCES runs (run_uuid),
@@ -96,7 +98,7 @@ CREATE TABLE run_model_refs (
     model_id  TEXT   NOT NULL,
     step      BIGINT,
     PRIMARY KEY (run_uuid, direction, model_id)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE registered_models (
     id                INTEGER PRIMARY KEY,
@@ -111,7 +113,7 @@ CREATE TABLE registered_model_tags (
     key      TEXT   NOT NULL,
     value    TEXT   NOT NULL,
     PRIMARY KEY (model_pk, key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE model_versions (
     model_pk          BIGINT NOT NULL REFERENCES registered_models (id),
@@ -129,7 +131,7 @@ CREATE TABLE model_versions (
     logged_model_id   TEXT,
     deleted           BOOLEAN NOT NULL,
     PRIMARY KEY (model_pk, version)
-);
+) WITHOUT ROWID;
 CREATE INDEX model_versions_by_run ON model_versions (run_id);
 
 CREATE TABLE model_version_tags (
@@ -139,14 +141,14 @@ CREATE TABLE model_version_tags (
     value    TEXT   NOT NULL,
     PRIMARY KEY (model_pk, version, key),
     FOREIGN KEY (model_pk, version) REFERENCES model_versions (model_pk, version)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE registered_model_aliases (
     model_pk BIGINT NOT NULL REFERENCES registered_models (id),
     alias    TEXT   NOT NULL,
     version  BIGINT NOT NULL,
     PRIMARY KEY (model_pk, alias)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE logged_models (
     model_id          TEXT   PRIMARY KEY,
@@ -168,14 +170,14 @@ CREATE TABLE logged_model_tags (
     key      TEXT NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (model_id, key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE logged_model_params (
     model_id TEXT NOT NULL REFERENCES logged_models (model_id),
     key      TEXT NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (model_id, key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE logged_model_metrics (
     model_id  TEXT    NOT NULL REFERENCES logged_models (model_id),
@@ -186,7 +188,7 @@ CREATE TABLE logged_model_metrics (
     is_nan    BOOLEAN NOT NULL,
     run_id    TEXT    NOT NULL,
     PRIMARY KEY (model_id, key, timestamp, step, run_id)
-);
+) WITHOUT ROWID;
 
 -- The artifact namespace: a path below the artifact root names a content digest. The bytes
 -- live in the blob store under that digest; no path here ever reaches a file system.

@@ -115,6 +115,9 @@ impl MetaStore {
                 let connect = |max: u32| {
                     AnyPoolOptions::new()
                         .max_connections(max)
+                        // A local file cannot drop a connection; the pre-acquire ping would
+                        // double the round trips of every query.
+                        .test_before_acquire(false)
                         .acquire_timeout(Duration::from_secs(30))
                         .after_connect(move |conn, _| {
                             Box::pin(async move {

@@ -95,7 +95,7 @@ impl Sql {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.clone()));
         for b in &self.binds {
             q = match b {
-                Bind::Text(s) => q.bind(s.clone()),
+                Bind::Text(s) => q.bind(s.as_str()),
                 Bind::Int(n) => q.bind(*n),
                 Bind::Float(f) => q.bind(*f),
                 Bind::Bool(b) => q.bind(*b),
@@ -404,44 +404,45 @@ fn push_comparison(sql: &mut Sql, target: &SearchTarget, c: &Comparison) -> Resu
     Ok(())
 }
 
-/// Appends `<expr> <dir>, ` terms for one `order_by` clause (nulls last in both directions, as
-/// MLflow sorts, and NaN metrics after numbers).
+/// Appends `<expr> <dir> NULLS LAST, ` for one `order_by` clause: rows without the value sort
+/// last in both directions, as in MLflow, and a NaN metric sorts after every number (it becomes
+/// a bound infinity on the far side of the direction). One correlated lookup per row and term.
 pub(crate) fn push_order_term(
     sql: &mut Sql,
     target: &SearchTarget,
     o: &OrderBy,
 ) -> Result<(), Error> {
-    let dir = if o.ascending { " ASC" } else { " DESC" };
+    let dir = if o.ascending {
+        " ASC NULLS LAST, "
+    } else {
+        " DESC NULLS LAST, "
+    };
     let key = o.ident.key.as_str();
     match o.ident.entity {
         Entity::Attribute => {
             let attr = target.attribute(key)?;
-            sql.push("CASE WHEN ")
-                .push(attr.column)
-                .push(" IS NULL THEN 1 ELSE 0 END, ");
-            sql.push(attr.column).push(dir).push(", ");
+            sql.push(attr.column).push(dir);
         }
         entity @ (Entity::Metric | Entity::Param | Entity::Tag) => {
             let kv = target.kv(entity)?;
-            let sub = |sql: &mut Sql, col: &str| {
-                sql.push("(SELECT ")
-                    .push(col)
-                    .push(" FROM ")
-                    .push(kv.table)
-                    .push(" x WHERE ");
-                sql.push(kv.join).push(" AND x.key = ").bind(key).push(")");
-            };
+            sql.push("(SELECT ");
             if entity == Entity::Metric {
-                sql.push("COALESCE(");
-                sub(sql, "CASE WHEN x.is_nan THEN 1 ELSE 0 END");
-                sql.push(", 2), ");
+                let nan_rank = if o.ascending {
+                    f64::INFINITY
+                } else {
+                    f64::NEG_INFINITY
+                };
+                sql.push("CASE WHEN x.is_nan THEN ")
+                    .bind(nan_rank)
+                    .push(" ELSE x.value END");
             } else {
-                sql.push("CASE WHEN ");
-                sub(sql, "x.value");
-                sql.push(" IS NULL THEN 1 ELSE 0 END, ");
+                sql.push("x.value");
             }
-            sub(sql, "x.value");
-            sql.push(dir).push(", ");
+            sql.push(" FROM ")
+                .push(kv.table)
+                .push(" x WHERE ")
+                .push(kv.join);
+            sql.push(" AND x.key = ").bind(key).push(")").push(dir);
         }
         Entity::Dataset => {
             return Err(Error::invalid(format!(
