@@ -157,6 +157,19 @@ async fn run_search_filters_and_ordering(b: Backend) {
         "searches span the listed experiments"
     );
 
+    // The same search through GET and the query string.
+    let v = s
+        .ok_get(
+            "/runs/search",
+            &[
+                ("experiment_ids", &exp),
+                ("filter", "metrics.loss < 0.35"),
+                ("order_by", "metrics.loss ASC"),
+            ],
+        )
+        .await;
+    assert_eq!(names(&v), ["r3", "r2"]);
+
     // Pagination over the same ordering returns every run exactly once.
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
@@ -413,6 +426,13 @@ async fn registry_models_versions_aliases(b: Backend) {
         )
         .await;
     assert_eq!(v["model_versions"][0]["version"], "2");
+    let v = s
+        .ok_get(
+            "/registered-models/get-latest-versions",
+            &[("name", "m"), ("stages", "Archived")],
+        )
+        .await;
+    assert_eq!(v["model_versions"][0]["version"], "1");
     let v = s
         .ok_get(
             "/model-versions/search",

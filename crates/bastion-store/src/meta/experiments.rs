@@ -361,14 +361,13 @@ impl MetaStore {
             .bind(key)
             .execute(&self.write)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
+        rows::deleted_one(done, || {
+            format!(
                 "No tag with name: {} in experiment with id {}",
                 limits::truncate(key, 64),
                 e.experiment_id
-            ))
-            .into());
-        }
+            )
+        })?;
         Ok(())
     }
 }

@@ -313,13 +313,12 @@ impl MetaStore {
             .bind(key)
             .execute(&self.write)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
+        rows::deleted_one(done, || {
+            format!(
                 "No tag with key '{}' on logged model {model_id}",
                 limits::truncate(key, 64)
-            ))
-            .into());
-        }
+            )
+        })?;
         Ok(())
     }
 

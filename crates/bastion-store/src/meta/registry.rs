@@ -463,13 +463,12 @@ impl MetaStore {
                 .bind(key)
                 .execute(&self.write)
                 .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
+        rows::deleted_one(done, || {
+            format!(
                 "No tag with key '{}' on registered model '{name}'",
                 limits::truncate(key, 64)
-            ))
-            .into());
-        }
+            )
+        })?;
         Ok(())
     }
 
@@ -733,13 +732,12 @@ impl MetaStore {
         .bind(key)
         .execute(&self.write)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
+        rows::deleted_one(done, || {
+            format!(
                 "No tag with key '{}' on model version {name}/{version}",
                 limits::truncate(key, 64)
-            ))
-            .into());
-        }
+            )
+        })?;
         Ok(())
     }
 

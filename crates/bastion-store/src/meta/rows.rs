@@ -68,6 +68,17 @@ pub(crate) async fn kv_by_id(
     Ok(out)
 }
 
+/// A delete that matched no row is MLflow's RESOURCE_DOES_NOT_EXIST, with `message`.
+pub(crate) fn deleted_one(
+    done: sqlx::any::AnyQueryResult,
+    message: impl FnOnce() -> String,
+) -> StoreResult<()> {
+    if done.rows_affected() == 0 {
+        return Err(bastion_core::Error::not_found(message()).into());
+    }
+    Ok(())
+}
+
 /// Key/value rows of one owner.
 pub(crate) async fn kv_of(pool: &sqlx::AnyPool, sql: Sql) -> StoreResult<Vec<KeyValue>> {
     sql.query()

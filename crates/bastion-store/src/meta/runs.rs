@@ -548,13 +548,12 @@ impl MetaStore {
             .bind(key)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!(
+        rows::deleted_one(done, || {
+            format!(
                 "No tag with name: {} in run with id {run_id}",
                 limits::truncate(key, 64)
-            ))
-            .into());
-        }
+            )
+        })?;
         tx.commit().await?;
         Ok(())
     }
