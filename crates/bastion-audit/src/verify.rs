@@ -1,0 +1,288 @@
+//! Walks a stored log and its signed tree heads, and says where it was tampered with.
+//!
+//! Checks, in one pass: positions are contiguous from 0 (deletions, insertions and reorderings
+//! show as gaps or repeats); each entry's recomputed hash equals the hash stored beside it
+//! (edits); each entry names its predecessor's hash (the chain); and at every signed tree head
+//! the Merkle root of the entries so far equals the signed root and the signature is the
+//! server's (a rewrite that recomputed every stored hash is still caught there, because the
+//! rewriter cannot sign).
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::entry::{AuditEntry, GENESIS, Hash};
+use crate::merkle::Frontier;
+use crate::tree_head::SignedTreeHead;
+
+/// An entry as read back from storage, with the hash that was stored beside it.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    pub entry: AuditEntry,
+    pub stored_hash: Hash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tamper {
+    #[error(
+        "entry {seq} is missing: the log jumps from {before} to {found} (deleted or reordered)"
+    )]
+    Missing { seq: u64, before: i128, found: u64 },
+    #[error(
+        "entry {seq} appears again where entry {expected} should be (inserted, duplicated or reordered)"
+    )]
+    OutOfPlace { seq: u64, expected: u64 },
+    #[error("entry {seq} was modified: its content no longer matches its stored hash")]
+    Modified { seq: u64 },
+    #[error(
+        "entry {seq} does not follow entry {prev}: one of them was rewritten or {seq} was inserted"
+    )]
+    BrokenChain { seq: u64, prev: u64 },
+    #[error(
+        "the signed tree head of size {size} does not match entries 0..{size}: an entry before {size} was rewritten"
+    )]
+    RootMismatch { size: u64 },
+    #[error("the tree head of size {size} is not validly signed by the audit key")]
+    BadSignature { size: u64 },
+    #[error(
+        "a signed tree head covers {signed} entries but only {present} are stored: entries from {present} on were deleted"
+    )]
+    Truncated { signed: u64, present: u64 },
+    #[error("signed tree heads are not in increasing size order at size {size}")]
+    HeadOrder { size: u64 },
+}
+
+impl Tamper {
+    /// The earliest entry the verifier can prove is bad, or the end of the last range it can.
+    pub fn first_bad_seq(&self) -> u64 {
+        match *self {
+            Self::Missing { seq, .. } | Self::Modified { seq } => seq,
+            // Two rows claim `seq`: the conflict starts there.
+            Self::OutOfPlace { seq, .. } => seq,
+            Self::BrokenChain { prev, .. } => prev,
+            Self::RootMismatch { size } | Self::BadSignature { size } => size.saturating_sub(1),
+            Self::Truncated { present, .. } => present,
+            Self::HeadOrder { size } => size,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub heads_verified: u64,
+    /// Size of the largest signed head checked (0 if none).
+    pub signed_size: u64,
+    /// Entries after the last signed head: consistent, but not yet covered by a signature.
+    pub unsigned_tail: u64,
+    pub root: Hash,
+}
+
+/// Verifies `entries` (in stored order) against `heads` (ascending by size).
+pub fn verify_log<I>(
+    entries: I,
+    heads: &[SignedTreeHead],
+    key: &VerifyingKey,
+) -> Result<VerifyReport, Tamper>
+where
+    I: IntoIterator<Item = StoredEntry>,
+{
+    for pair in heads.windows(2) {
+        if pair[1].head.size <= pair[0].head.size {
+            return Err(Tamper::HeadOrder {
+                size: pair[1].head.size,
+            });
+        }
+    }
+    let mut heads = heads.iter().peekable();
+    let mut frontier = Frontier::default();
+    let mut prev = GENESIS;
+    let mut verified = 0u64;
+    let mut signed_size = 0u64;
+    let mut check_heads =
+        |frontier: &Frontier,
+         heads: &mut std::iter::Peekable<std::slice::Iter<'_, SignedTreeHead>>| {
+            while let Some(h) = heads.next_if(|h| h.head.size == frontier.size()) {
+                h.verify(key)
+                    .map_err(|_| Tamper::BadSignature { size: h.head.size })?;
+                if h.head.root != frontier.root() {
+                    return Err(Tamper::RootMismatch { size: h.head.size });
+                }
+                verified += 1;
+                signed_size = h.head.size;
+            }
+            Ok(())
+        };
+    check_heads(&frontier, &mut heads)?;
+    for stored in entries {
+        let expected = frontier.size();
+        let e = &stored.entry;
+        if e.seq > expected {
+            return Err(Tamper::Missing {
+                seq: expected,
+                before: i128::from(expected) - 1,
+                found: e.seq,
+            });
+        }
+        if e.seq < expected {
+            return Err(Tamper::OutOfPlace {
+                seq: e.seq,
+                expected,
+            });
+        }
+        let leaf = e.leaf_hash();
+        if leaf != stored.stored_hash {
+            return Err(Tamper::Modified { seq: e.seq });
+        }
+        if e.prev_hash != prev {
+            return Err(Tamper::BrokenChain {
+                seq: e.seq,
+                prev: e.seq.saturating_sub(1),
+            });
+        }
+        prev = leaf;
+        frontier.push(leaf);
+        check_heads(&frontier, &mut heads)?;
+    }
+    if let Some(h) = heads.next() {
+        return Err(Tamper::Truncated {
+            signed: h.head.size,
+            present: frontier.size(),
+        });
+    }
+    Ok(VerifyReport {
+        entries: frontier.size(),
+        heads_verified: verified,
+        signed_size,
+        unsigned_tail: frontier.size() - signed_size,
+        root: frontier.root(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::entry::tests::chain;
+    use crate::merkle;
+    use crate::tree_head::TreeHead;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[42u8; 32])
+    }
+
+    fn stored(entries: &[AuditEntry]) -> Vec<StoredEntry> {
+        entries
+            .iter()
+            .map(|e| StoredEntry {
+                entry: e.clone(),
+                stored_hash: e.leaf_hash(),
+            })
+            .collect()
+    }
+
+    fn heads_every(entries: &[AuditEntry], every: usize) -> Vec<SignedTreeHead> {
+        let leaves: Vec<Hash> = entries.iter().map(AuditEntry::leaf_hash).collect();
+        (every..=leaves.len())
+            .step_by(every)
+            .map(|n| {
+                TreeHead {
+                    size: n as u64,
+                    root: merkle::root(&leaves[..n]),
+                    time_ms: n as i64,
+                }
+                .sign(&key())
+            })
+            .collect()
+    }
+
+    fn check(rows: Vec<StoredEntry>, heads: &[SignedTreeHead]) -> Result<VerifyReport, Tamper> {
+        verify_log(rows, heads, &key().verifying_key())
+    }
+
+    #[test]
+    fn intact_log_verifies() {
+        let log = chain(100);
+        let heads = heads_every(&log, 10);
+        let r = check(stored(&log), &heads).unwrap();
+        assert_eq!(
+            (r.entries, r.heads_verified, r.signed_size, r.unsigned_tail),
+            (100, 10, 100, 0)
+        );
+        let r = check(stored(&log[..95]), &heads[..9]).unwrap();
+        assert_eq!(r.unsigned_tail, 5);
+        assert_eq!(check(Vec::new(), &[]).unwrap().root, merkle::empty_root());
+    }
+
+    #[test]
+    fn edits_deletions_reorders_and_insertions_name_the_first_bad_entry() {
+        let log = chain(50);
+        let heads = heads_every(&log, 10);
+
+        let mut rows = stored(&log);
+        rows[17].entry.actor = "mallory".into();
+        assert_eq!(check(rows, &heads), Err(Tamper::Modified { seq: 17 }));
+
+        let mut rows = stored(&log);
+        rows.remove(23);
+        assert_eq!(check(rows, &heads).unwrap_err().first_bad_seq(), 23);
+
+        // Two rows swap places (their seq columns are swapped too).
+        let mut rows = stored(&log);
+        rows.swap(30, 31);
+        let (a, b) = (rows[30].entry.seq, rows[31].entry.seq);
+        rows[30].entry.seq = b;
+        rows[31].entry.seq = a;
+        assert_eq!(check(rows, &heads).unwrap_err().first_bad_seq(), 30);
+
+        // A forged entry inserted at 12, with a correct-looking hash and link, later ones shifted.
+        let mut rows = stored(&log);
+        let mut forged = log[12].clone();
+        forged.action = "forged".into();
+        rows.insert(
+            12,
+            StoredEntry {
+                stored_hash: forged.leaf_hash(),
+                entry: forged,
+            },
+        );
+        assert_eq!(check(rows, &heads).unwrap_err().first_bad_seq(), 12);
+
+        // Deleting the newest entries is caught by the last signed head.
+        assert_eq!(
+            check(stored(&log[..45]), &heads),
+            Err(Tamper::Truncated {
+                signed: 50,
+                present: 45
+            })
+        );
+    }
+
+    #[test]
+    fn a_rewrite_with_recomputed_hashes_fails_at_the_next_signed_head() {
+        let log = chain(40);
+        let heads = heads_every(&log, 10);
+        // Rewrite entry 25 and everything after it, recomputing every stored hash and link.
+        let mut rewritten = log[..25].to_vec();
+        let mut prev = log[24].leaf_hash();
+        for e in &log[25..] {
+            let mut e = e.clone();
+            e.prev_hash = prev;
+            if e.seq == 25 {
+                e.outcome = crate::Outcome::Denied;
+            }
+            prev = e.leaf_hash();
+            rewritten.push(e);
+        }
+        assert_eq!(
+            check(stored(&rewritten), &heads),
+            Err(Tamper::RootMismatch { size: 30 })
+        );
+        // A head signed by another key is refused.
+        let mut forged_heads = heads.clone();
+        forged_heads[1] = TreeHead { ..heads[1].head }.sign(&SigningKey::from_bytes(&[1u8; 32]));
+        assert_eq!(
+            check(stored(&log), &forged_heads),
+            Err(Tamper::BadSignature { size: 20 })
+        );
+    }
+}
