@@ -32,6 +32,10 @@ pub enum Tamper {
     OutOfPlace { seq: u64, expected: u64 },
     #[error("entry {seq} was modified: its content no longer matches its stored hash")]
     Modified { seq: u64 },
+    #[error("an entry was inserted at {seq}, and the entries after it renumbered")]
+    InsertedRenumbered { seq: u64 },
+    #[error("entry {seq} was removed or moved, and the entries after it renumbered")]
+    RemovedRenumbered { seq: u64 },
     #[error(
         "entry {seq} does not follow entry {prev}: one of them was rewritten or {seq} was inserted"
     )]
@@ -54,7 +58,10 @@ impl Tamper {
     /// The earliest entry the verifier can prove is bad, or the end of the last range it can.
     pub fn first_bad_seq(&self) -> u64 {
         match *self {
-            Self::Missing { seq, .. } | Self::Modified { seq } => seq,
+            Self::Missing { seq, .. }
+            | Self::Modified { seq }
+            | Self::InsertedRenumbered { seq }
+            | Self::RemovedRenumbered { seq } => seq,
             // Two rows claim `seq`: the conflict starts there.
             Self::OutOfPlace { seq, .. } => seq,
             Self::BrokenChain { prev, .. } => prev,
@@ -76,44 +83,44 @@ pub struct VerifyReport {
     pub root: Hash,
 }
 
-/// Verifies `entries` (in stored order) against `heads` (ascending by size).
-pub fn verify_log<I>(
-    entries: I,
-    heads: &[SignedTreeHead],
-    key: &VerifyingKey,
-) -> Result<VerifyReport, Tamper>
-where
-    I: IntoIterator<Item = StoredEntry>,
-{
-    for pair in heads.windows(2) {
-        if pair[1].head.size <= pair[0].head.size {
-            return Err(Tamper::HeadOrder {
-                size: pair[1].head.size,
-            });
-        }
-    }
-    let mut heads = heads.iter().peekable();
-    let mut frontier = Frontier::default();
-    let mut prev = GENESIS;
-    let mut verified = 0u64;
-    let mut signed_size = 0u64;
-    let mut check_heads =
-        |frontier: &Frontier,
-         heads: &mut std::iter::Peekable<std::slice::Iter<'_, SignedTreeHead>>| {
-            while let Some(h) = heads.next_if(|h| h.head.size == frontier.size()) {
-                h.verify(key)
-                    .map_err(|_| Tamper::BadSignature { size: h.head.size })?;
-                if h.head.root != frontier.root() {
-                    return Err(Tamper::RootMismatch { size: h.head.size });
-                }
-                verified += 1;
-                signed_size = h.head.size;
+/// The verifier, fed one stored entry at a time, so a log of any size is checked in
+/// O(log n) memory.
+pub struct Verifier<'a> {
+    heads: &'a [SignedTreeHead],
+    key: &'a VerifyingKey,
+    next_head: usize,
+    frontier: Frontier,
+    prev: Hash,
+    verified: u64,
+    signed_size: u64,
+}
+
+impl<'a> Verifier<'a> {
+    /// `heads` must be in ascending size order.
+    pub fn new(heads: &'a [SignedTreeHead], key: &'a VerifyingKey) -> Result<Self, Tamper> {
+        for pair in heads.windows(2) {
+            if pair[1].head.size <= pair[0].head.size {
+                return Err(Tamper::HeadOrder {
+                    size: pair[1].head.size,
+                });
             }
-            Ok(())
+        }
+        let mut v = Self {
+            heads,
+            key,
+            next_head: 0,
+            frontier: Frontier::default(),
+            prev: GENESIS,
+            verified: 0,
+            signed_size: 0,
         };
-    check_heads(&frontier, &mut heads)?;
-    for stored in entries {
-        let expected = frontier.size();
+        v.check_heads()?;
+        Ok(v)
+    }
+
+    /// Checks the next stored entry.
+    pub fn push(&mut self, stored: StoredEntry) -> Result<(), Tamper> {
+        let expected = self.frontier.size();
         let e = &stored.entry;
         if e.seq > expected {
             return Err(Tamper::Missing {
@@ -130,31 +137,85 @@ where
         }
         let leaf = e.leaf_hash();
         if leaf != stored.stored_hash {
-            return Err(Tamper::Modified { seq: e.seq });
+            return Err(diagnose_mismatch(e, &stored.stored_hash));
         }
-        if e.prev_hash != prev {
+        if e.prev_hash != self.prev {
             return Err(Tamper::BrokenChain {
                 seq: e.seq,
                 prev: e.seq.saturating_sub(1),
             });
         }
-        prev = leaf;
-        frontier.push(leaf);
-        check_heads(&frontier, &mut heads)?;
+        self.prev = leaf;
+        self.frontier.push(leaf);
+        self.check_heads()
     }
-    if let Some(h) = heads.next() {
-        return Err(Tamper::Truncated {
-            signed: h.head.size,
-            present: frontier.size(),
-        });
+
+    /// Every head whose size the log has reached: signed by the key, and rooted where the
+    /// recomputed tree is.
+    fn check_heads(&mut self) -> Result<(), Tamper> {
+        while let Some(h) = self
+            .heads
+            .get(self.next_head)
+            .filter(|h| h.head.size == self.frontier.size())
+        {
+            h.verify(self.key)
+                .map_err(|_| Tamper::BadSignature { size: h.head.size })?;
+            if h.head.root != self.frontier.root() {
+                return Err(Tamper::RootMismatch { size: h.head.size });
+            }
+            self.verified += 1;
+            self.signed_size = h.head.size;
+            self.next_head += 1;
+        }
+        Ok(())
     }
-    Ok(VerifyReport {
-        entries: frontier.size(),
-        heads_verified: verified,
-        signed_size,
-        unsigned_tail: frontier.size() - signed_size,
-        root: frontier.root(),
-    })
+
+    /// After the last entry: no signed head may claim more entries than were stored.
+    pub fn finish(self) -> Result<VerifyReport, Tamper> {
+        if let Some(h) = self.heads.get(self.next_head) {
+            return Err(Tamper::Truncated {
+                signed: h.head.size,
+                present: self.frontier.size(),
+            });
+        }
+        Ok(VerifyReport {
+            entries: self.frontier.size(),
+            heads_verified: self.verified,
+            signed_size: self.signed_size,
+            unsigned_tail: self.frontier.size() - self.signed_size,
+            root: self.frontier.root(),
+        })
+    }
+}
+
+/// An entry whose content does not match its stored hash: if it matches under the position
+/// just before or after, the rows were renumbered around an insertion or a removal, and the
+/// tampering started there rather than at this row.
+fn diagnose_mismatch(e: &AuditEntry, stored: &Hash) -> Tamper {
+    let matches_at = |seq: u64| AuditEntry { seq, ..e.clone() }.leaf_hash() == *stored;
+    if e.seq > 0 && matches_at(e.seq - 1) {
+        return Tamper::InsertedRenumbered { seq: e.seq - 1 };
+    }
+    if matches_at(e.seq + 1) {
+        return Tamper::RemovedRenumbered { seq: e.seq };
+    }
+    Tamper::Modified { seq: e.seq }
+}
+
+/// Verifies `entries` (in stored order) against `heads` (ascending by size).
+pub fn verify_log<I>(
+    entries: I,
+    heads: &[SignedTreeHead],
+    key: &VerifyingKey,
+) -> Result<VerifyReport, Tamper>
+where
+    I: IntoIterator<Item = StoredEntry>,
+{
+    let mut v = Verifier::new(heads, key)?;
+    for stored in entries {
+        v.push(stored)?;
+    }
+    v.finish()
 }
 
 #[cfg(test)]
@@ -246,6 +307,34 @@ mod tests {
             },
         );
         assert_eq!(check(rows, &heads).unwrap_err().first_bad_seq(), 12);
+
+        // Insertion and removal with the later rows renumbered to hide the gap.
+        let mut rows = stored(&log);
+        let mut forged = log[20].clone();
+        forged.action = "forged".into();
+        rows.insert(
+            20,
+            StoredEntry {
+                stored_hash: forged.leaf_hash(),
+                entry: forged,
+            },
+        );
+        for r in rows.iter_mut().skip(21) {
+            r.entry.seq += 1;
+        }
+        assert_eq!(
+            check(rows, &heads),
+            Err(Tamper::InsertedRenumbered { seq: 20 })
+        );
+        let mut rows = stored(&log);
+        rows.remove(33);
+        for r in rows.iter_mut().skip(33) {
+            r.entry.seq -= 1;
+        }
+        assert_eq!(
+            check(rows, &heads),
+            Err(Tamper::RemovedRenumbered { seq: 33 })
+        );
 
         // Deleting the newest entries is caught by the last signed head.
         assert_eq!(

@@ -6,6 +6,7 @@
 
 pub mod blob;
 pub mod error;
+pub mod keys;
 pub mod meta;
 
 pub use blob::{BlobStore, StoredBlob};

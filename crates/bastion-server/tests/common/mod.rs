@@ -21,6 +21,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub meta: MetaStore,
+    /// The metadata store's URI, for tests that tamper with the database directly.
+    pub db_uri: String,
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -79,7 +81,7 @@ impl TestServer {
             }
         };
         let meta = MetaStore::connect(&MetaStoreOptions {
-            uri,
+            uri: uri.clone(),
             max_connections: 4,
             sqlite_sync: SqliteSync::Normal,
         })
@@ -114,6 +116,7 @@ impl TestServer {
             addr,
             client: reqwest::Client::new(),
             meta,
+            db_uri: uri,
             _dir: dir,
             shutdown: Some(tx),
         }

@@ -7,6 +7,7 @@
 #[macro_use]
 mod sql;
 mod artifacts;
+mod audit;
 mod experiments;
 mod logged_models;
 mod names;
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 use crate::error::{StoreError, StoreResult};
 
 pub use artifacts::{ArtifactEntry, ArtifactListing};
+pub use audit::{AuditDraft, AuditQuery};
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};
 pub use runs::{BatchLog, RunDraft, RunUpdate};
