@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 
 use super::MetaStore;
 use super::rows::{self, kv_by_id};
-use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, Bind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 pub(crate) const DEFAULT_EXPERIMENT_ID: i64 = 0;
@@ -66,6 +66,14 @@ fn validate_tag(tag: &KeyValue) -> StoreResult<()> {
         MAX_EXPERIMENT_TAG_VALUE_LENGTH,
     )?;
     Ok(())
+}
+
+fn tags_of(owner: &[Bind]) -> rows::KvOwner<'_> {
+    rows::KvOwner {
+        table: "experiment_tags",
+        columns: "experiment_id",
+        values: owner,
+    }
 }
 
 fn from_row(row: &AnyRow, tags: Vec<KeyValue>) -> StoreResult<Experiment> {
@@ -140,17 +148,7 @@ impl MetaStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for t in tags {
-            sqlx::query(
-                "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(id)
-            .bind(&t.key)
-            .bind(&t.value)
-            .execute(&mut *tx)
-            .await?;
-        }
+        rows::upsert_kv(&mut tx, &tags_of(&[Bind::Int(id)]), tags).await?;
         tx.commit().await?;
         Ok(id.to_string())
     }
@@ -342,14 +340,12 @@ impl MetaStore {
     pub async fn set_experiment_tag(&self, experiment_id: &str, tag: &KeyValue) -> StoreResult<()> {
         validate_tag(tag)?;
         let e = self.active_experiment(experiment_id).await?;
-        sqlx::query(
-            "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value",
+        let id = e.experiment_id.parse::<i64>().unwrap_or_default();
+        rows::upsert_kv(
+            &mut *self.write.acquire().await?,
+            &tags_of(&[Bind::Int(id)]),
+            std::slice::from_ref(tag),
         )
-        .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
-        .bind(&tag.key)
-        .bind(&tag.value)
-        .execute(&self.write)
         .await?;
         Ok(())
     }

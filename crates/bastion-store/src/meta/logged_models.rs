@@ -14,7 +14,7 @@ use super::MetaStore;
 use super::rows;
 use super::run_search::Page;
 use super::runs::validate_tag;
-use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, Bind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 const MODELS: SearchTarget = SearchTarget {
@@ -152,17 +152,18 @@ impl MetaStore {
         .bind(source_run_id.filter(|r| !r.is_empty()).map(str::to_owned))
         .execute(&mut *tx)
         .await?;
+        let owner = [Bind::from(model_id.as_str())];
         for (table, kvs) in [("logged_model_tags", tags), ("logged_model_params", params)] {
-            for kv in kvs {
-                query_fmt!(
-                    "INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"
-                )
-                .bind(&model_id)
-                .bind(&kv.key)
-                .bind(&kv.value)
-                .execute(&mut *tx)
-                .await?;
-            }
+            rows::upsert_kv(
+                &mut tx,
+                &rows::KvOwner {
+                    table,
+                    columns: "model_id",
+                    values: &owner,
+                },
+                kvs,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.get_logged_model(&model_id).await
@@ -287,16 +288,17 @@ impl MetaStore {
     ) -> StoreResult<()> {
         self.get_logged_model(model_id).await?;
         let mut tx = self.write.begin().await?;
-        for kv in kvs {
-            query_fmt!(
-                "INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"
-            )
-            .bind(model_id)
-            .bind(&kv.key)
-            .bind(&kv.value)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let owner = [Bind::from(model_id)];
+        rows::upsert_kv(
+            &mut tx,
+            &rows::KvOwner {
+                table,
+                columns: "model_id",
+                values: &owner,
+            },
+            kvs,
+        )
+        .await?;
         sqlx::query("UPDATE logged_models SET last_updated_time = $1 WHERE model_id = $2")
             .bind(time::now_ms())
             .bind(model_id)

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use super::MetaStore;
 use super::rows;
 use super::run_search::Page;
-use super::sql::{self, Attr, AttrKind, KvTable, PageSpec, SearchTarget, Sql};
+use super::sql::{self, Attr, AttrKind, Bind, KvTable, PageSpec, SearchTarget, Sql};
 use crate::error::StoreResult;
 
 const DELETED_STAGE: &str = "Deleted_Internal";
@@ -205,6 +205,22 @@ fn validate_alias(alias: &str) -> StoreResult<()> {
 const MV_COLUMNS: &str = "rm.name, mv.model_pk, mv.version, mv.creation_time, mv.last_updated_time, mv.description, \
      mv.user_id, mv.current_stage, mv.source, mv.run_id, mv.run_link, mv.status, mv.status_message, mv.logged_model_id";
 
+fn model_tags(owner: &[Bind]) -> rows::KvOwner<'_> {
+    rows::KvOwner {
+        table: "registered_model_tags",
+        columns: "model_pk",
+        values: owner,
+    }
+}
+
+fn version_tags(owner: &[Bind]) -> rows::KvOwner<'_> {
+    rows::KvOwner {
+        table: "model_version_tags",
+        columns: "model_pk, version",
+        values: owner,
+    }
+}
+
 fn version_from_row(row: &AnyRow) -> StoreResult<ModelVersion> {
     let version: i64 = row.try_get("version")?;
     Ok(ModelVersion {
@@ -266,14 +282,7 @@ impl MetaStore {
             .into());
         };
         let pk: i64 = row.try_get("id")?;
-        for t in tags {
-            sqlx::query("INSERT INTO registered_model_tags (model_pk, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_pk, key) DO UPDATE SET value = excluded.value")
-                .bind(pk)
-                .bind(&t.key)
-                .bind(&t.value)
-                .execute(&mut *tx)
-                .await?;
-        }
+        rows::upsert_kv(&mut tx, &model_tags(&[Bind::Int(pk)]), tags).await?;
         tx.commit().await?;
         self.get_registered_model(name).await
     }
@@ -446,12 +455,12 @@ impl MetaStore {
     pub async fn set_registered_model_tag(&self, name: &str, tag: &KeyValue) -> StoreResult<()> {
         validate_tag(tag)?;
         let pk = self.model_pk(name).await?;
-        sqlx::query("INSERT INTO registered_model_tags (model_pk, key, value) VALUES ($1, $2, $3) ON CONFLICT (model_pk, key) DO UPDATE SET value = excluded.value")
-            .bind(pk)
-            .bind(&tag.key)
-            .bind(&tag.value)
-            .execute(&self.write)
-            .await?;
+        rows::upsert_kv(
+            &mut *self.write.acquire().await?,
+            &model_tags(&[Bind::Int(pk)]),
+            std::slice::from_ref(tag),
+        )
+        .await?;
         Ok(())
     }
 
@@ -526,15 +535,12 @@ impl MetaStore {
         .bind(draft.model_id.clone().filter(|m| !m.is_empty()))
         .execute(&mut *tx)
         .await?;
-        for t in &draft.tags {
-            sqlx::query("INSERT INTO model_version_tags (model_pk, version, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT (model_pk, version, key) DO UPDATE SET value = excluded.value")
-                .bind(pk)
-                .bind(next)
-                .bind(&t.key)
-                .bind(&t.value)
-                .execute(&mut *tx)
-                .await?;
-        }
+        rows::upsert_kv(
+            &mut tx,
+            &version_tags(&[Bind::Int(pk), Bind::Int(next)]),
+            &draft.tags,
+        )
+        .await?;
         sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
             .bind(now)
             .bind(pk)
@@ -707,13 +713,12 @@ impl MetaStore {
     ) -> StoreResult<()> {
         validate_tag(tag)?;
         let (pk, v, _) = self.version_row(name, version).await?;
-        sqlx::query("INSERT INTO model_version_tags (model_pk, version, key, value) VALUES ($1, $2, $3, $4) ON CONFLICT (model_pk, version, key) DO UPDATE SET value = excluded.value")
-            .bind(pk)
-            .bind(v)
-            .bind(&tag.key)
-            .bind(&tag.value)
-            .execute(&self.write)
-            .await?;
+        rows::upsert_kv(
+            &mut *self.write.acquire().await?,
+            &version_tags(&[Bind::Int(pk), Bind::Int(v)]),
+            std::slice::from_ref(tag),
+        )
+        .await?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use bastion_core::model::{KeyValue, LifecycleStage, Metric, MetricValue};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::sql::Sql;
+use super::sql::{Bind, Sql};
 use crate::error::{StoreError, StoreResult};
 
 /// How many ids go into one `IN (...)` list; stays under every backend's bind-parameter limit.
@@ -66,6 +66,55 @@ pub(crate) async fn kv_by_id(
         }
     }
     Ok(out)
+}
+
+/// A key/value table and the columns (with their values) that name the owner of the pairs.
+pub(crate) struct KvOwner<'a> {
+    pub table: &'static str,
+    pub columns: &'static str,
+    pub values: &'a [Bind],
+}
+
+/// Upserts `kvs` for one owner with multi-row statements. The last value of a repeated key
+/// wins, as in MLflow; collapsing repeats first also matters because PostgreSQL refuses a
+/// statement that updates the same row twice.
+pub(crate) async fn upsert_kv(
+    conn: &mut sqlx::AnyConnection,
+    owner: &KvOwner<'_>,
+    kvs: &[KeyValue],
+) -> StoreResult<()> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, kv) in kvs.iter().enumerate() {
+        last.insert(&kv.key, i);
+    }
+    let kvs: Vec<&KeyValue> = kvs
+        .iter()
+        .enumerate()
+        .filter(|(i, kv)| last.get(kv.key.as_str()) == Some(i))
+        .map(|(_, kv)| kv)
+        .collect();
+    for chunk in kvs.chunks(50) {
+        let mut q = Sql::new(&format!(
+            "INSERT INTO {} ({}, key, value) VALUES ",
+            owner.table, owner.columns
+        ));
+        for (i, kv) in chunk.iter().enumerate() {
+            q.push(if i == 0 { "(" } else { ", (" });
+            for v in owner.values {
+                q.bind(v.clone()).push(", ");
+            }
+            q.bind(kv.key.as_str())
+                .push(", ")
+                .bind(kv.value.as_str())
+                .push(")");
+        }
+        q.push(&format!(
+            " ON CONFLICT ({}, key) DO UPDATE SET value = excluded.value",
+            owner.columns
+        ));
+        q.query().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A delete that matched no row is MLflow's RESOURCE_DOES_NOT_EXIST, with `message`.

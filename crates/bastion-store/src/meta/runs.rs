@@ -16,7 +16,7 @@ use sqlx::{Any, AnyConnection, Row, Transaction};
 use super::MetaStore;
 use super::names::random_run_name;
 use super::rows::{self, ID_CHUNK};
-use super::sql::Sql;
+use super::sql::{Bind, Sql};
 use crate::error::StoreResult;
 
 pub(crate) const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -185,32 +185,17 @@ fn param_change(run_id: &str, p: &KeyValue, old: &str) -> crate::StoreError {
 
 /// Upserts tags with multi-row statements, keeping the run's name equal to `mlflow.runName`.
 async fn upsert_tags(conn: &mut AnyConnection, run_id: &str, tags: &[KeyValue]) -> StoreResult<()> {
-    // One statement may not update the same row twice (PostgreSQL refuses): the last value of
-    // a repeated key wins, as in MLflow.
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (i, t) in tags.iter().enumerate() {
-        last.insert(&t.key, i);
-    }
-    let tags: Vec<&KeyValue> = tags
-        .iter()
-        .enumerate()
-        .filter(|(i, t)| last.get(t.key.as_str()) == Some(i))
-        .map(|(_, t)| t)
-        .collect();
-    for chunk in tags.chunks(ROWS_PER_STATEMENT) {
-        let mut q = Sql::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
-        for (i, t) in chunk.iter().enumerate() {
-            q.push(if i == 0 { "(" } else { ", (" });
-            q.bind(run_id)
-                .push(", ")
-                .bind(t.key.as_str())
-                .push(", ")
-                .bind(t.value.as_str())
-                .push(")");
-        }
-        q.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
-        q.query().execute(&mut *conn).await?;
-    }
+    let owner = [Bind::from(run_id)];
+    rows::upsert_kv(
+        conn,
+        &rows::KvOwner {
+            table: "tags",
+            columns: "run_uuid",
+            values: &owner,
+        },
+        tags,
+    )
+    .await?;
     if let Some(name) = tags.iter().rev().find(|t| t.key == RUN_NAME_TAG) {
         sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
             .bind(&name.value)
