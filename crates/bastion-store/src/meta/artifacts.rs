@@ -46,7 +46,7 @@ impl MetaStore {
             return Err(Error::invalid("Cannot upload to the artifact root; name a file").into());
         }
         let (lo, hi) = subtree_range(path);
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let below = sqlx::query("SELECT 1 FROM artifacts WHERE path >= $1 AND path < $2 LIMIT 1")
             .bind(&lo)
             .bind(&hi)
@@ -153,7 +153,7 @@ impl MetaStore {
     /// Removes a file, or a directory with everything below it. Returns how many files went.
     pub async fn delete_artifacts(&self, path: &RelPath) -> StoreResult<u64> {
         let (lo, hi) = subtree_range(path);
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let a = sqlx::query("DELETE FROM artifacts WHERE path = $1")
             .bind(path.as_str())
             .execute(&mut *tx)

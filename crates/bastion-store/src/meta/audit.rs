@@ -105,8 +105,81 @@ fn head_of(row: &AnyRow) -> StoreResult<SignedTreeHead> {
 
 const ENTRY_COLUMNS: &str = "seq, time_ms, actor, action, resource, request_id, outcome, body_sha256, prev_hash, entry_hash";
 
+/// Where the log ends: the next sequence number and the hash of the last entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    pub next_seq: u64,
+    pub hash: Hash,
+}
+
+impl Tail {
+    pub const EMPTY: Tail = Tail {
+        next_seq: 0,
+        hash: GENESIS,
+    };
+
+    pub fn after(entry: &AuditEntry) -> Tail {
+        Tail {
+            next_seq: entry.seq + 1,
+            hash: entry.leaf_hash(),
+        }
+    }
+}
+
+/// The entries `drafts` become when appended after `tail`, each with its leaf hash.
+pub(crate) fn entries_after(tail: Tail, drafts: &[AuditDraft]) -> Vec<(AuditEntry, Hash)> {
+    let now = time::now_ms();
+    let (mut seq, mut prev_hash) = (tail.next_seq, tail.hash);
+    drafts
+        .iter()
+        .map(|d| {
+            let entry = AuditEntry {
+                seq,
+                time_ms: now,
+                actor: d.actor.clone(),
+                action: d.action.clone(),
+                resource: d.resource.clone(),
+                request_id: d.request_id.clone(),
+                outcome: d.outcome,
+                body_sha256: d.body_sha256,
+                prev_hash,
+            };
+            prev_hash = entry.leaf_hash();
+            seq += 1;
+            (entry, prev_hash)
+        })
+        .collect()
+}
+
+/// `$seq, $time, ... , $entry_hash`: one row's values in [`ENTRY_COLUMNS`] order.
+pub(crate) fn push_entry_values(q: &mut Sql, e: &AuditEntry, hash: &Hash) -> StoreResult<()> {
+    let seq = i64::try_from(e.seq).map_err(|_| StoreError::Corrupt("audit log is full".into()))?;
+    q.bind(seq)
+        .push(", ")
+        .bind(e.time_ms)
+        .push(", ")
+        .bind(e.actor.as_str())
+        .push(", ");
+    q.bind(e.action.as_str())
+        .push(", ")
+        .bind(e.resource.as_str())
+        .push(", ")
+        .bind(e.request_id.as_str())
+        .push(", ");
+    q.bind(e.outcome.as_str()).push(", ");
+    match e.body_sha256 {
+        Some(h) => q.bind(hex::encode(h)),
+        None => q.push("NULL"),
+    };
+    q.push(", ")
+        .bind(hex::encode(e.prev_hash))
+        .push(", ")
+        .bind(hex::encode(hash));
+    Ok(())
+}
+
 /// Appends entries on `conn`, which must be inside the transaction of the change they record,
-/// so that neither commits without the other.
+/// so that neither commits without the other. The tail is read inside that transaction.
 pub(crate) async fn append_in(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -122,58 +195,20 @@ pub(crate) async fn append_in(
     let last = sqlx::query("SELECT seq, entry_hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
-    let (mut seq, mut prev_hash) = match last {
-        Some(row) => (seq_of(&row)? + 1, hash_of(&row, "entry_hash")?),
-        None => (0, GENESIS),
+    let tail = match last {
+        Some(row) => Tail {
+            next_seq: seq_of(&row)? + 1,
+            hash: hash_of(&row, "entry_hash")?,
+        },
+        None => Tail::EMPTY,
     };
-    let now = time::now_ms();
-    let mut entries = Vec::with_capacity(drafts.len());
-    for d in drafts {
-        let entry = AuditEntry {
-            seq,
-            time_ms: now,
-            actor: d.actor.clone(),
-            action: d.action.clone(),
-            resource: d.resource.clone(),
-            request_id: d.request_id.clone(),
-            outcome: d.outcome,
-            body_sha256: d.body_sha256,
-            prev_hash,
-        };
-        prev_hash = entry.leaf_hash();
-        seq += 1;
-        entries.push((entry, prev_hash));
-    }
+    let entries = entries_after(tail, drafts);
     for chunk in entries.chunks(50) {
-        let mut q = Sql::new(
-            "INSERT INTO audit_log (seq, time_ms, actor, action, resource, request_id, outcome, body_sha256, prev_hash, entry_hash) VALUES ",
-        );
+        let mut q = Sql::new(&format!("INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES "));
         for (i, (e, hash)) in chunk.iter().enumerate() {
-            let seq = i64::try_from(e.seq)
-                .map_err(|_| StoreError::Corrupt("audit log is full".into()))?;
             q.push(if i == 0 { "(" } else { ", (" });
-            q.bind(seq)
-                .push(", ")
-                .bind(e.time_ms)
-                .push(", ")
-                .bind(e.actor.as_str())
-                .push(", ");
-            q.bind(e.action.as_str())
-                .push(", ")
-                .bind(e.resource.as_str())
-                .push(", ")
-                .bind(e.request_id.as_str())
-                .push(", ");
-            q.bind(e.outcome.as_str()).push(", ");
-            match e.body_sha256 {
-                Some(h) => q.bind(hex::encode(h)),
-                None => q.push("NULL"),
-            };
-            q.push(", ")
-                .bind(hex::encode(e.prev_hash))
-                .push(", ")
-                .bind(hex::encode(hash))
-                .push(")");
+            push_entry_values(&mut q, e, hash)?;
+            q.push(")");
         }
         q.query().execute(&mut *conn).await?;
     }
@@ -191,9 +226,12 @@ impl MetaStore {
 
     /// Appends many entries in one transaction (imports, bulk jobs).
     pub async fn record_audit_batch(&self, drafts: &[AuditDraft]) -> StoreResult<Vec<AuditEntry>> {
+        let mut tail = self.audit_tail.lock().await;
+        *tail = None;
         let mut tx = self.write.begin().await?;
         let entries = append_in(&mut tx, self.backend, drafts).await?;
         tx.commit().await?;
+        *tail = entries.last().map(Tail::after);
         Ok(entries)
     }
 

@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use super::MetaStore;
 use super::rows::{self, kv_by_id};
 use super::sql::{self, Attr, AttrKind, Bind, KvTable, PageSpec, SearchTarget, Sql};
+use super::write::WriteOn;
 use crate::error::StoreResult;
 
 pub(crate) const DEFAULT_EXPERIMENT_ID: i64 = 0;
@@ -102,7 +103,7 @@ impl MetaStore {
         .bind(DEFAULT_EXPERIMENT_ID)
         .bind(uri::proxied(&bastion_core::RelPath::parse("0").map_err(|e| Error::invalid(e.to_string()))?))
         .bind(now)
-        .execute(&self.write)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -125,7 +126,7 @@ impl MetaStore {
             None => None,
         };
         let now = time::now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
              VALUES ($1, $2, 'active', $3, $3) ON CONFLICT (name) DO NOTHING RETURNING experiment_id",
@@ -286,7 +287,7 @@ impl MetaStore {
         .bind(new_name)
         .bind(time::now_ms())
         .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
-        .execute(&self.write)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -319,7 +320,7 @@ impl MetaStore {
             LifecycleStage::Deleted => ("active", Some(now)),
             LifecycleStage::Active => ("deleted", None),
         };
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
             .bind(stage.as_str())
             .bind(now)
@@ -341,12 +342,14 @@ impl MetaStore {
         validate_tag(tag)?;
         let e = self.active_experiment(experiment_id).await?;
         let id = e.experiment_id.parse::<i64>().unwrap_or_default();
+        let mut tx = self.begin_write().await?;
         rows::upsert_kv(
-            &mut *self.write.acquire().await?,
+            &mut tx,
             &tags_of(&[Bind::Int(id)]),
             std::slice::from_ref(tag),
         )
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -355,7 +358,7 @@ impl MetaStore {
         let done = sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
             .bind(e.experiment_id.parse::<i64>().unwrap_or_default())
             .bind(key)
-            .execute(&self.write)
+            .write_on(self)
             .await?;
         rows::deleted_one(done, || {
             format!(

@@ -15,6 +15,7 @@ use super::rows;
 use super::run_search::Page;
 use super::runs::validate_tag;
 use super::sql::{self, Attr, AttrKind, Bind, KvTable, PageSpec, SearchTarget, Sql};
+use super::write::WriteOn;
 use crate::error::StoreResult;
 
 const MODELS: SearchTarget = SearchTarget {
@@ -137,7 +138,7 @@ impl MetaStore {
             experiment.artifact_location.trim_end_matches('/')
         );
         let now = time::now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_time, last_updated_time, \
              status, status_message, model_type, source_run_id, lifecycle_stage) VALUES ($1, $2, $3, $4, $5, $5, $6, NULL, $7, $8, 'active')",
@@ -245,7 +246,7 @@ impl MetaStore {
         .bind(status.as_str())
         .bind(time::now_ms())
         .bind(model_id)
-        .execute(&self.write)
+        .write_on(self)
         .await?;
         self.get_logged_model(model_id).await
     }
@@ -255,7 +256,7 @@ impl MetaStore {
         sqlx::query("UPDATE logged_models SET lifecycle_stage = 'deleted', last_updated_time = $1 WHERE model_id = $2")
             .bind(time::now_ms())
             .bind(model_id)
-            .execute(&self.write)
+            .write_on(self)
             .await?;
         Ok(())
     }
@@ -287,7 +288,7 @@ impl MetaStore {
         kvs: &[KeyValue],
     ) -> StoreResult<()> {
         self.get_logged_model(model_id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let owner = [Bind::from(model_id)];
         rows::upsert_kv(
             &mut tx,
@@ -313,7 +314,7 @@ impl MetaStore {
         let done = sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
             .bind(model_id)
             .bind(key)
-            .execute(&self.write)
+            .write_on(self)
             .await?;
         rows::deleted_one(done, || {
             format!(

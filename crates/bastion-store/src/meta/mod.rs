@@ -15,6 +15,7 @@ mod registry;
 mod rows;
 mod run_search;
 mod runs;
+mod write;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -30,6 +31,7 @@ pub use audit::{AuditDraft, AuditQuery};
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};
 pub use runs::{BatchLog, RunDraft, RunUpdate};
+pub use write::AuditContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -95,6 +97,10 @@ pub struct MetaStore {
     /// lock; SQLite allows one writer at a time anyway.
     write: AnyPool,
     backend: Backend,
+    /// What changes made through this handle are recorded as (see `write.rs`).
+    audit: Option<std::sync::Arc<AuditContext>>,
+    /// The audit log's end as this process last wrote it; `None` when unknown.
+    audit_tail: std::sync::Arc<tokio::sync::Mutex<Option<audit::Tail>>>,
 }
 
 static INSTALL_DRIVERS: std::sync::Once = std::sync::Once::new();
@@ -148,6 +154,8 @@ impl MetaStore {
                     read,
                     write,
                     backend,
+                    audit: None,
+                    audit_tail: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -162,6 +170,8 @@ impl MetaStore {
                     read: pool.clone(),
                     write: pool,
                     backend,
+                    audit: None,
+                    audit_tail: Default::default(),
                 }
             }
         };

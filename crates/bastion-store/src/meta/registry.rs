@@ -15,6 +15,7 @@ use super::MetaStore;
 use super::rows;
 use super::run_search::Page;
 use super::sql::{self, Attr, AttrKind, Bind, KvTable, PageSpec, SearchTarget, Sql};
+use super::write::WriteOn;
 use crate::error::StoreResult;
 
 const DELETED_STAGE: &str = "Deleted_Internal";
@@ -265,7 +266,7 @@ impl MetaStore {
             validate_description(d)?;
         }
         let now = time::now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "INSERT INTO registered_models (name, creation_time, last_updated_time, description) VALUES ($1, $2, $2, $3) \
              ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -404,7 +405,7 @@ impl MetaStore {
             .bind(new_name)
             .bind(time::now_ms())
             .bind(pk)
-            .execute(&self.write)
+            .write_on(self)
             .await?;
         self.get_registered_model(new_name).await
     }
@@ -424,7 +425,7 @@ impl MetaStore {
         .bind(description.map(str::to_owned))
         .bind(time::now_ms())
         .bind(pk)
-        .execute(&self.write)
+        .write_on(self)
         .await?;
         self.get_registered_model(name).await
     }
@@ -432,7 +433,7 @@ impl MetaStore {
     /// Deletes the model with all its versions, tags and aliases, in one transaction.
     pub async fn delete_registered_model(&self, name: &str) -> StoreResult<()> {
         let pk = self.model_pk(name).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for table in [
             "model_version_tags",
             "registered_model_aliases",
@@ -455,12 +456,14 @@ impl MetaStore {
     pub async fn set_registered_model_tag(&self, name: &str, tag: &KeyValue) -> StoreResult<()> {
         validate_tag(tag)?;
         let pk = self.model_pk(name).await?;
+        let mut tx = self.begin_write().await?;
         rows::upsert_kv(
-            &mut *self.write.acquire().await?,
+            &mut tx,
             &model_tags(&[Bind::Int(pk)]),
             std::slice::from_ref(tag),
         )
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -470,7 +473,7 @@ impl MetaStore {
             sqlx::query("DELETE FROM registered_model_tags WHERE model_pk = $1 AND key = $2")
                 .bind(pk)
                 .bind(key)
-                .execute(&self.write)
+                .write_on(self)
                 .await?;
         rows::deleted_one(done, || {
             format!(
@@ -512,7 +515,7 @@ impl MetaStore {
         }
         let pk = self.model_pk(&draft.name).await?;
         let now = time::now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let next: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM model_versions WHERE model_pk = $1",
         )
@@ -630,7 +633,7 @@ impl MetaStore {
                 .bind(time::now_ms())
                 .bind(pk)
                 .bind(v)
-                .execute(&self.write)
+                .write_on(self)
                 .await?;
         }
         self.get_model_version(name, version).await
@@ -639,7 +642,7 @@ impl MetaStore {
     /// Soft delete: the number is never reused. Its aliases and tags go with it.
     pub async fn delete_model_version(&self, name: &str, version: &str) -> StoreResult<()> {
         let (pk, v, _) = self.version_row(name, version).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM registered_model_aliases WHERE model_pk = $1 AND version = $2")
             .bind(pk)
             .bind(v)
@@ -676,7 +679,7 @@ impl MetaStore {
         let stage = Stage::parse(stage)?;
         let (pk, v, _) = self.version_row(name, version).await?;
         let now = time::now_ms();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         if archive_existing && matches!(stage, Stage::Staging | Stage::Production) {
             sqlx::query(
                 "UPDATE model_versions SET current_stage = 'Archived', last_updated_time = $1 \
@@ -713,12 +716,14 @@ impl MetaStore {
     ) -> StoreResult<()> {
         validate_tag(tag)?;
         let (pk, v, _) = self.version_row(name, version).await?;
+        let mut tx = self.begin_write().await?;
         rows::upsert_kv(
-            &mut *self.write.acquire().await?,
+            &mut tx,
             &version_tags(&[Bind::Int(pk), Bind::Int(v)]),
             std::slice::from_ref(tag),
         )
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -735,7 +740,7 @@ impl MetaStore {
         .bind(pk)
         .bind(v)
         .bind(key)
-        .execute(&self.write)
+        .write_on(self)
         .await?;
         rows::deleted_one(done, || {
             format!(
@@ -758,7 +763,7 @@ impl MetaStore {
             .bind(pk)
             .bind(alias)
             .bind(v)
-            .execute(&self.write)
+            .write_on(self)
             .await?;
         Ok(())
     }
@@ -768,7 +773,7 @@ impl MetaStore {
         sqlx::query("DELETE FROM registered_model_aliases WHERE model_pk = $1 AND alias = $2")
             .bind(pk)
             .bind(alias)
-            .execute(&self.write)
+            .write_on(self)
             .await?;
         Ok(())
     }

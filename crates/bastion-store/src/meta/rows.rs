@@ -118,11 +118,8 @@ pub(crate) async fn upsert_kv(
 }
 
 /// A delete that matched no row is MLflow's RESOURCE_DOES_NOT_EXIST, with `message`.
-pub(crate) fn deleted_one(
-    done: sqlx::any::AnyQueryResult,
-    message: impl FnOnce() -> String,
-) -> StoreResult<()> {
-    if done.rows_affected() == 0 {
+pub(crate) fn deleted_one(changed: u64, message: impl FnOnce() -> String) -> StoreResult<()> {
+    if changed == 0 {
         return Err(bastion_core::Error::not_found(message()).into());
     }
     Ok(())

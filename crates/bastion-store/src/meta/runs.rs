@@ -11,12 +11,13 @@ use bastion_core::model::{
 };
 use bastion_core::{Error, ids, time};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use super::MetaStore;
 use super::names::random_run_name;
 use super::rows::{self, ID_CHUNK};
 use super::sql::{Bind, Sql};
+use super::write::WriteOn;
 use crate::error::StoreResult;
 
 pub(crate) const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -237,7 +238,7 @@ impl MetaStore {
         );
         let start_time = draft.start_time.unwrap_or_else(time::now_ms);
         let user_id = draft.user_id.unwrap_or_default();
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO runs (run_uuid, experiment_id, name, user_id, status, start_time, end_time, artifact_uri, lifecycle_stage) \
              VALUES ($1, $2, $3, $4, 'RUNNING', $5, NULL, $6, 'active')",
@@ -373,13 +374,13 @@ impl MetaStore {
     /// Fails unless the run exists and is active: logging to a deleted run is refused.
     pub(crate) async fn check_active_run(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut AnyConnection,
         run_id: &str,
     ) -> StoreResult<()> {
         let stage: Option<String> =
             sqlx::query("SELECT lifecycle_stage FROM runs WHERE run_uuid = $1")
                 .bind(run_id)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?
                 .map(|r| r.try_get("lifecycle_stage"))
                 .transpose()?;
@@ -397,7 +398,7 @@ impl MetaStore {
         if let Some(name) = &update.run_name {
             limits::validate_length("Run name", name, name, MAX_RUN_NAME_LENGTH)?;
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.check_active_run(&mut tx, run_id).await?;
         let mut q = Sql::new("UPDATE runs SET run_uuid = run_uuid");
         if let Some(status) = update.status {
@@ -431,9 +432,9 @@ impl MetaStore {
         .bind(stage.as_str())
         .bind(deleted_time)
         .bind(run_id)
-        .execute(&self.write)
+        .write_on(self)
         .await?;
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(not_found(run_id).into());
         }
         Ok(())
@@ -444,19 +445,17 @@ impl MetaStore {
     pub async fn log_metric(&self, run_id: &str, metric: &Metric) -> StoreResult<()> {
         validate_metric(metric)?;
         let (value, is_nan) = rows::stored_metric_value(metric.value.0);
-        let done = query_fmt!(
-            "INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) SELECT $1, $2, $3, $4, $5, $6 \
-             WHERE {ACTIVE_RUN} ON CONFLICT DO NOTHING"
-        )
-        .bind(run_id)
-        .bind(&metric.key)
-        .bind(value)
-        .bind(metric.timestamp)
-        .bind(metric.step)
-        .bind(is_nan)
-        .execute(&self.write)
-        .await?;
-        if done.rows_affected() == 0 {
+        let mut q =
+            Sql::new("INSERT INTO metrics (run_uuid, key, value, timestamp, step, is_nan) SELECT ");
+        q.bind(run_id)
+            .push(", ")
+            .bind(metric.key.as_str())
+            .push(", ");
+        q.bind(value).push(", ").bind(metric.timestamp).push(", ");
+        q.bind(metric.step).push(", ").bind(is_nan);
+        q.push(&format!(" WHERE {ACTIVE_RUN} ON CONFLICT DO NOTHING"));
+        let done = self.write_one(&q).await?;
+        if done == 0 {
             // Either the run is missing or inactive (an error), or this exact metric exists.
             self.require_active_run(run_id).await?;
         }
@@ -465,13 +464,15 @@ impl MetaStore {
 
     pub async fn log_param(&self, run_id: &str, param: &KeyValue) -> StoreResult<()> {
         validate_param(param)?;
-        let done = query_fmt!("INSERT INTO params (run_uuid, key, value) SELECT $1, $2, $3 WHERE {ACTIVE_RUN} ON CONFLICT DO NOTHING")
-            .bind(run_id)
-            .bind(&param.key)
-            .bind(&param.value)
-            .execute(&self.write)
-            .await?;
-        if done.rows_affected() == 0 {
+        let mut q = Sql::new("INSERT INTO params (run_uuid, key, value) SELECT ");
+        q.bind(run_id)
+            .push(", ")
+            .bind(param.key.as_str())
+            .push(", ");
+        q.bind(param.value.as_str());
+        q.push(&format!(" WHERE {ACTIVE_RUN} ON CONFLICT DO NOTHING"));
+        let done = self.write_one(&q).await?;
+        if done == 0 {
             self.require_active_run(run_id).await?;
             let old: String =
                 sqlx::query("SELECT value FROM params WHERE run_uuid = $1 AND key = $2")
@@ -491,22 +492,20 @@ impl MetaStore {
         validate_tag(tag)?;
         if tag.key == RUN_NAME_TAG {
             // Two rows change (the tag and the run's name): a transaction.
-            let mut tx = self.write.begin().await?;
+            let mut tx = self.begin_write().await?;
             self.check_active_run(&mut tx, run_id).await?;
             upsert_tags(&mut tx, run_id, std::slice::from_ref(tag)).await?;
             tx.commit().await?;
             return Ok(());
         }
-        let done = query_fmt!(
-            "INSERT INTO tags (run_uuid, key, value) SELECT $1, $2, $3 WHERE {ACTIVE_RUN} \
-             ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value"
-        )
-        .bind(run_id)
-        .bind(&tag.key)
-        .bind(&tag.value)
-        .execute(&self.write)
-        .await?;
-        if done.rows_affected() == 0 {
+        let mut q = Sql::new("INSERT INTO tags (run_uuid, key, value) SELECT ");
+        q.bind(run_id).push(", ").bind(tag.key.as_str()).push(", ");
+        q.bind(tag.value.as_str());
+        q.push(&format!(
+            " WHERE {ACTIVE_RUN} ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value"
+        ));
+        let done = self.write_one(&q).await?;
+        if done == 0 {
             self.require_active_run(run_id).await?;
         }
         Ok(())
@@ -526,14 +525,14 @@ impl MetaStore {
     }
 
     pub async fn delete_tag(&self, run_id: &str, key: &str) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.check_active_run(&mut tx, run_id).await?;
         let done = sqlx::query("DELETE FROM tags WHERE run_uuid = $1 AND key = $2")
             .bind(run_id)
             .bind(key)
             .execute(&mut *tx)
             .await?;
-        rows::deleted_one(done, || {
+        rows::deleted_one(done.rows_affected(), || {
             format!(
                 "No tag with name: {} in run with id {run_id}",
                 limits::truncate(key, 64)
@@ -586,7 +585,7 @@ impl MetaStore {
                 .into());
             }
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.check_active_run(&mut tx, run_id).await?;
         insert_params(&mut tx, run_id, &batch.params).await?;
         insert_metrics(&mut tx, run_id, &batch.metrics).await?;
@@ -647,7 +646,7 @@ impl MetaStore {
             d.tags.iter().try_for_each(validate_tag)?;
         }
         validate_model_refs(models)?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.check_active_run(&mut tx, run_id).await?;
         let experiment_id: i64 = sqlx::query("SELECT experiment_id FROM runs WHERE run_uuid = $1")
             .bind(run_id)
@@ -703,7 +702,7 @@ impl MetaStore {
 
     pub async fn log_outputs(&self, run_id: &str, models: &[ModelRef]) -> StoreResult<()> {
         validate_model_refs(models)?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         self.check_active_run(&mut tx, run_id).await?;
         for m in models {
             insert_model_ref(&mut tx, run_id, "output", m).await?;
@@ -728,7 +727,7 @@ fn validate_model_refs(models: &[ModelRef]) -> StoreResult<()> {
 }
 
 async fn insert_model_ref(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     run_id: &str,
     direction: &str,
     m: &ModelRef,
@@ -741,7 +740,7 @@ async fn insert_model_ref(
     .bind(direction)
     .bind(&m.model_id)
     .bind(m.step)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

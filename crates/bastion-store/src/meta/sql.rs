@@ -79,6 +79,33 @@ impl Sql {
         self
     }
 
+    /// Appends `other`, renumbering its placeholders after this one's.
+    pub fn append(&mut self, other: &Sql) -> &mut Self {
+        let base = self.binds.len();
+        let bytes = other.text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' {
+                let digits = bytes[i + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                if digits > 0 {
+                    let n: usize = other.text[i + 1..i + 1 + digits].parse().unwrap_or(0);
+                    self.text.push('$');
+                    self.text.push_str(&(n + base).to_string());
+                    i += 1 + digits;
+                    continue;
+                }
+            }
+            let ch_len = other.text[i..].chars().next().map_or(1, char::len_utf8);
+            self.text.push_str(&other.text[i..i + ch_len]);
+            i += ch_len;
+        }
+        self.binds.extend(other.binds.iter().cloned());
+        self
+    }
+
     /// `($a, $b, ...)` for a non-empty list.
     pub fn bind_list<B: Into<Bind>>(&mut self, values: impl IntoIterator<Item = B>) -> &mut Self {
         self.push("(");
