@@ -9,6 +9,7 @@
 
 pub mod entry;
 pub mod merkle;
+pub mod proof;
 pub mod tree_head;
 pub mod verify;
 

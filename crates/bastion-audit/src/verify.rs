@@ -72,7 +72,7 @@ impl Tamper {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     pub entries: u64,
     pub heads_verified: u64,
@@ -80,6 +80,7 @@ pub struct VerifyReport {
     pub signed_size: u64,
     /// Entries after the last signed head: consistent, but not yet covered by a signature.
     pub unsigned_tail: u64,
+    #[serde(with = "crate::entry::hex32")]
     pub root: Hash,
 }
 

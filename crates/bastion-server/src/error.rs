@@ -15,7 +15,15 @@ pub struct ApiError {
     pub message: String,
     /// An HTTP status other than the code's usual one (413, 405, 403 for hosts).
     pub status: Option<StatusCode>,
+    /// Set when the request looked like an attack (a traversal attempt...): the auth layer
+    /// records it in the audit log as a security event.
+    pub security: Option<&'static str>,
+    pub retry_after: Option<std::time::Duration>,
 }
+
+/// Marks a response as the refusal of a suspicious request, for the audit layer.
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityEvent(pub &'static str);
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -23,7 +31,17 @@ impl ApiError {
             code,
             message: message.into(),
             status: None,
+            security: None,
+            retry_after: None,
         }
+    }
+    pub fn security_event(mut self, kind: &'static str) -> Self {
+        self.security = Some(kind);
+        self
+    }
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
@@ -69,7 +87,19 @@ impl IntoResponse for ApiError {
             .or_else(|| StatusCode::from_u16(self.code.http_status()).ok())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({ "error_code": self.code.as_str(), "message": self.message });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(kind) = self.security {
+            response.extensions_mut().insert(SecurityEvent(kind));
+        }
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: a client retrying early would only be refused again.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            );
+        }
+        response
     }
 }
 

@@ -1,11 +1,13 @@
 //! Bastion's HTTP surface: an axum app whose cross-cutting behaviour (request ids, tracing,
 //! metrics, the Host allowlist, CORS, panic containment, body limits) is composed as tower
-//! layers around thin handlers. Business logic lives in `bastion-store`; authentication and
-//! authorization will slot in as one more layer.
+//! layers around thin handlers. Business logic lives in `bastion-store`; authentication,
+//! authorization, rate limits and auditing are one more layer (`auth::layer`).
 
+mod admin;
+pub mod auth;
 mod error;
 mod host;
-mod mlflow;
+pub(crate) mod mlflow;
 mod ops;
 mod params;
 mod state;
@@ -22,6 +24,9 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use admin::ApiDoc;
+pub use auth::credentials::OidcConfig;
+pub use auth::limits::RateLimit;
 pub use error::{ApiError, ApiResult};
 pub use ops::prometheus;
 pub use state::{AppState, ServerConfig};
@@ -33,10 +38,15 @@ pub fn app(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     let router = Router::new()
         .merge(mlflow::routes())
+        .merge(admin::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer::guard,
+        ))
         .route_layer(axum::middleware::from_fn(ops::track))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -111,13 +121,47 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let meta = state.meta.clone();
-    let app = app(state);
+    let upkeep = tokio::spawn(upkeep(state.clone()));
+    let app = app(state.clone());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    upkeep.abort();
+    flush_token_use(&state).await;
+    sign_head(&state).await;
     meta.close().await;
     Ok(())
+}
+
+/// Background upkeep while serving: records when tokens were last used, signs a new audit tree
+/// head when the log has grown, and forgets idle rate-limit state.
+async fn upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.audit_sign_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        flush_token_use(&state).await;
+        sign_head(&state).await;
+        state.auth.limits.forget_idle();
+    }
+}
+
+async fn flush_token_use(state: &AppState) {
+    let used = state.auth.credentials.take_last_used();
+    if !used.is_empty()
+        && let Err(e) = state.meta.touch_tokens(&used).await
+    {
+        tracing::warn!(error = %e, "could not record token use");
+    }
+}
+
+async fn sign_head(state: &AppState) {
+    if let Some(key) = &state.audit_key
+        && let Err(e) = state.meta.sign_audit_head(key).await
+    {
+        tracing::warn!(error = %e, "could not sign an audit tree head");
+    }
 }

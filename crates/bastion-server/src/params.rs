@@ -15,7 +15,7 @@ use crate::state::AppState;
 /// The default cap on a JSON request body.
 pub const DEFAULT_MAX_JSON_BYTES: usize = 4 * 1024 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Params {
     map: Map<String, Value>,
     /// Size of the JSON body in bytes (0 for none), for per-route limits such as log-batch's.
@@ -223,45 +223,67 @@ fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> 
     })
 }
 
-impl FromRequest<AppState> for Params {
-    type Rejection = ApiError;
+impl Params {
+    /// The query string alone (GET requests, streamed uploads).
+    pub fn from_query(query: Option<&str>) -> Self {
+        Self {
+            map: query_map(query.unwrap_or("")),
+            body_len: 0,
+        }
+    }
 
-    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, Self::Rejection> {
-        let mut map = query_map(req.uri().query().unwrap_or(""));
-        let has_body = req.method() != Method::GET && req.method() != Method::HEAD;
-        let mut body_len = 0;
-        if has_body {
-            let limit = state.config.max_json_bytes;
-            let bytes = axum::body::to_bytes(req.into_body(), limit)
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        ErrorCode::RequestLimitExceeded,
-                        format!("Request body exceeds the limit of {limit} bytes"),
-                    )
-                    .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-                })?;
-            body_len = bytes.len();
-            let trimmed = bytes.iter().position(|b| !b.is_ascii_whitespace());
-            if trimmed.is_some() {
-                let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    ApiError::new(
+    /// The query string merged with a JSON object body (the body wins on a repeated name).
+    pub fn parse(query: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
+        let mut params = Self::from_query(query);
+        params.body_len = body.len();
+        if body.iter().any(|b| !b.is_ascii_whitespace()) {
+            let value: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidParameterValue,
+                    format!("Malformed JSON request body: {e}"),
+                )
+            })?;
+            match value {
+                Value::Object(body) => params.map.extend(body),
+                _ => {
+                    return Err(ApiError::new(
                         ErrorCode::InvalidParameterValue,
-                        format!("Malformed JSON request body: {e}"),
-                    )
-                })?;
-                match value {
-                    Value::Object(body) => map.extend(body),
-                    _ => {
-                        return Err(ApiError::new(
-                            ErrorCode::InvalidParameterValue,
-                            "Malformed request body: expected a JSON object",
-                        ));
-                    }
+                        "Malformed request body: expected a JSON object",
+                    ));
                 }
             }
         }
-        Ok(Params { map, body_len })
+        Ok(params)
+    }
+}
+
+/// Handlers receive the parameters the auth layer already read (it needs them to find the
+/// resource a request acts on); the body is read once.
+impl FromRequest<AppState> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        mut req: Request<Body>,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(p) = req.extensions_mut().remove::<Params>() {
+            return Ok(p);
+        }
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            return Ok(Self::from_query(req.uri().query()));
+        }
+        let limit = state.config.max_json_bytes;
+        let query = req.uri().query().map(str::to_owned);
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::RequestLimitExceeded,
+                    format!("Request body exceeds the limit of {limit} bytes"),
+                )
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            })?;
+        Self::parse(query.as_deref(), &bytes)
     }
 }
 

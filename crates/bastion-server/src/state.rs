@@ -3,8 +3,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use bastion_core::ErrorCode;
 use bastion_store::{BlobStore, MetaStore};
+use ed25519_dalek::SigningKey;
 use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::Principal;
+use crate::auth::credentials::Authenticator;
+use crate::auth::limits::{RateLimit, RateLimits};
+use crate::auth::policy::Authorizer;
+use crate::error::ApiError;
 
 /// Server settings that handlers and layers read.
 #[derive(Debug, Clone)]
@@ -16,6 +26,12 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     pub max_json_bytes: usize,
     pub max_artifact_bytes: u64,
+    /// No authentication: every caller acts as an admin. Only `--insecure` sets it.
+    pub insecure: bool,
+    pub rate_limit_per_ip: Option<RateLimit>,
+    pub rate_limit_per_principal: Option<RateLimit>,
+    /// How often the server signs a new audit tree head (when the log has grown).
+    pub audit_sign_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -26,8 +42,25 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             max_json_bytes: crate::params::DEFAULT_MAX_JSON_BYTES,
             max_artifact_bytes: 5 * 1024 * 1024 * 1024,
+            insecure: false,
+            rate_limit_per_ip: Some(RateLimit {
+                per_second: 2000,
+                burst: 4000,
+            }),
+            rate_limit_per_principal: Some(RateLimit {
+                per_second: 1000,
+                burst: 2000,
+            }),
+            audit_sign_interval: std::time::Duration::from_secs(60),
         }
     }
+}
+
+/// Authentication, authorization and rate limiting state, shared by all requests.
+pub struct AuthState {
+    pub credentials: Authenticator,
+    pub authorizer: Authorizer,
+    pub limits: RateLimits,
 }
 
 #[derive(Clone)]
@@ -36,4 +69,66 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub config: Arc<ServerConfig>,
     pub metrics: PrometheusHandle,
+    pub auth: Arc<AuthState>,
+    /// Signs audit tree heads; `None` leaves signing to `bastion audit`.
+    pub audit_key: Option<Arc<SigningKey>>,
+}
+
+impl AppState {
+    pub fn new(
+        meta: MetaStore,
+        blobs: Arc<dyn BlobStore>,
+        config: ServerConfig,
+        metrics: PrometheusHandle,
+        oidc: Option<crate::auth::credentials::OidcConfig>,
+        audit_key: Option<Arc<SigningKey>>,
+    ) -> Self {
+        let auth = AuthState {
+            credentials: Authenticator::new(meta.clone(), oidc, Default::default()),
+            authorizer: Authorizer::new(meta.clone()),
+            limits: RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_principal),
+        };
+        Self {
+            meta,
+            blobs,
+            config: Arc::new(config),
+            metrics,
+            auth: Arc::new(auth),
+            audit_key,
+        }
+    }
+}
+
+/// The state of one authorized request: its `meta` records every change in the audit log as
+/// this request, and `principal` is its caller. Only the auth layer creates it, so a handler
+/// that takes it cannot run unauthorized.
+#[derive(Clone)]
+pub struct Scoped {
+    pub state: AppState,
+    pub principal: Arc<Principal>,
+}
+
+impl Scoped {
+    pub fn new(state: AppState, principal: Arc<Principal>) -> Self {
+        Self { state, principal }
+    }
+}
+
+impl std::ops::Deref for Scoped {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.state
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Scoped>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "handler reached without the auth layer");
+            ApiError::new(ErrorCode::PermissionDenied, "Permission denied")
+                .with_status(axum::http::StatusCode::FORBIDDEN)
+        })
+    }
 }

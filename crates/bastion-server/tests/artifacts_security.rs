@@ -285,10 +285,12 @@ async fn hostile_requests_get_clean_errors(b: Backend) {
         .post("/experiments/create", json!({"name": {"nested": true}}))
         .await;
     assert_error(st, &v, 400, "INVALID_PARAMETER_VALUE", "'name'");
+    let exp = s.create_experiment("hostile").await;
+    let run = s.create_run(&exp).await;
     let (st, v) = s
         .post(
             "/runs/log-metric",
-            json!({"run_id": ["a"], "key": 5, "value": true, "timestamp": "x"}),
+            json!({"run_id": [run], "key": 5, "value": true, "timestamp": "x"}),
         )
         .await;
     assert_eq!(st.as_u16(), 400, "{v}");

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::header::{
     CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
 };
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{JsonResult, empty};
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
-use crate::state::AppState;
+use crate::state::{AppState, Scoped};
 
 fn rel_path(raw: &str) -> Result<RelPath, Error> {
     RelPath::parse(raw).map_err(|e| {
@@ -46,7 +46,7 @@ fn files_json(entries: &[ArtifactListing], prefix: &RelPath) -> Value {
     Value::Array(files)
 }
 
-pub async fn list(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn list(s: Scoped, p: Params) -> JsonResult {
     let dir = rel_path(&p.opt_str("path")?.unwrap_or_default())?;
     let entries = s.meta.list_artifacts(&dir).await?;
     let mut out = json!({});
@@ -76,7 +76,7 @@ fn content_type(path: &RelPath) -> &'static str {
     }
 }
 
-pub async fn download(State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult<Response> {
+pub async fn download(s: Scoped, Path(raw): Path<String>) -> ApiResult<Response> {
     let path = rel_path(&raw)?;
     let entry = s
         .meta
@@ -97,7 +97,7 @@ pub async fn download(State(s): State<AppState>, Path(raw): Path<String>) -> Api
     Ok((headers, Body::from_stream(stream)).into_response())
 }
 
-pub async fn upload(State(s): State<AppState>, Path(raw): Path<String>, body: Body) -> JsonResult {
+pub async fn upload(s: Scoped, Path(raw): Path<String>, body: Body) -> JsonResult {
     let path = rel_path(&raw)?;
     if path.is_root() {
         return Err(Error::invalid("Invalid path: name a file to upload").into());
@@ -122,7 +122,7 @@ pub async fn upload(State(s): State<AppState>, Path(raw): Path<String>, body: Bo
     empty()
 }
 
-pub async fn delete(State(s): State<AppState>, Path(raw): Path<String>) -> JsonResult {
+pub async fn delete(s: Scoped, Path(raw): Path<String>) -> JsonResult {
     let path = rel_path(&raw)?;
     if path.is_root() {
         return Err(Error::invalid("Invalid path: refusing to delete the artifact root").into());
@@ -156,7 +156,7 @@ async fn list_under(s: &AppState, artifact_uri: &str, sub: Option<String>) -> Js
     Ok(Json(out))
 }
 
-pub async fn list_run(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn list_run(s: Scoped, p: Params) -> JsonResult {
     let info = s
         .meta
         .get_run_info(&p.str_any(&["run_id", "run_uuid"])?)
@@ -164,11 +164,7 @@ pub async fn list_run(State(s): State<AppState>, p: Params) -> JsonResult {
     list_under(&s, &info.artifact_uri, p.opt_str("path")?).await
 }
 
-pub async fn list_logged_model(
-    State(s): State<AppState>,
-    Path(model_id): Path<String>,
-    p: Params,
-) -> JsonResult {
+pub async fn list_logged_model(s: Scoped, Path(model_id): Path<String>, p: Params) -> JsonResult {
     let model = s.meta.get_logged_model(&model_id).await?;
     list_under(
         &s,

@@ -1,13 +1,13 @@
 use axum::Json;
-use axum::extract::State;
+
 use bastion_core::model::ViewType;
 use serde_json::json;
 
 use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
-use crate::state::AppState;
+use crate::state::Scoped;
 
-pub async fn create(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn create(s: Scoped, p: Params) -> JsonResult {
     let name = p.str("name")?;
     let location = p.opt_str("artifact_location")?;
     let tags = p.kv_list("tags")?;
@@ -18,12 +18,12 @@ pub async fn create(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "experiment_id": id })))
 }
 
-pub async fn get(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn get(s: Scoped, p: Params) -> JsonResult {
     let e = s.meta.get_experiment(&p.str("experiment_id")?).await?;
     Ok(Json(json!({ "experiment": to_json(&e) })))
 }
 
-pub async fn get_by_name(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn get_by_name(s: Scoped, p: Params) -> JsonResult {
     let e = s
         .meta
         .get_experiment_by_name(&p.str("experiment_name")?)
@@ -31,7 +31,7 @@ pub async fn get_by_name(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "experiment": to_json(&e) })))
 }
 
-pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn search(s: Scoped, p: Params) -> JsonResult {
     let view = match p.opt_str("view_type")? {
         Some(v) if !v.is_empty() => ViewType::parse(&v)?,
         _ => ViewType::ActiveOnly,
@@ -49,7 +49,7 @@ pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
     page_json("experiments", &experiments, next)
 }
 
-pub async fn update(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn update(s: Scoped, p: Params) -> JsonResult {
     let id = p.str("experiment_id")?;
     if let Some(name) = p.opt_str("new_name")?.filter(|n| !n.is_empty()) {
         s.meta.rename_experiment(&id, &name).await?;
@@ -59,17 +59,17 @@ pub async fn update(State(s): State<AppState>, p: Params) -> JsonResult {
     empty()
 }
 
-pub async fn delete(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete(s: Scoped, p: Params) -> JsonResult {
     s.meta.delete_experiment(&p.str("experiment_id")?).await?;
     empty()
 }
 
-pub async fn restore(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn restore(s: Scoped, p: Params) -> JsonResult {
     s.meta.restore_experiment(&p.str("experiment_id")?).await?;
     empty()
 }
 
-pub async fn set_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn set_tag(s: Scoped, p: Params) -> JsonResult {
     let tag =
         bastion_core::model::KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     s.meta
@@ -78,7 +78,7 @@ pub async fn set_tag(State(s): State<AppState>, p: Params) -> JsonResult {
     empty()
 }
 
-pub async fn delete_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_tag(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .delete_experiment_tag(&p.str("experiment_id")?, &p.str("key")?)
         .await?;

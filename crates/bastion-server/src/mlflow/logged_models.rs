@@ -1,13 +1,13 @@
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use bastion_core::Error;
 use serde_json::json;
 
 use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
-use crate::state::AppState;
+use crate::state::Scoped;
 
-pub async fn create(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn create(s: Scoped, p: Params) -> JsonResult {
     let m = s
         .meta
         .create_logged_model(
@@ -22,16 +22,12 @@ pub async fn create(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "model": to_json(&m) })))
 }
 
-pub async fn get(State(s): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
+pub async fn get(s: Scoped, Path(model_id): Path<String>) -> JsonResult {
     let m = s.meta.get_logged_model(&model_id).await?;
     Ok(Json(json!({ "model": to_json(&m) })))
 }
 
-pub async fn finalize(
-    State(s): State<AppState>,
-    Path(model_id): Path<String>,
-    p: Params,
-) -> JsonResult {
+pub async fn finalize(s: Scoped, Path(model_id): Path<String>, p: Params) -> JsonResult {
     let m = s
         .meta
         .finalize_logged_model(&model_id, &p.str("status")?)
@@ -39,35 +35,24 @@ pub async fn finalize(
     Ok(Json(json!({ "model": to_json(&m) })))
 }
 
-pub async fn delete(State(s): State<AppState>, Path(model_id): Path<String>) -> JsonResult {
+pub async fn delete(s: Scoped, Path(model_id): Path<String>) -> JsonResult {
     s.meta.delete_logged_model(&model_id).await?;
     empty()
 }
 
-pub async fn set_tags(
-    State(s): State<AppState>,
-    Path(model_id): Path<String>,
-    p: Params,
-) -> JsonResult {
+pub async fn set_tags(s: Scoped, Path(model_id): Path<String>, p: Params) -> JsonResult {
     s.meta
         .set_logged_model_tags(&model_id, &p.kv_list("tags")?)
         .await?;
     empty()
 }
 
-pub async fn delete_tag(
-    State(s): State<AppState>,
-    Path((model_id, key)): Path<(String, String)>,
-) -> JsonResult {
+pub async fn delete_tag(s: Scoped, Path((model_id, key)): Path<(String, String)>) -> JsonResult {
     s.meta.delete_logged_model_tag(&model_id, &key).await?;
     empty()
 }
 
-pub async fn log_params(
-    State(s): State<AppState>,
-    Path(model_id): Path<String>,
-    p: Params,
-) -> JsonResult {
+pub async fn log_params(s: Scoped, Path(model_id): Path<String>, p: Params) -> JsonResult {
     s.meta
         .log_logged_model_params(&model_id, &p.kv_list("params")?)
         .await?;
@@ -93,7 +78,7 @@ fn order_by(p: &Params) -> Result<Vec<String>, Error> {
         .collect()
 }
 
-pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn search(s: Scoped, p: Params) -> JsonResult {
     let page = s
         .meta
         .search_logged_models(

@@ -23,7 +23,7 @@ pub(crate) fn empty() -> JsonResult {
 
 /// Serializes a value known to be serializable (the data model), falling back to null rather
 /// than panicking.
-pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Value {
+pub fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 

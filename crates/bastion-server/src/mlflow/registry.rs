@@ -1,14 +1,14 @@
 use axum::Json;
-use axum::extract::State;
+
 use bastion_core::model::KeyValue;
 use bastion_store::meta::ModelVersionDraft;
 use serde_json::json;
 
 use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
-use crate::state::AppState;
+use crate::state::Scoped;
 
-pub async fn create_model(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn create_model(s: Scoped, p: Params) -> JsonResult {
     let m = s
         .meta
         .create_registered_model(
@@ -20,12 +20,12 @@ pub async fn create_model(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "registered_model": to_json(&m) })))
 }
 
-pub async fn get_model(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn get_model(s: Scoped, p: Params) -> JsonResult {
     let m = s.meta.get_registered_model(&p.str("name")?).await?;
     Ok(Json(json!({ "registered_model": to_json(&m) })))
 }
 
-pub async fn search_models(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn search_models(s: Scoped, p: Params) -> JsonResult {
     let page = s
         .meta
         .search_registered_models(
@@ -38,7 +38,7 @@ pub async fn search_models(State(s): State<AppState>, p: Params) -> JsonResult {
     page_json("registered_models", &page.items, page.next_page_token)
 }
 
-pub async fn rename_model(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn rename_model(s: Scoped, p: Params) -> JsonResult {
     let m = s
         .meta
         .rename_registered_model(&p.str("name")?, &p.str("new_name")?)
@@ -46,7 +46,7 @@ pub async fn rename_model(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "registered_model": to_json(&m) })))
 }
 
-pub async fn update_model(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn update_model(s: Scoped, p: Params) -> JsonResult {
     let m = s
         .meta
         .update_registered_model(&p.str("name")?, p.opt_str("description")?.as_deref())
@@ -54,12 +54,12 @@ pub async fn update_model(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "registered_model": to_json(&m) })))
 }
 
-pub async fn delete_model(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_model(s: Scoped, p: Params) -> JsonResult {
     s.meta.delete_registered_model(&p.str("name")?).await?;
     empty()
 }
 
-pub async fn set_model_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn set_model_tag(s: Scoped, p: Params) -> JsonResult {
     let tag = KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     s.meta
         .set_registered_model_tag(&p.str("name")?, &tag)
@@ -67,28 +67,28 @@ pub async fn set_model_tag(State(s): State<AppState>, p: Params) -> JsonResult {
     empty()
 }
 
-pub async fn delete_model_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_model_tag(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .delete_registered_model_tag(&p.str("name")?, &p.str("key")?)
         .await?;
     empty()
 }
 
-pub async fn set_alias(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn set_alias(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .set_registered_model_alias(&p.str("name")?, &p.str("alias")?, &p.str("version")?)
         .await?;
     empty()
 }
 
-pub async fn delete_alias(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_alias(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .delete_registered_model_alias(&p.str("name")?, &p.str("alias")?)
         .await?;
     empty()
 }
 
-pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn get_by_alias(s: Scoped, p: Params) -> JsonResult {
     let v = s
         .meta
         .get_model_version_by_alias(&p.str("name")?, &p.str("alias")?)
@@ -96,7 +96,7 @@ pub async fn get_by_alias(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 
-pub async fn latest_versions(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn latest_versions(s: Scoped, p: Params) -> JsonResult {
     let versions = s
         .meta
         .get_latest_versions(&p.str("name")?, &p.str_list("stages")?)
@@ -108,7 +108,7 @@ pub async fn latest_versions(State(s): State<AppState>, p: Params) -> JsonResult
     Ok(Json(out))
 }
 
-pub async fn create_version(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn create_version(s: Scoped, p: Params) -> JsonResult {
     let draft = ModelVersionDraft {
         name: p.str("name")?,
         source: p.str("source")?,
@@ -122,7 +122,7 @@ pub async fn create_version(State(s): State<AppState>, p: Params) -> JsonResult 
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 
-pub async fn get_version(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn get_version(s: Scoped, p: Params) -> JsonResult {
     let v = s
         .meta
         .get_model_version(&p.str("name")?, &p.str("version")?)
@@ -130,7 +130,7 @@ pub async fn get_version(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 
-pub async fn update_version(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn update_version(s: Scoped, p: Params) -> JsonResult {
     let v = s
         .meta
         .update_model_version(
@@ -142,14 +142,14 @@ pub async fn update_version(State(s): State<AppState>, p: Params) -> JsonResult 
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 
-pub async fn delete_version(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_version(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .delete_model_version(&p.str("name")?, &p.str("version")?)
         .await?;
     empty()
 }
 
-pub async fn search_versions(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn search_versions(s: Scoped, p: Params) -> JsonResult {
     let page = s
         .meta
         .search_model_versions(
@@ -162,7 +162,7 @@ pub async fn search_versions(State(s): State<AppState>, p: Params) -> JsonResult
     page_json("model_versions", &page.items, page.next_page_token)
 }
 
-pub async fn transition_stage(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn transition_stage(s: Scoped, p: Params) -> JsonResult {
     let v = s
         .meta
         .transition_model_version_stage(
@@ -175,7 +175,7 @@ pub async fn transition_stage(State(s): State<AppState>, p: Params) -> JsonResul
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 
-pub async fn set_version_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn set_version_tag(s: Scoped, p: Params) -> JsonResult {
     let tag = KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     s.meta
         .set_model_version_tag(&p.str("name")?, &p.str("version")?, &tag)
@@ -183,14 +183,14 @@ pub async fn set_version_tag(State(s): State<AppState>, p: Params) -> JsonResult
     empty()
 }
 
-pub async fn delete_version_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_version_tag(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .delete_model_version_tag(&p.str("name")?, &p.str("version")?, &p.str("key")?)
         .await?;
     empty()
 }
 
-pub async fn download_uri(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn download_uri(s: Scoped, p: Params) -> JsonResult {
     let uri = s
         .meta
         .model_version_download_uri(&p.str("name")?, &p.str("version")?)

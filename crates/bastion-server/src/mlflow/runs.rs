@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::State;
+
 use bastion_core::model::{
     Dataset, DatasetInput, KeyValue, Metric, MetricValue, ModelRef, RunStatus, ViewType,
 };
@@ -9,11 +9,11 @@ use serde_json::json;
 
 use super::{JsonResult, empty, page_json, to_json};
 use crate::params::Params;
-use crate::state::AppState;
+use crate::state::Scoped;
 
 const RUN_ID: &[&str] = &["run_id", "run_uuid"];
 
-pub async fn create(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn create(s: Scoped, p: Params) -> JsonResult {
     let draft = RunDraft {
         experiment_id: p
             .opt_str("experiment_id")?
@@ -28,12 +28,12 @@ pub async fn create(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "run": to_json(&run) })))
 }
 
-pub async fn get(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn get(s: Scoped, p: Params) -> JsonResult {
     let run = s.meta.get_run(&p.str_any(RUN_ID)?).await?;
     Ok(Json(json!({ "run": to_json(&run) })))
 }
 
-pub async fn update(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn update(s: Scoped, p: Params) -> JsonResult {
     let update = RunUpdate {
         status: p
             .opt_str("status")?
@@ -47,12 +47,12 @@ pub async fn update(State(s): State<AppState>, p: Params) -> JsonResult {
     Ok(Json(json!({ "run_info": to_json(&info) })))
 }
 
-pub async fn delete(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete(s: Scoped, p: Params) -> JsonResult {
     s.meta.delete_run(&p.str_any(RUN_ID)?).await?;
     empty()
 }
 
-pub async fn restore(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn restore(s: Scoped, p: Params) -> JsonResult {
     s.meta.restore_run(&p.str_any(RUN_ID)?).await?;
     empty()
 }
@@ -67,34 +67,34 @@ fn metric(p: &Params) -> Result<Metric, Error> {
     })
 }
 
-pub async fn log_metric(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn log_metric(s: Scoped, p: Params) -> JsonResult {
     let run_id = p.str_any(RUN_ID)?;
     s.meta.log_metric(&run_id, &metric(&p)?).await?;
     empty()
 }
 
-pub async fn log_param(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn log_param(s: Scoped, p: Params) -> JsonResult {
     let run_id = p.str_any(RUN_ID)?;
     let param = KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     s.meta.log_param(&run_id, &param).await?;
     empty()
 }
 
-pub async fn set_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn set_tag(s: Scoped, p: Params) -> JsonResult {
     let run_id = p.str_any(RUN_ID)?;
     let tag = KeyValue::new(p.str("key")?, p.opt_str("value")?.unwrap_or_default());
     s.meta.set_tag(&run_id, &tag).await?;
     empty()
 }
 
-pub async fn delete_tag(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn delete_tag(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .delete_tag(&p.str_any(RUN_ID)?, &p.str("key")?)
         .await?;
     empty()
 }
 
-pub async fn log_batch(State(s): State<AppState>, mut p: Params) -> JsonResult {
+pub async fn log_batch(s: Scoped, mut p: Params) -> JsonResult {
     if p.body_len > limits::MAX_BATCH_REQUEST_BYTES {
         return Err(Error::invalid(format!(
             "Batched logging API requests must be at most {} bytes, got a request of {} bytes",
@@ -129,7 +129,7 @@ fn model_refs(p: &Params, field: &str) -> Result<Vec<ModelRef>, Error> {
         .collect()
 }
 
-pub async fn log_inputs(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn log_inputs(s: Scoped, p: Params) -> JsonResult {
     let run_id = p.str_any(RUN_ID)?;
     let datasets = p
         .objects("datasets")?
@@ -157,14 +157,14 @@ pub async fn log_inputs(State(s): State<AppState>, p: Params) -> JsonResult {
     empty()
 }
 
-pub async fn log_outputs(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn log_outputs(s: Scoped, p: Params) -> JsonResult {
     s.meta
         .log_outputs(&p.str_any(RUN_ID)?, &model_refs(&p, "models")?)
         .await?;
     empty()
 }
 
-pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn search(s: Scoped, p: Params) -> JsonResult {
     let view = match p.opt_str("run_view_type")? {
         Some(v) if !v.is_empty() => ViewType::parse(&v)?,
         _ => ViewType::ActiveOnly,
@@ -181,7 +181,7 @@ pub async fn search(State(s): State<AppState>, p: Params) -> JsonResult {
     page_json("runs", &page.items, page.next_page_token)
 }
 
-pub async fn metric_history(State(s): State<AppState>, p: Params) -> JsonResult {
+pub async fn metric_history(s: Scoped, p: Params) -> JsonResult {
     let (metrics, next) = s
         .meta
         .metric_history(

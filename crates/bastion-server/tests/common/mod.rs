@@ -21,6 +21,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub meta: MetaStore,
+    pub audit_key: Arc<ed25519_dalek::SigningKey>,
     /// The metadata store's URI, for tests that tamper with the database directly.
     pub db_uri: String,
     _dir: tempfile::TempDir,
@@ -70,7 +71,33 @@ impl TestServer {
         Self::start_with(backend, |_| {}).await
     }
 
+    /// A server in `--insecure` mode: for tests of behaviour other than access control.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_full(
+            backend,
+            |c| {
+                c.insecure = true;
+                tweak(c)
+            },
+            None,
+        )
+        .await
+    }
+
+    /// A server that requires authentication, as `bastion server` runs by default.
+    pub async fn start_secure(
+        backend: Backend,
+        tweak: impl FnOnce(&mut ServerConfig),
+        oidc: Option<bastion_server::OidcConfig>,
+    ) -> Self {
+        Self::start_full(backend, tweak, oidc).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        tweak: impl FnOnce(&mut ServerConfig),
+        oidc: Option<bastion_server::OidcConfig>,
+    ) -> Self {
         // reqwest is built without a default TLS provider (the workspace uses ring's).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -98,12 +125,15 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let mut config = ServerConfig::local(addr);
         tweak(&mut config);
-        let state = AppState {
-            meta: meta.clone(),
-            blobs: Arc::from(blobs),
-            config: Arc::new(config),
-            metrics: bastion_server::prometheus(),
-        };
+        let audit_key = Arc::new(ed25519_dalek::SigningKey::from_bytes(&rand_seed()));
+        let state = AppState::new(
+            meta.clone(),
+            Arc::from(blobs),
+            config,
+            bastion_server::prometheus(),
+            oidc,
+            Some(audit_key.clone()),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = bastion_server::serve(listener, state, async {
@@ -116,6 +146,7 @@ impl TestServer {
             addr,
             client: reqwest::Client::new(),
             meta,
+            audit_key,
             db_uri: uri,
             _dir: dir,
             shutdown: Some(tx),
@@ -278,4 +309,15 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+fn rand_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    seed[..16].copy_from_slice(&t.to_le_bytes());
+    seed[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    seed
 }

@@ -9,6 +9,7 @@ mod sql;
 mod artifacts;
 mod audit;
 mod experiments;
+mod identity;
 mod logged_models;
 mod names;
 mod registry;
@@ -28,6 +29,10 @@ use crate::error::{StoreError, StoreResult};
 
 pub use artifacts::{ArtifactEntry, ArtifactListing};
 pub use audit::{AuditDraft, AuditQuery};
+pub use identity::{
+    Grant, TokenDraft, TokenInfo, TokenOwner, User, UserCredentials, hash_password, validate_name,
+    validate_principal,
+};
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};
 pub use runs::{BatchLog, RunDraft, RunUpdate};

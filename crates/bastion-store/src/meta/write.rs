@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, Executor, Transaction};
+use sqlx::{Any, AnyConnection, Executor, Row, Transaction};
 
 use super::audit::{AuditDraft, Tail, append_in, entries_after, push_entry_values};
 use super::sql::Sql;
@@ -154,11 +154,17 @@ impl MetaStore {
                 for (entry, hash) in &entries {
                     push_entry_values(&mut batch, entry, hash)?;
                 }
-                batch.push(" WHERE changes() = 1; COMMIT");
+                // rows_affected is no use here: SQLite's changes() is not reset by BEGIN or
+                // COMMIT, so the batch reports what the audit insert did with a SELECT. Every
+                // row is fetched, so the stream runs through the COMMIT.
+                batch.push(" WHERE changes() = 1; SELECT changes() AS audited; COMMIT");
                 let mut conn = self.write.acquire().await?;
-                match batch.query().execute(&mut *conn).await {
-                    Ok(done) => {
-                        let changed = done.rows_affected();
+                match batch.query().fetch_all(&mut *conn).await {
+                    Ok(rows) => {
+                        let changed = rows
+                            .first()
+                            .and_then(|r| r.try_get::<i64, _>("audited").ok())
+                            .unwrap_or(0) as u64;
                         if changed > 0 {
                             *tail = entries.last().map(|(e, h)| Tail {
                                 next_seq: e.seq + 1,
