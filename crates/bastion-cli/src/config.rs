@@ -43,6 +43,16 @@ pub struct ServerArgs {
     /// Metadata-store connections.
     #[arg(long, env = "BASTION_DB_CONNECTIONS")]
     pub db_connections: Option<u32>,
+    /// Turn authentication off: every caller acts as an admin. For throwaway local use only;
+    /// a warning is logged on every start.
+    #[arg(long, env = "BASTION_INSECURE")]
+    pub insecure: bool,
+    /// Requests per second allowed from one client address (burst: twice that; 0: no limit).
+    #[arg(long, env = "BASTION_RATE_LIMIT_PER_IP")]
+    pub rate_limit_per_ip: Option<u32>,
+    /// Requests per second allowed for one user (burst: twice that; 0: no limit).
+    #[arg(long, env = "BASTION_RATE_LIMIT_PER_USER")]
+    pub rate_limit_per_user: Option<u32>,
 }
 
 /// The `[server]` table of the TOML file.
@@ -61,11 +71,50 @@ pub struct ServerFile {
     pub db_connections: Option<u32>,
 }
 
+/// `[auth]`: rate limits and the OIDC identity provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub rate_limit_per_ip: Option<u32>,
+    pub rate_limit_per_user: Option<u32>,
+    pub oidc: Option<OidcFile>,
+}
+
+/// `[auth.oidc]`: bearer JWTs from an external identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub issuer: String,
+    pub audience: String,
+    /// A JWKS file, or an https:// URL to fetch it from (refreshed hourly).
+    pub jwks: String,
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    pub groups_claim: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// `[[group, role], ...]`, first match wins, for users Bastion does not know.
+    #[serde(default)]
+    pub group_roles: Vec<(String, String)>,
+    /// Role of unknown users in no mapped group; absent refuses them.
+    pub default_role: Option<String>,
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
     pub server: ServerFile,
+    #[serde(default)]
+    pub auth: AuthFile,
 }
 
 impl FileConfig {
@@ -99,10 +148,18 @@ pub struct ServerSettings {
     pub max_json_bytes: usize,
     pub max_artifact_bytes: u64,
     pub db_connections: u32,
+    pub insecure: bool,
+    pub rate_limit_per_ip: u32,
+    pub rate_limit_per_user: u32,
 }
 
 impl ServerSettings {
-    pub fn resolve(args: ServerArgs, file: ServerFile, home: &Path) -> Result<Self> {
+    pub fn resolve(
+        args: ServerArgs,
+        file: ServerFile,
+        auth: &AuthFile,
+        home: &Path,
+    ) -> Result<Self> {
         let host = args
             .host
             .or(file.host)
@@ -146,6 +203,15 @@ impl ServerSettings {
                 .or(file.max_artifact_bytes)
                 .unwrap_or(5 * 1024 * 1024 * 1024),
             db_connections: args.db_connections.or(file.db_connections).unwrap_or(4),
+            insecure: args.insecure,
+            rate_limit_per_ip: args
+                .rate_limit_per_ip
+                .or(auth.rate_limit_per_ip)
+                .unwrap_or(2000),
+            rate_limit_per_user: args
+                .rate_limit_per_user
+                .or(auth.rate_limit_per_user)
+                .unwrap_or(1000),
         })
     }
 }
@@ -163,7 +229,7 @@ mod tests {
             port: Some(7000),
             ..Default::default()
         };
-        let s = ServerSettings::resolve(args, file.server, home).unwrap();
+        let s = ServerSettings::resolve(args, file.server, &file.auth, home).unwrap();
         assert_eq!(s.bind, "0.0.0.0:7000".parse().unwrap());
         assert_eq!(s.backend_store_uri, "sqlite:///h/bastion.db");
         assert_eq!(s.artifacts_destination, "/h/blobs");
@@ -172,5 +238,13 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<FileConfig>("[server]\nprot = 1\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[auth]\nrate = 1\n").is_err());
+        let f: FileConfig = toml::from_str(
+            "[auth.oidc]\nissuer = \"i\"\naudience = \"a\"\njwks = \"j.json\"\ngroup_roles = [[\"ml\", \"data-scientist\"]]\n",
+        )
+        .unwrap();
+        let o = f.auth.oidc.unwrap();
+        assert_eq!(o.user_claim, "sub");
+        assert_eq!(o.group_roles, vec![("ml".into(), "data-scientist".into())]);
     }
 }

@@ -1,18 +1,19 @@
 //! `bastion`: the command line. It parses arguments, sets up logging and calls the library
 //! crates; it holds no business logic of its own.
 
+mod audit;
 mod config;
+mod identity;
+mod server;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use bastion_server::{AppState, ServerConfig};
 use bastion_store::meta::{MetaStore, MetaStoreOptions, redact};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use config::{FileConfig, ServerArgs, ServerSettings};
+use config::{FileConfig, ServerArgs};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +50,26 @@ enum LogFormat {
 enum Command {
     /// Run the tracking, registry and artifact server (MLflow REST API compatible).
     Server(ServerArgs),
+    /// Manage users (roles, passwords, disabling).
+    #[command(subcommand)]
+    User(identity::UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(identity::TokenCommand),
+    /// Manage per-resource grants.
+    #[command(subcommand)]
+    Grant(identity::GrantCommand),
+    /// Read, verify and prove the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Where the metadata lives, for commands that work on the store directly.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Metadata store URI (default: as `bastion server` would use).
+    #[arg(long, env = "BASTION_BACKEND_STORE_URI")]
+    pub backend_store_uri: Option<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -70,96 +91,43 @@ fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let home = prepare_home(&cli.home)?;
+        let file = FileConfig::load(cli.config.as_deref(), &home)?;
         match cli.command {
-            Command::Server(args) => run_server(&cli.home, cli.config.as_deref(), args).await,
+            Command::Server(args) => server::run(&home, file, args).await,
+            Command::User(c) => identity::user(&home, &file, c).await,
+            Command::Token(c) => identity::token(&home, &file, c).await,
+            Command::Grant(c) => identity::grant(&home, &file, c).await,
+            Command::Audit(c) => audit::run(&home, &file, c).await,
         }
     })
 }
 
-async fn run_server(
-    home: &std::path::Path,
-    config: Option<&std::path::Path>,
-    args: ServerArgs,
-) -> Result<()> {
+fn prepare_home(home: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(home)
         .with_context(|| format!("creating the Bastion home {}", home.display()))?;
-    let home = home
-        .canonicalize()
-        .with_context(|| format!("resolving {}", home.display()))?;
-    let file = FileConfig::load(config, &home)?;
-    let settings = ServerSettings::resolve(args, file.server, &home)?;
-
-    let meta = MetaStore::connect(&MetaStoreOptions {
-        uri: settings.backend_store_uri.clone(),
-        max_connections: settings.db_connections,
-        sqlite_sync: settings.sqlite_synchronous,
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "opening the metadata store {}",
-            redact(&settings.backend_store_uri)
-        )
-    })?;
-    let blobs =
-        bastion_store::blob::open(&settings.artifacts_destination, settings.tmp_dir.clone())
-            .with_context(|| {
-                format!("opening the blob store {}", settings.artifacts_destination)
-            })?;
-
-    let config = ServerConfig {
-        bind: settings.bind,
-        allowed_hosts: settings.allowed_hosts.clone(),
-        cors_origins: settings.cors_allowed_origins.clone(),
-        max_json_bytes: settings.max_json_bytes,
-        max_artifact_bytes: settings.max_artifact_bytes,
-    };
-    let state = AppState {
-        meta,
-        blobs: Arc::from(blobs),
-        config: Arc::new(config),
-        metrics: bastion_server::prometheus(),
-    };
-    if !settings.bind.ip().is_loopback() {
-        tracing::warn!(bind = %settings.bind, "listening on a non-loopback address: the server is reachable from the network");
-    }
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .with_context(|| format!("binding {}", settings.bind))?;
-    let local = listener.local_addr()?;
-    tracing::info!(
-        address = %local,
-        backend = %redact(&settings.backend_store_uri),
-        artifacts = %state.blobs.describe(),
-        "bastion server listening"
-    );
-    println!("Bastion server listening on http://{local}");
-    bastion_server::serve(listener, state, shutdown_signal())
-        .await
-        .context("serving")?;
-    tracing::info!("bastion server stopped");
-    Ok(())
+    home.canonicalize()
+        .with_context(|| format!("resolving {}", home.display()))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown requested; draining in-flight requests");
+/// Opens the metadata store the server of this home would use.
+pub async fn open_store(home: &Path, file: &FileConfig, args: &StoreArgs) -> Result<MetaStore> {
+    let uri = args
+        .backend_store_uri
+        .clone()
+        .or_else(|| file.server.backend_store_uri.clone())
+        .unwrap_or_else(|| format!("sqlite://{}", home.join("bastion.db").display()));
+    MetaStore::connect(&MetaStoreOptions {
+        uri: uri.clone(),
+        max_connections: 2,
+        sqlite_sync: file.server.sqlite_synchronous.unwrap_or_default(),
+    })
+    .await
+    .with_context(|| format!("opening the metadata store {}", redact(&uri)))
+}
+
+/// Prints a value as pretty JSON on stdout: every command's machine-readable output.
+pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }

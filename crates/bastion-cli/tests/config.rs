@@ -56,13 +56,23 @@ fn toml_then_env_then_flags() {
     child.wait().unwrap();
 }
 
+/// The "listening on" line (a first start prints the bootstrap token before it).
 fn first_line(child: &mut std::process::Child) -> String {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        let mut reader = BufReader::new(stdout);
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.contains("listening") => {
+                    let _ = tx.send(line);
+                    break;
+                }
+                Ok(_) => {}
+            }
+        }
     });
     rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default()
 }
