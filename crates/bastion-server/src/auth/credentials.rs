@@ -117,7 +117,6 @@ impl Authenticator {
         ip: IpAddr,
     ) -> Result<Principal, Refusal> {
         let ip_key = format!("ip:{ip}");
-        self.check_lockout(&ip_key, "anonymous")?;
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Err(Refusal::unauthenticated(
                 "Authentication required: send an API token (Authorization: Bearer) or a user's password (Basic)",
@@ -143,7 +142,7 @@ impl Authenticator {
         let result = if scheme.eq_ignore_ascii_case("bearer") {
             self.bearer(rest).await
         } else if scheme.eq_ignore_ascii_case("basic") {
-            self.basic(rest).await
+            self.basic(rest, &ip_key).await
         } else {
             Err(Refusal::unauthenticated(
                 "Unsupported authorization scheme: use Bearer or Basic",
@@ -294,7 +293,11 @@ impl Authenticator {
         Ok(p)
     }
 
-    async fn basic(&self, encoded: &str) -> Result<Principal, Refusal> {
+    /// Passwords are the guessable credential, so they alone are throttled: while the user or
+    /// the client address is locked out, no password is even checked. (Tokens carry 256
+    /// random bits and JWTs a signature; refusing them after failures from a shared address
+    /// would only lock out its honest users.)
+    async fn basic(&self, encoded: &str, ip_key: &str) -> Result<Principal, Refusal> {
         let malformed = || Refusal::unauthenticated("Malformed Basic credentials", "anonymous");
         let decoded = STANDARD.decode(encoded).map_err(|_| malformed())?;
         let text = String::from_utf8(decoded).map_err(|_| malformed())?;
@@ -304,6 +307,7 @@ impl Authenticator {
         }
         let claimed = format!("user:{user}");
         self.check_lockout(&claimed, &claimed)?;
+        self.check_lockout(ip_key, &claimed)?;
         let key = cache_key(&[b"basic", user.as_bytes(), pass.as_bytes()]);
         if let Some(p) = self.cached(&key) {
             return Ok(p);
