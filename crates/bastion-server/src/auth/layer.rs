@@ -66,7 +66,7 @@ fn draft(
 /// Whether the body of this route is streamed to the handler rather than read here (artifact
 /// uploads can be gigabytes; their content is addressed by digest anyway).
 fn streams_body(rule: &Rule) -> bool {
-    rule.method == Method::PUT
+    rule.action == "artifacts.upload"
 }
 
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
