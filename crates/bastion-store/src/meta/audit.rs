@@ -226,9 +226,11 @@ impl MetaStore {
 
     /// Appends many entries in one transaction (imports, bulk jobs).
     pub async fn record_audit_batch(&self, drafts: &[AuditDraft]) -> StoreResult<Vec<AuditEntry>> {
+        // Connection first, then the tail: every holder of the tail lock already holds the
+        // write connection, so no one waits for a connection while holding the lock.
+        let mut tx = self.write.begin().await?;
         let mut tail = self.audit_tail.lock().await;
         *tail = None;
-        let mut tx = self.write.begin().await?;
         let entries = append_in(&mut tx, self.backend, drafts).await?;
         tx.commit().await?;
         *tail = entries.last().map(Tail::after);

@@ -71,7 +71,13 @@ impl WriteTx<'_> {
             self.tx.commit().await?;
             return Ok(());
         };
-        let mut tail = self.store.audit_tail.lock().await;
+        // The cached tail serves SQLite's single writer; on PostgreSQL the advisory lock in
+        // `append_in` orders appends, and holding this lock there would serialize every
+        // writer's whole commit behind it.
+        let mut tail = match self.store.backend {
+            Backend::Sqlite => Some(self.store.audit_tail.lock().await),
+            Backend::Postgres => None,
+        };
         let appended = append_in(
             &mut self.tx,
             self.store.backend,
@@ -81,18 +87,24 @@ impl WriteTx<'_> {
         let entries = match appended {
             Ok(e) => e,
             Err(e) => {
-                *tail = None;
+                if let Some(t) = tail.as_mut() {
+                    **t = None;
+                }
                 return Err(e);
             }
         };
         match self.tx.commit().await {
             Ok(()) => {
-                *tail = entries.last().map(Tail::after);
+                if let Some(t) = tail.as_mut() {
+                    **t = entries.last().map(Tail::after);
+                }
                 ctx.mark_recorded();
                 Ok(())
             }
             Err(e) => {
-                *tail = None;
+                if let Some(t) = tail.as_mut() {
+                    **t = None;
+                }
                 Err(e.into())
             }
         }
@@ -145,6 +157,8 @@ impl MetaStore {
     /// ordinary transaction below re-reads the tail.
     pub(crate) async fn write_one(&self, stmt: &Sql) -> StoreResult<u64> {
         if let (Backend::Sqlite, Some(ctx)) = (self.backend, &self.audit) {
+            // Lock order everywhere: the write connection, then the tail.
+            let mut conn = self.write.acquire().await?;
             let mut tail = self.audit_tail.lock().await;
             if let Some(t) = *tail {
                 let entries = entries_after(t, std::slice::from_ref(&ctx.draft));
@@ -158,7 +172,6 @@ impl MetaStore {
                 // COMMIT, so the batch reports what the audit insert did with a SELECT. Every
                 // row is fetched, so the stream runs through the COMMIT.
                 batch.push(" WHERE changes() = 1; SELECT changes() AS audited; COMMIT");
-                let mut conn = self.write.acquire().await?;
                 match batch.query().fetch_all(&mut *conn).await {
                     Ok(rows) => {
                         let changed = rows
@@ -182,6 +195,9 @@ impl MetaStore {
                     }
                 }
             }
+            // Release both before the transaction below takes them again.
+            drop(tail);
+            drop(conn);
         }
         stmt.query().write_on(self).await
     }
