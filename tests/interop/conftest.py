@@ -1,9 +1,12 @@
-"""Starts a real `bastion server` for the interop suite.
+"""Starts a real `bastion server` for the interop suite, with authentication on (its default).
 
 BASTION_BIN names the binary. BASTION_INTEROP_BACKEND_URI / BASTION_INTEROP_ARTIFACTS, when
-set, point the server at PostgreSQL / S3 instead of its embedded defaults.
+set, point the server at PostgreSQL / S3 instead of its embedded defaults. The `server`
+fixture runs every test twice: once with the MLflow client authenticating by API token
+(MLFLOW_TRACKING_TOKEN), once by password (MLFLOW_TRACKING_USERNAME / _PASSWORD).
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,12 +24,23 @@ def free_port():
 
 
 class Server:
-    def __init__(self, home, port, extra_args=()):
+    def __init__(self, home, port, extra_args=(), token=None):
         self.home = home
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.extra_args = list(extra_args)
         self.proc = None
+        # The bootstrap admin token, printed once on the first start of a home.
+        self.token = token
+
+    @property
+    def auth(self):
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def admin(self, method, path, **kw):
+        r = requests.request(method, self.url + path, headers=self.auth, timeout=30, **kw)
+        r.raise_for_status()
+        return r.json()
 
     def start(self):
         args = [os.environ["BASTION_BIN"], "--home", self.home, "server", "--port", str(self.port), *self.extra_args]
@@ -36,6 +50,10 @@ class Server:
         while time.time() < deadline:
             try:
                 if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    if self.token is None:
+                        with open(os.path.join(self.home, "server.log"), errors="replace") as f:
+                            found = re.search(r"bst_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", f.read())
+                        self.token = found.group(0) if found else None
                     return self
             except requests.RequestException:
                 pass
@@ -63,16 +81,50 @@ def backend_args():
     return args
 
 
-@pytest.fixture(scope="session")
-def server():
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def use_credentials(**env):
+    """Points the mlflow client at these credentials (it reads them on every request)."""
+    for var in CREDENTIAL_VARS:
+        os.environ.pop(var, None)
+    os.environ.update(env)
+
+
+@pytest.fixture(scope="session", params=["token", "basic"])
+def server(request):
     home = tempfile.mkdtemp(prefix="bastion-interop-")
     srv = Server(home, free_port(), backend_args()).start()
+    assert srv.token, "the first start printed no bootstrap token"
     import mlflow
 
+    # A maintainer (not the admin): the workflows need MANAGE and DEPLOY on experiments and
+    # models, nothing more.
+    password = "interop password 1"
+    srv.admin("POST", "/api/bastion/v1/users", json={"name": "mia", "role": "maintainer", "password": password})
+    token = srv.admin("POST", "/api/bastion/v1/users/mia/tokens", json={"description": "interop"})["token"]
+    srv.admin("POST", "/api/bastion/v1/users", json={"name": "vic", "role": "viewer"})
+    srv.viewer_token = srv.admin("POST", "/api/bastion/v1/users/vic/tokens", json={})["token"]
+    srv.mode = request.param
+    srv.credentials = (
+        {"MLFLOW_TRACKING_TOKEN": token}
+        if request.param == "token"
+        else {"MLFLOW_TRACKING_USERNAME": "mia", "MLFLOW_TRACKING_PASSWORD": password}
+    )
+    use_credentials(**srv.credentials)
     mlflow.set_tracking_uri(srv.url)
     yield srv
+    use_credentials()
     srv.stop()
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def creds(server):
+    """Restores the server's credentials after a test that switched them."""
+    use_credentials(**server.credentials)
+    yield server
+    use_credentials(**server.credentials)
 
 
 @pytest.fixture

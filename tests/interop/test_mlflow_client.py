@@ -159,3 +159,31 @@ def test_delete_restore_and_errors(server):
     with pytest.raises(RestException) as e:
         client.get_registered_model("no-such-model")
     assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_permission_denial_as_the_client_reports_it(creds):
+    """A viewer's write is refused with PERMISSION_DENIED (HTTP 403); no credentials at all is
+    UNAUTHENTICATED (401); both surface as MlflowException with that error code."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from conftest import use_credentials
+
+    exp_id = mlflow.create_experiment(f"owned-{uuid.uuid4().hex[:8]}")
+    use_credentials(MLFLOW_TRACKING_TOKEN=creds.viewer_token)
+    client = mlflow.MlflowClient()
+    assert client.get_experiment(exp_id).experiment_id == exp_id  # reading is allowed
+    with pytest.raises(MlflowException) as denied:
+        client.create_experiment(f"not-allowed-{uuid.uuid4().hex[:8]}")
+    assert denied.value.error_code == "PERMISSION_DENIED"
+    assert "403" in str(denied.value) or "Permission denied" in str(denied.value)
+    with pytest.raises(MlflowException) as denied:
+        client.create_run(exp_id)
+    assert denied.value.error_code == "PERMISSION_DENIED"
+    use_credentials()
+    with pytest.raises(MlflowException) as anonymous:
+        mlflow.MlflowClient().get_experiment(exp_id)
+    assert anonymous.value.error_code == "UNAUTHENTICATED"
+    use_credentials(MLFLOW_TRACKING_TOKEN="bst_000000000000_" + "A" * 43)
+    with pytest.raises(MlflowException) as bad:
+        mlflow.MlflowClient().get_experiment(exp_id)
+    assert bad.value.error_code == "UNAUTHENTICATED"

@@ -25,7 +25,7 @@ def test_sigterm_drains_in_flight_upload(fresh_home):
     result = {}
 
     def upload():
-        r = requests.put(srv.url + "/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/slow.bin", data=slow_body(), timeout=60)
+        r = requests.put(srv.url + "/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/slow.bin", data=slow_body(), timeout=60, headers=srv.auth)
         result["status"] = r.status_code
 
     t = threading.Thread(target=upload)
@@ -36,9 +36,9 @@ def test_sigterm_drains_in_flight_upload(fresh_home):
     assert result.get("status") == 200, result
     assert srv.proc.wait(timeout=30) == 0
 
-    srv2 = Server(fresh_home, free_port()).start()
+    srv2 = Server(fresh_home, free_port(), token=srv.token).start()
     try:
-        body = requests.get(srv2.url + "/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/slow.bin").content
+        body = requests.get(srv2.url + "/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/slow.bin", headers=srv.auth).content
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(chunk * chunks).hexdigest()
     finally:
         srv2.stop()
