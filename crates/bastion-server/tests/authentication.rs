@@ -481,3 +481,46 @@ backend_tests!(
     rate_limits_answer_429_with_retry_after,
     oversized_headers_are_refused_cleanly,
 );
+
+#[tokio::test]
+async fn openapi_document_lists_the_admin_api() {
+    let s = TestServer::start_secure(Backend::Sqlite, |_| {}, None).await;
+    let (st, v, _) = call(
+        &s,
+        Auth::None,
+        Method::GET,
+        "/api/bastion/openapi.json",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = v["paths"].as_object().unwrap();
+    for p in [
+        "/api/bastion/v1/whoami",
+        "/api/bastion/v1/users",
+        "/api/bastion/v1/users/{name}/tokens",
+        "/api/bastion/v1/grants",
+        "/api/bastion/v1/audit/entries",
+        "/api/bastion/v1/audit/inclusion/{seq}",
+        "/api/bastion/v1/audit/consistency",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    // Every admin route of the rule table is documented.
+    for r in bastion_server::auth::policy::RULES.iter() {
+        if r.path.starts_with("/api/bastion/v1/") {
+            let m = r.method.as_str().to_lowercase();
+            assert!(
+                v["paths"][r.path][&m].is_object(),
+                "{} {} undocumented",
+                r.method,
+                r.path
+            );
+        }
+    }
+    assert!(v["components"]["securitySchemes"]["bearer"].is_object());
+}

@@ -28,7 +28,8 @@ use crate::state::{AppState, Scoped};
 
 const REQUEST_ID: &str = "x-request-id";
 
-struct Request_ {
+/// The request being decided, as the audit entries about it name it.
+struct Pending {
     rule: &'static Rule,
     request_id: String,
 }
@@ -47,7 +48,7 @@ impl AppState {
 }
 
 fn draft(
-    r: &Request_,
+    r: &Pending,
     actor: String,
     action: &str,
     resource: String,
@@ -106,7 +107,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         )
         .into_response();
     };
-    let r = Request_ { rule, request_id };
+    let r = Pending { rule, request_id };
     let auth = &state.auth;
 
     if let Err(wait) = auth.limits.check_ip(ip) {
@@ -318,7 +319,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 /// a missing resource, a traversal attempt).
 async fn finish_failed(
     state: &AppState,
-    r: &Request_,
+    r: &Pending,
     who: &Principal,
     resource: String,
     e: ApiError,

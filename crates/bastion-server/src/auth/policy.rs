@@ -58,8 +58,6 @@ pub struct Rule {
     pub writes: bool,
 }
 
-const API: &str = "/api/2.0/mlflow";
-
 fn rule(
     method: Method,
     path: &'static str,
@@ -95,7 +93,6 @@ const AUDIT: Access = Capability(bastion_auth::Capability::ReadAudit);
 
 /// Every route the server has, and what it needs.
 pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    let _ = API;
     rules! {
         GET "/health" "health" read => Public;
         GET "/metrics" "metrics" read => Authenticated;
@@ -237,6 +234,9 @@ pub fn artifact_path(
     Ok(raw)
 }
 
+/// Every grant, by principal, as loaded at a moment.
+type GrantSnapshot = (Instant, HashMap<String, Vec<Grant>>);
+
 const GRANTS_TTL: Duration = Duration::from_secs(5);
 const OWNER_CACHE_CAPACITY: usize = 100_000;
 
@@ -245,7 +245,7 @@ const OWNER_CACHE_CAPACITY: usize = 100_000;
 /// and logged model (which never changes).
 pub struct Authorizer {
     meta: MetaStore,
-    grants: RwLock<Option<(Instant, HashMap<String, Vec<Grant>>)>>,
+    grants: RwLock<Option<GrantSnapshot>>,
     owners: Mutex<HashMap<String, String>>,
 }
 
@@ -265,7 +265,7 @@ impl Authorizer {
     }
 
     async fn grants_of(&self, principals: &[String]) -> Result<Vec<Grant>, ApiError> {
-        let fresh = |g: &Option<(Instant, HashMap<String, Vec<Grant>>)>| {
+        let fresh = |g: &Option<GrantSnapshot>| {
             g.as_ref()
                 .filter(|(at, _)| at.elapsed() < GRANTS_TTL)
                 .map(|(_, m)| {

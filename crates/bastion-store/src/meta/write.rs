@@ -118,15 +118,13 @@ pub(crate) trait WriteOn {
 }
 
 impl WriteOn for Query<'_, Any, AnyArguments> {
-    fn write_on(self, store: &MetaStore) -> impl Future<Output = StoreResult<u64>> + Send {
-        async move {
-            let mut tx = store.begin_write().await?;
-            let changed = self.execute(&mut *tx).await?.rows_affected();
-            if changed > 0 {
-                tx.commit().await?;
-            }
-            Ok(changed)
+    async fn write_on(self, store: &MetaStore) -> StoreResult<u64> {
+        let mut tx = store.begin_write().await?;
+        let changed = self.execute(&mut *tx).await?.rows_affected();
+        if changed > 0 {
+            tx.commit().await?;
         }
+        Ok(changed)
     }
 }
 
