@@ -234,7 +234,7 @@ def log_metric_latencies(port, token, n=3000, warmup=300):
     return statistics.median(times) * 1000, times[int(len(times) * 0.99)] * 1000
 
 
-def auth_overhead(current, baseline, rounds=3):
+def auth_overhead(current, baseline, rounds=5):
     root = tempfile.mkdtemp(prefix="bench-auth-")
     variants = {
         "before (no auth, no audit)": ([baseline], False),

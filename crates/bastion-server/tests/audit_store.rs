@@ -212,3 +212,29 @@ async fn audit_hundred_thousand_entries_verify(b: Backend) {
         (100_000, 10, 0)
     );
 }
+
+/// Not a test: fills a Bastion home with a large audit log for `scripts/bench-audit-verify`
+/// (`BASTION_BENCH_AUDIT_HOME`, `BASTION_BENCH_AUDIT_ENTRIES`).
+#[tokio::test]
+#[ignore]
+async fn populate_audit_for_benchmark() {
+    let home = std::path::PathBuf::from(std::env::var("BASTION_BENCH_AUDIT_HOME").expect("home"));
+    let n: u64 = std::env::var("BASTION_BENCH_AUDIT_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    std::fs::create_dir_all(&home).unwrap();
+    let key = bastion_store::keys::load_or_create_audit_key(&home).unwrap();
+    let meta = bastion_store::meta::MetaStore::connect(
+        &bastion_store::meta::MetaStoreOptions::sqlite_file(&home.join("bastion.db")),
+    )
+    .await
+    .unwrap();
+    let mut next = meta.audit_size().await.unwrap();
+    while next < n {
+        let end = (next + 100_000).min(n);
+        meta.record_audit_batch(&drafts(next..end)).await.unwrap();
+        meta.sign_audit_head(&key).await.unwrap();
+        next = end;
+    }
+}

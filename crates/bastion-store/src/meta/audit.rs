@@ -103,6 +103,51 @@ fn head_of(row: &AnyRow) -> StoreResult<SignedTreeHead> {
     })
 }
 
+/// An entry as the packed page reader receives it, in [`ENTRY_COLUMNS`] order.
+#[derive(serde::Deserialize)]
+struct PackedEntry(
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+);
+
+fn parse_hash(text: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+impl PackedEntry {
+    /// `None` if a field cannot be what the log writes (the row was edited by hand).
+    fn unpack(self) -> Option<StoredEntry> {
+        let body_sha256 = match &self.7 {
+            None => None,
+            Some(h) => Some(parse_hash(h)?),
+        };
+        Some(StoredEntry {
+            entry: AuditEntry {
+                seq: u64::try_from(self.0).ok()?,
+                time_ms: self.1,
+                actor: self.2,
+                action: self.3,
+                resource: self.4,
+                request_id: self.5,
+                outcome: Outcome::parse(&self.6)?,
+                body_sha256,
+                prev_hash: parse_hash(&self.8)?,
+            },
+            stored_hash: parse_hash(&self.9)?,
+        })
+    }
+}
+
 const ENTRY_COLUMNS: &str = "seq, time_ms, actor, action, resource, request_id, outcome, body_sha256, prev_hash, entry_hash";
 
 /// Where the log ends: the next sequence number and the hash of the last entry.
@@ -275,45 +320,105 @@ impl MetaStore {
             .collect()
     }
 
-    /// Every stored entry in order, a page at a time, as the verifier wants them.
+    /// One page of the log packed by the database into a single JSON array: one row per page
+    /// instead of one per entry, because sqlx hands rows over one at a time (~6 µs each, six
+    /// times the cost of verifying the entry).
+    async fn packed_page(self, after: i64) -> StoreResult<Option<String>> {
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT json_group_array(json_array({ENTRY_COLUMNS})) AS page FROM \
+                 (SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2)"
+            ),
+            Backend::Postgres => format!(
+                "SELECT json_agg(json_build_array({ENTRY_COLUMNS}) ORDER BY seq)::text AS page FROM \
+                 (SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2) t"
+            ),
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(PAGE)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.try_get("page")?)
+    }
+
+    /// Every stored entry in order, a page at a time, as the verifier wants them. The next
+    /// page is read while the current one is checked.
     async fn for_each_stored(
         &self,
         mut f: impl FnMut(StoredEntry) -> Result<(), Tamper>,
     ) -> StoreResult<Result<(), Tamper>> {
-        let mut next: i64 = -1;
-        loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
-            )))
-            .bind(next)
-            .bind(PAGE)
-            .fetch_all(&self.read)
-            .await?;
-            let Some(last) = rows.last() else {
+        let mut after: i64 = -1;
+        let mut pending = Some(tokio::spawn(self.clone().packed_page(after)));
+        while let Some(reading) = pending.take() {
+            let page = reading
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("audit reader failed: {e}")))??;
+            let parsed = page
+                .as_deref()
+                .map(serde_json::from_str::<Vec<PackedEntry>>)
+                .unwrap_or(Ok(Vec::new()));
+            let entries = match parsed {
+                Ok(e) => e,
+                // A value of the wrong type (edited by hand): the row-by-row reader names it.
+                Err(_) => return self.check_rows(after, &mut f).await,
+            };
+            let Some(last) = entries.last() else {
                 return Ok(Ok(()));
             };
-            next = last.try_get("seq")?;
-            for row in &rows {
-                let stored = match stored_entry(row) {
-                    Ok(s) => s,
-                    // Undecodable fields: the row was edited by hand.
-                    Err(StoreError::Corrupt(_)) => {
-                        let seq = row
-                            .try_get::<i64, _>("seq")
-                            .map(|s| s.max(0) as u64)
-                            .unwrap_or(0);
-                        return Ok(Err(Tamper::Modified { seq }));
-                    }
-                    Err(e) => return Err(e),
+            let full = entries.len() as i64 == PAGE;
+            let last_seq = last.0;
+            if full {
+                pending = Some(tokio::spawn(self.clone().packed_page(last_seq)));
+            }
+            for packed in entries {
+                let seq = packed.0;
+                let Some(stored) = packed.unpack() else {
+                    return Ok(Err(Tamper::Modified {
+                        seq: seq.max(0) as u64,
+                    }));
                 };
                 if let Err(t) = f(stored) {
                     return Ok(Err(t));
                 }
             }
-            if (rows.len() as i64) < PAGE {
-                return Ok(Ok(()));
+            after = last_seq;
+        }
+        Ok(Ok(()))
+    }
+
+    /// The page after `after`, row by row, to pin down a row the packed reader cannot parse.
+    async fn check_rows(
+        &self,
+        after: i64,
+        f: &mut impl FnMut(StoredEntry) -> Result<(), Tamper>,
+    ) -> StoreResult<Result<(), Tamper>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&self.read)
+        .await?;
+        for row in &rows {
+            let stored = match stored_entry(row) {
+                Ok(s) => s,
+                Err(StoreError::Corrupt(_)) | Err(StoreError::Database(_)) => {
+                    let seq = row
+                        .try_get::<i64, _>("seq")
+                        .map(|s| s.max(0) as u64)
+                        .unwrap_or(0);
+                    return Ok(Err(Tamper::Modified { seq }));
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(t) = f(stored) {
+                return Ok(Err(t));
             }
         }
+        Err(StoreError::Corrupt(
+            "an audit page could not be parsed, yet each of its rows could".into(),
+        ))
     }
 
     pub async fn audit_tree_heads(&self) -> StoreResult<Vec<SignedTreeHead>> {
