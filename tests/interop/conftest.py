@@ -5,6 +5,7 @@ set, point the server at PostgreSQL / S3 instead of its embedded defaults. The `
 fixture runs every test twice: once with the MLflow client authenticating by API token
 (MLFLOW_TRACKING_TOKEN), once by password (MLFLOW_TRACKING_USERNAME / _PASSWORD).
 """
+import json
 import os
 import re
 import shutil
@@ -53,7 +54,7 @@ class Server:
                     if self.token is None:
                         with open(os.path.join(self.home, "server.log"), errors="replace") as f:
                             found = re.search(r"bst_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", f.read())
-                        self.token = found.group(0) if found else None
+                        self.token = found.group(0) if found else self.mint_admin_token()
                     return self
             except requests.RequestException:
                 pass
@@ -61,6 +62,17 @@ class Server:
                 raise RuntimeError(f"bastion exited with {self.proc.returncode}; see {self.home}/server.log")
             time.sleep(0.1)
         raise RuntimeError("bastion did not become healthy")
+
+    def mint_admin_token(self):
+        """A database that already has users (shared by an earlier server) printed no
+        bootstrap token: mint one for `admin` with the CLI, as an operator would."""
+        store = []
+        if "--backend-store-uri" in self.extra_args:
+            i = self.extra_args.index("--backend-store-uri")
+            store = self.extra_args[i:i + 2]
+        out = subprocess.run([os.environ["BASTION_BIN"], "--home", self.home, "token", "create", "--user", "admin", *store],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)["token"]
 
     def kill9(self):
         self.proc.kill()
@@ -101,9 +113,11 @@ def server(request):
     # A maintainer (not the admin): the workflows need MANAGE and DEPLOY on experiments and
     # models, nothing more.
     password = "interop password 1"
-    srv.admin("POST", "/api/bastion/v1/users", json={"name": "mia", "role": "maintainer", "password": password})
+    for user in ({"name": "mia", "role": "maintainer", "password": password}, {"name": "vic", "role": "viewer"}):
+        # The PostgreSQL run shares one database between both parameters: users may exist.
+        r = requests.post(srv.url + "/api/bastion/v1/users", json=user, headers=srv.auth, timeout=30)
+        assert r.status_code == 200 or "already exists" in r.text, r.text
     token = srv.admin("POST", "/api/bastion/v1/users/mia/tokens", json={"description": "interop"})["token"]
-    srv.admin("POST", "/api/bastion/v1/users", json={"name": "vic", "role": "viewer"})
     srv.viewer_token = srv.admin("POST", "/api/bastion/v1/users/vic/tokens", json={})["token"]
     srv.mode = request.param
     srv.credentials = (
