@@ -328,7 +328,13 @@ async fn audit_head(s: Scoped) -> JsonResult {
 /// An inclusion proof for one entry against the latest signed tree head covering it.
 #[utoipa::path(get, path = "/api/bastion/v1/audit/inclusion/{seq}", tag = "audit",
     params(("seq" = u64, Path)), responses((status = 200, description = "An inclusion bundle, verifiable offline")))]
-async fn audit_inclusion(s: Scoped, Path(seq): Path<u64>) -> JsonResult {
+async fn audit_inclusion(s: Scoped, Path(seq): Path<String>) -> JsonResult {
+    let seq: u64 = seq.parse().map_err(|_| {
+        Error::invalid(format!(
+            "seq must be a non-negative integer, not '{}'",
+            bastion_core::limits::truncate(&seq, 40)
+        ))
+    })?;
     let (entry, head, proof) = s.meta.audit_inclusion_proof(seq).await?;
     Ok(Json(to_json(&InclusionBundle::new(entry, head, proof))))
 }

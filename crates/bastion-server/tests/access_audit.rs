@@ -276,6 +276,40 @@ async fn every_write_and_refusal_is_audited(b: Backend) {
             .any(|e| e.action == "runs.get" || e.action == "whoami")
     );
 
+    // Proof requests with a malformed position get a JSON error, not a bare rejection.
+    let (st, v) = call(
+        &s,
+        &admin,
+        Method::GET,
+        "/api/bastion/v1/audit/inclusion/-1",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error_code"], "INVALID_PARAMETER_VALUE");
+    // No signed head covers entry 0 until one is signed (GET /audit/head signs one).
+    let inclusion = "/api/bastion/v1/audit/inclusion/0";
+    let (st, v) = call(&s, &admin, Method::GET, inclusion, Value::Null).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, head) = call(
+        &s,
+        &admin,
+        Method::GET,
+        "/api/bastion/v1/audit/head",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, 200, "{head}");
+    let (st, v) = call(&s, &admin, Method::GET, inclusion, Value::Null).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["entry"]["seq"], 0);
+    // The bundle verifies offline with the public key the server published.
+    let bundle: bastion_audit::proof::InclusionBundle = serde_json::from_value(v).unwrap();
+    let mut public = [0u8; 32];
+    hex::decode_to_slice(head["public_key"].as_str().unwrap(), &mut public).unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
+    assert_eq!(bundle.verify(&key), Ok(()));
+
     // The whole log verifies against the server's key once a head is signed over it.
     let key = s.audit_key.clone();
     s.meta.sign_audit_head(&key).await.unwrap();

@@ -50,6 +50,16 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The store could not be asked: a server fault, never a verdict on the credential.
+    fn unavailable(claimed: &str) -> Self {
+        Self {
+            status: 503,
+            message: "Authentication is unavailable; retry shortly".into(),
+            retry_after: Some(Duration::from_secs(1)),
+            claimed: claimed.into(),
+        }
+    }
+
     fn unauthenticated(message: impl Into<String>, claimed: impl Into<String>) -> Self {
         Self {
             status: 401,
@@ -252,12 +262,7 @@ impl Authenticator {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "token lookup failed");
-                Refusal {
-                    status: 503,
-                    message: "Authentication is unavailable; retry shortly".into(),
-                    retry_after: Some(Duration::from_secs(1)),
-                    claimed: claimed.clone(),
-                }
+                Refusal::unavailable(&claimed)
             })?
             .filter(|o| o.token.token_id == id)
             .ok_or_else(|| auth_error(&AuthError::Invalid, claimed.clone()))?;
@@ -314,12 +319,7 @@ impl Authenticator {
         }
         let creds = self.meta.user_credentials(user).await.map_err(|e| {
             tracing::error!(error = %e, "user lookup failed");
-            Refusal {
-                status: 503,
-                message: "Authentication is unavailable; retry shortly".into(),
-                retry_after: Some(Duration::from_secs(1)),
-                claimed: claimed.clone(),
-            }
+            Refusal::unavailable(&claimed)
         })?;
         let pass = pass.to_owned();
         let verified = match creds {
@@ -369,8 +369,11 @@ impl Authenticator {
             .meta
             .user_credentials(&identity.user)
             .await
-            .ok()
-            .flatten();
+            .map_err(|e| {
+                // Not "unknown user": that would hand a disabled account its group's role.
+                tracing::error!(error = %e, "user lookup failed");
+                Refusal::unavailable(&claimed)
+            })?;
         let role = match known {
             Some(c) if c.user.disabled => return Err(auth_error(&AuthError::Disabled, claimed)),
             Some(c) => c.user.role,

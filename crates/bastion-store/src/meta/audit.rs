@@ -44,10 +44,7 @@ pub struct AuditQuery {
 
 fn hash_of(row: &AnyRow, col: &str) -> StoreResult<Hash> {
     let text: String = row.try_get(col)?;
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(&text, &mut out)
-        .map_err(|_| StoreError::Corrupt(format!("audit {col} is not a hash")))?;
-    Ok(out)
+    parse_hash(&text).ok_or_else(|| StoreError::Corrupt(format!("audit {col} is not a hash")))
 }
 
 fn seq_of(row: &AnyRow) -> StoreResult<u64> {
@@ -58,34 +55,22 @@ fn seq_of(row: &AnyRow) -> StoreResult<u64> {
 /// A stored row as the verifier sees it. A row whose fields cannot even be decoded counts as
 /// modified at its position (its content cannot match any hash).
 fn stored_entry(row: &AnyRow) -> StoreResult<StoredEntry> {
-    let outcome: String = row.try_get("outcome")?;
-    let body: Option<String> = row.try_get("body_sha256")?;
-    let body_sha256 = match body {
-        None => None,
-        Some(h) => {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(&h, &mut out)
-                .map_err(|_| StoreError::Corrupt("audit body_sha256 is not a hash".into()))?;
-            Some(out)
-        }
-    };
-    let seq = seq_of(row)?;
-    let outcome = Outcome::parse(&outcome)
-        .ok_or_else(|| StoreError::Corrupt(format!("audit entry {seq} has outcome '{outcome}'")))?;
-    Ok(StoredEntry {
-        entry: AuditEntry {
-            seq,
-            time_ms: row.try_get("time_ms")?,
-            actor: row.try_get("actor")?,
-            action: row.try_get("action")?,
-            resource: row.try_get("resource")?,
-            request_id: row.try_get("request_id")?,
-            outcome,
-            body_sha256,
-            prev_hash: hash_of(row, "prev_hash")?,
-        },
-        stored_hash: hash_of(row, "entry_hash")?,
-    })
+    let packed = PackedEntry(
+        row.try_get("seq")?,
+        row.try_get("time_ms")?,
+        row.try_get("actor")?,
+        row.try_get("action")?,
+        row.try_get("resource")?,
+        row.try_get("request_id")?,
+        row.try_get("outcome")?,
+        row.try_get("body_sha256")?,
+        row.try_get("prev_hash")?,
+        row.try_get("entry_hash")?,
+    );
+    let seq = packed.0;
+    packed
+        .unpack()
+        .ok_or_else(|| StoreError::Corrupt(format!("audit entry {seq} has an invalid field")))
 }
 
 fn head_of(row: &AnyRow) -> StoreResult<SignedTreeHead> {
