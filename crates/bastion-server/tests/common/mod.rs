@@ -10,7 +10,7 @@ use bastion_store::meta::{MetaStore, MetaStoreOptions, SqliteSync};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,

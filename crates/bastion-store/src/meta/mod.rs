@@ -8,6 +8,7 @@
 mod sql;
 mod artifacts;
 mod audit;
+mod audit_file;
 mod experiments;
 mod identity;
 mod logged_models;
@@ -102,6 +103,8 @@ pub struct MetaStore {
     /// lock; SQLite allows one writer at a time anyway.
     write: AnyPool,
     backend: Backend,
+    /// The SQLite database file; `None` on PostgreSQL and for in-memory databases.
+    sqlite_file: Option<std::path::PathBuf>,
     /// What changes made through this handle are recorded as (see `write.rs`).
     audit: Option<std::sync::Arc<AuditContext>>,
     /// The audit log's end as this process last wrote it; `None` when unknown.
@@ -149,6 +152,10 @@ impl MetaStore {
                         })
                 };
                 let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                    .get_filename()
+                    .to_owned();
+                let sqlite_file = (!uri.contains(":memory:")).then_some(file);
                 let write = connect(1).connect_with(options.clone()).await?;
                 // Migrate before the readers open, so they see the final schema.
                 sqlx::migrate!("./migrations/sqlite").run(&write).await?;
@@ -159,6 +166,7 @@ impl MetaStore {
                     read,
                     write,
                     backend,
+                    sqlite_file,
                     audit: None,
                     audit_tail: Default::default(),
                 }
@@ -175,6 +183,7 @@ impl MetaStore {
                     read: pool.clone(),
                     write: pool,
                     backend,
+                    sqlite_file: None,
                     audit: None,
                     audit_tail: Default::default(),
                 }
