@@ -25,10 +25,12 @@ def free_port():
 
 
 class Server:
-    def __init__(self, home, port, extra_args=(), token=None):
+    def __init__(self, home, port, extra_args=(), token=None, ca=None):
         self.home = home
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        # With `ca` (the CA file that signed its certificate) the server speaks HTTPS.
+        self.verify = ca if ca else True
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
         self.extra_args = list(extra_args)
         self.proc = None
         # The bootstrap admin token, printed once on the first start of a home.
@@ -39,6 +41,7 @@ class Server:
         return {"Authorization": f"Bearer {self.token}"}
 
     def admin(self, method, path, **kw):
+        kw.setdefault("verify", self.verify)
         r = requests.request(method, self.url + path, headers=self.auth, timeout=30, **kw)
         r.raise_for_status()
         return r.json()
@@ -50,7 +53,7 @@ class Server:
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                if requests.get(self.url + "/health", timeout=1, verify=self.verify).status_code == 200:
                     if self.token is None:
                         with open(os.path.join(self.home, "server.log"), errors="replace") as f:
                             found = re.search(r"bst_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", f.read())

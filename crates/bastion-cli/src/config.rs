@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use bastion_server::tls::TlsFiles;
 use bastion_store::meta::SqliteSync;
 use clap::Args;
 use serde::Deserialize;
@@ -53,6 +54,20 @@ pub struct ServerArgs {
     /// Requests per second allowed for one user (burst: twice that; 0: no limit).
     #[arg(long, env = "BASTION_RATE_LIMIT_PER_USER")]
     pub rate_limit_per_user: Option<u32>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "BASTION_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BASTION_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: ask clients for a certificate chaining to these PEM CA certificates; a
+    /// verified certificate's subject CN is the Bastion user it authenticates.
+    #[arg(long, env = "BASTION_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: refuse clients without a certificate (default: they may use
+    /// tokens or passwords instead).
+    #[arg(long, env = "BASTION_TLS_REQUIRE_CLIENT_CERT")]
+    pub tls_require_client_cert: bool,
 }
 
 /// The `[server]` table of the TOML file.
@@ -108,6 +123,17 @@ fn default_leeway() -> u64 {
     60
 }
 
+/// `[tls]`: HTTPS, and mutual TLS when `client_ca` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -115,6 +141,8 @@ pub struct FileConfig {
     pub server: ServerFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub tls: TlsFile,
 }
 
 impl FileConfig {
@@ -151,6 +179,45 @@ pub struct ServerSettings {
     pub insecure: bool,
     pub rate_limit_per_ip: u32,
     pub rate_limit_per_user: u32,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Flags replace the file's `[tls]` table as a whole, so a certificate from one source is
+/// never paired with a key from another. Relative paths in the file are relative to the home.
+fn resolve_tls(args: &ServerArgs, file: &TlsFile, home: &Path) -> Result<Option<TlsFiles>> {
+    let from_flags = args.tls_cert.is_some() || args.tls_client_ca.is_some();
+    let (cert, key, client_ca, require) = if from_flags {
+        (
+            args.tls_cert.clone(),
+            args.tls_key.clone(),
+            args.tls_client_ca.clone(),
+            args.tls_require_client_cert,
+        )
+    } else {
+        let in_home = |p: &Option<PathBuf>| p.as_ref().map(|p| home.join(p));
+        (
+            in_home(&file.cert),
+            in_home(&file.key),
+            in_home(&file.client_ca),
+            file.require_client_cert || args.tls_require_client_cert,
+        )
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+            require_client_cert: require,
+        })),
+        (None, None) if client_ca.is_none() && !require => Ok(None),
+        (None, None) => {
+            bail!(
+                "client certificates (mutual TLS) need HTTPS: set the TLS certificate and key too"
+            )
+        }
+        _ => bail!("TLS needs both a certificate and its private key"),
+    }
 }
 
 impl ServerSettings {
@@ -158,8 +225,10 @@ impl ServerSettings {
         args: ServerArgs,
         file: ServerFile,
         auth: &AuthFile,
+        tls: &TlsFile,
         home: &Path,
     ) -> Result<Self> {
+        let tls = resolve_tls(&args, tls, home)?;
         let host = args
             .host
             .or(file.host)
@@ -212,6 +281,7 @@ impl ServerSettings {
                 .rate_limit_per_user
                 .or(auth.rate_limit_per_user)
                 .unwrap_or(1000),
+            tls,
         })
     }
 }
@@ -229,7 +299,8 @@ mod tests {
             port: Some(7000),
             ..Default::default()
         };
-        let s = ServerSettings::resolve(args, file.server, &file.auth, home).unwrap();
+        let s = ServerSettings::resolve(args, file.server, &file.auth, &file.tls, home).unwrap();
+        assert!(s.tls.is_none());
         assert_eq!(s.bind, "0.0.0.0:7000".parse().unwrap());
         assert_eq!(s.backend_store_uri, "sqlite:///h/bastion.db");
         assert_eq!(s.artifacts_destination, "/h/blobs");
@@ -243,8 +314,65 @@ mod tests {
             "[auth.oidc]\nissuer = \"i\"\naudience = \"a\"\njwks = \"j.json\"\ngroup_roles = [[\"ml\", \"data-scientist\"]]\n",
         )
         .unwrap();
+        assert!(toml::from_str::<FileConfig>("[tls]\ncertificate = \"c\"\n").is_err());
         let o = f.auth.oidc.unwrap();
         assert_eq!(o.user_claim, "sub");
         assert_eq!(o.group_roles, vec![("ml".into(), "data-scientist".into())]);
+    }
+
+    #[test]
+    fn tls_comes_whole_from_flags_or_from_the_file() {
+        let home = Path::new("/h");
+        let file: FileConfig = toml::from_str(
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let s = ServerSettings::resolve(
+            ServerArgs::default(),
+            file.server,
+            &file.auth,
+            &file.tls,
+            home,
+        )
+        .unwrap();
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/h/c.pem"));
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert!(!tls.require_client_cert);
+
+        let args = ServerArgs {
+            tls_cert: Some("/x/c.pem".into()),
+            tls_key: Some("/x/k.pem".into()),
+            ..Default::default()
+        };
+        let file: FileConfig = toml::from_str("[tls]\nclient_ca = \"ca.pem\"\n").unwrap();
+        let tls = ServerSettings::resolve(args, file.server, &file.auth, &file.tls, home)
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(
+            (tls.key.as_path(), tls.client_ca),
+            (Path::new("/x/k.pem"), None)
+        );
+
+        for bad in [
+            "[tls]\ncert = \"c.pem\"\n",
+            "[tls]\nclient_ca = \"ca.pem\"\n",
+            "[tls]\nrequire_client_cert = true\n",
+        ] {
+            let file: FileConfig = toml::from_str(bad).unwrap();
+            let err = ServerSettings::resolve(
+                ServerArgs::default(),
+                file.server,
+                &file.auth,
+                &file.tls,
+                home,
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("TLS") || err.to_string().contains("HTTPS"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -21,7 +21,12 @@ fn limit(per_second: u32) -> Option<RateLimit> {
 }
 
 pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> {
-    let settings = ServerSettings::resolve(args, file.server, &file.auth, home)?;
+    let settings = ServerSettings::resolve(args, file.server, &file.auth, &file.tls, home)?;
+    // Before anything is created: a bad certificate must not cost the bootstrap token.
+    let tls = match &settings.tls {
+        Some(files) => Some((bastion_server::tls::server_config(files)?, files)),
+        None => None,
+    };
 
     let meta = MetaStore::connect(&MetaStoreOptions {
         uri: settings.backend_store_uri.clone(),
@@ -95,10 +100,22 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
         artifacts = %state.blobs.describe(),
         "bastion server listening"
     );
-    println!("Bastion server listening on http://{local}");
-    bastion_server::serve(listener, state, shutdown_signal())
-        .await
-        .context("serving")?;
+    match tls {
+        Some((tls, files)) => {
+            let mutual = match (&files.client_ca, files.require_client_cert) {
+                (None, _) => "",
+                (Some(_), false) => " (client certificates accepted)",
+                (Some(_), true) => " (client certificate required)",
+            };
+            println!("Bastion server listening on https://{local}{mutual}");
+            bastion_server::serve_tls(listener, tls, state, shutdown_signal()).await
+        }
+        None => {
+            println!("Bastion server listening on http://{local}");
+            bastion_server::serve(listener, state, shutdown_signal()).await
+        }
+    }
+    .context("serving")?;
     tracing::info!("bastion server stopped");
     Ok(())
 }

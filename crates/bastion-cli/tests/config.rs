@@ -114,3 +114,57 @@ fn bad_configuration_is_a_clear_error() {
     assert!(err.contains("unsupported backend store URI"), "{err}");
     assert!(!err.contains("secret"), "passwords are redacted: {err}");
 }
+
+#[test]
+fn tls_flags_serve_https_and_bad_tls_files_fail_before_anything_is_created() {
+    let home = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (home.path().join("c.pem"), home.path().join("k.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    let missing = home.path().join("missing-ca.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .args(["--home", home.path().to_str().unwrap(), "server"])
+        .args(["--tls-cert", cert_path.to_str().unwrap()])
+        .args(["--tls-key", key_path.to_str().unwrap()])
+        .args(["--tls-client-ca", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("client CA") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Created user"));
+    assert!(!home.path().join("bastion.db").exists());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .args(["--home", home.path().to_str().unwrap(), "server"])
+        .args(["--tls-cert", cert_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a certificate without its key");
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .args(["--home", home.path().to_str().unwrap(), "server"])
+        .args(["--port", &port.to_string()])
+        .args(["--tls-cert", cert_path.to_str().unwrap()])
+        .args(["--tls-key", key_path.to_str().unwrap()])
+        .args(["--tls-client-ca", cert_path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        line.contains(&format!(
+            "https://127.0.0.1:{port} (client certificates accepted)"
+        )),
+        "{line}"
+    );
+}

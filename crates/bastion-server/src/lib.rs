@@ -11,6 +11,7 @@ pub(crate) mod mlflow;
 mod ops;
 mod params;
 mod state;
+pub mod tls;
 
 use std::future::Future;
 
@@ -114,18 +115,42 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves `state` over plain HTTP on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serves `state` over HTTPS (and mutual TLS, if `tls` asks for client certificates).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(tls::TlsListener::new(listener, tls)?, state, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> tls::Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let meta = state.meta.clone();
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let app = app(state.clone());
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app.into_make_service_with_connect_info::<tls::Peer>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;

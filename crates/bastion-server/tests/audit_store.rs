@@ -200,11 +200,13 @@ async fn audit_tampering_is_detected(b: Backend) {
         ),
     ];
     // SQLite columns take any type: a blob where text belongs.
-    let sqlite_only: &[(&[&str], u64)] = &[(
-        &["UPDATE audit_log SET actor = x'ff00' WHERE seq = 55"],
-        55,
-    )];
-    let extra = if b == Backend::Sqlite { sqlite_only } else { &[] };
+    let sqlite_only: &[(&[&str], u64)] =
+        &[(&["UPDATE audit_log SET actor = x'ff00' WHERE seq = 55"], 55)];
+    let extra = if b == Backend::Sqlite {
+        sqlite_only
+    } else {
+        &[]
+    };
     for (statements, first_bad) in cases.iter().chain(extra) {
         let s = build(b).await;
         tamper(&s, statements).await;

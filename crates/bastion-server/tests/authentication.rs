@@ -495,6 +495,10 @@ async fn openapi_document_lists_the_admin_api() {
     .await;
     assert_eq!(st, 200);
     assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+    let schemes = &v["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["basic"]["scheme"], "basic");
+    assert_eq!(schemes["client_certificate"]["type"], "mutualTLS");
     let paths = v["paths"].as_object().unwrap();
     for p in [
         "/api/bastion/v1/whoami",

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bastion_auth::backoff::{BackoffPolicy, FailureTracker};
@@ -21,6 +21,7 @@ use bastion_store::MetaStore;
 use sha2::{Digest, Sha256};
 
 use super::{AuthMethod, Principal};
+use crate::tls::ClientCert;
 
 /// How long a verified credential is trusted without asking the store again.
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
@@ -121,43 +122,24 @@ impl Authenticator {
             .unwrap_or_default()
     }
 
+    /// An `Authorization` header, when present, is the credential; otherwise a client
+    /// certificate verified by the TLS handshake is.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         ip: IpAddr,
+        client_cert: Option<&ClientCert>,
     ) -> Result<Principal, Refusal> {
         let ip_key = format!("ip:{ip}");
-        let Some(value) = headers.get(AUTHORIZATION) else {
-            return Err(Refusal::unauthenticated(
-                "Authentication required: send an API token (Authorization: Bearer) or a user's password (Basic)",
-                "anonymous",
-            ));
-        };
-        if value.len() > MAX_AUTHORIZATION_BYTES {
-            self.fail(&[&ip_key]);
-            return Err(Refusal::unauthenticated(
-                "Authorization header too large",
-                "anonymous",
-            ));
-        }
-        let Ok(value) = value.to_str() else {
-            self.fail(&[&ip_key]);
-            return Err(Refusal::unauthenticated(
-                "Authorization header is not ASCII",
-                "anonymous",
-            ));
-        };
-        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-        let rest = rest.trim();
-        let result = if scheme.eq_ignore_ascii_case("bearer") {
-            self.bearer(rest).await
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            self.basic(rest, &ip_key).await
-        } else {
-            Err(Refusal::unauthenticated(
-                "Unsupported authorization scheme: use Bearer or Basic",
-                "anonymous",
-            ))
+        let result = match (headers.get(AUTHORIZATION), client_cert) {
+            (Some(value), _) => self.authorization(value, &ip_key).await,
+            (None, Some(cert)) => self.certificate(cert).await,
+            (None, None) => {
+                return Err(Refusal::unauthenticated(
+                    "Authentication required: send an API token (Authorization: Bearer) or a user's password (Basic)",
+                    "anonymous",
+                ));
+            }
         };
         match &result {
             Ok(p) => {
@@ -181,6 +163,34 @@ impl Authenticator {
             Err(_) => {}
         }
         result
+    }
+
+    /// The credential in an `Authorization` header (failures are counted by the caller).
+    async fn authorization(&self, value: &HeaderValue, ip_key: &str) -> Result<Principal, Refusal> {
+        if value.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(Refusal::unauthenticated(
+                "Authorization header too large",
+                "anonymous",
+            ));
+        }
+        let Ok(value) = value.to_str() else {
+            return Err(Refusal::unauthenticated(
+                "Authorization header is not ASCII",
+                "anonymous",
+            ));
+        };
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            self.bearer(rest).await
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            self.basic(rest, ip_key).await
+        } else {
+            Err(Refusal::unauthenticated(
+                "Unsupported authorization scheme: use Bearer or Basic",
+                "anonymous",
+            ))
+        }
     }
 
     fn check_lockout(&self, key: &str, claimed: &str) -> Result<(), Refusal> {
@@ -346,6 +356,62 @@ impl Authenticator {
             role: user.role,
             groups: Vec::new(),
             method: AuthMethod::Basic,
+        };
+        self.remember(key, &p);
+        Ok(p)
+    }
+
+    /// A client certificate the handshake verified: its subject's common name is the user.
+    /// Failures are not throttled: the CA vouched for the certificate, so there is nothing
+    /// to guess.
+    async fn certificate(&self, cert: &ClientCert) -> Result<Principal, Refusal> {
+        let claimed = format!(
+            "cert:{}",
+            bastion_core::limits::truncate(&cert.subject, 200)
+        );
+        let Some(name) = cert.common_name.as_deref() else {
+            return Err(Refusal::unauthenticated(
+                "Client certificate has no subject common name (CN) to name a Bastion user",
+                claimed,
+            ));
+        };
+        if bastion_store::meta::validate_name("user", name).is_err() {
+            return Err(Refusal::unauthenticated(
+                "Client certificate common name is not a valid Bastion user name",
+                claimed,
+            ));
+        }
+        let key = cache_key(&[b"cert", cert.subject.as_bytes()]);
+        if let Some(p) = self.cached(&key) {
+            return Ok(p);
+        }
+        let user = self
+            .meta
+            .user_credentials(name)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "user lookup failed");
+                Refusal::unavailable(&claimed)
+            })?
+            .ok_or_else(|| {
+                Refusal::unauthenticated(
+                    format!(
+                        "Authentication failed: the client certificate names '{name}', who has no Bastion account"
+                    ),
+                    claimed.clone(),
+                )
+            })?
+            .user;
+        if user.disabled {
+            return Err(auth_error(&AuthError::Disabled, claimed));
+        }
+        let p = Principal {
+            name: user.name,
+            role: user.role,
+            groups: Vec::new(),
+            method: AuthMethod::Certificate {
+                subject: cert.subject.clone(),
+            },
         };
         self.remember(key, &p);
         Ok(p)

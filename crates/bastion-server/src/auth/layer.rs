@@ -6,7 +6,7 @@
 //! here.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -25,6 +25,7 @@ use super::policy::{self, Access, Rule};
 use crate::error::{ApiError, SecurityEvent};
 use crate::params::Params;
 use crate::state::{AppState, Scoped};
+use crate::tls::Peer;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -72,11 +73,11 @@ fn streams_body(rule: &Rule) -> bool {
 
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0);
+    let ip = peer
+        .map(|p| p.addr.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let client_cert = peer.and_then(|p| p.client_cert.clone());
     let request_id = parts
         .headers
         .get(REQUEST_ID)
@@ -134,7 +135,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     } else if state.config.insecure {
         Some(Principal::insecure())
     } else {
-        match auth.credentials.authenticate(&parts.headers, ip).await {
+        match auth
+            .credentials
+            .authenticate(&parts.headers, ip, client_cert.as_deref())
+            .await
+        {
             Ok(p) => Some(p),
             Err(refused) => {
                 let action = if refused.status == 429 {

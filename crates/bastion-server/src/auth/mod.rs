@@ -19,6 +19,10 @@ pub enum AuthMethod {
     },
     Basic,
     Oidc,
+    /// A client certificate verified by the TLS handshake (mutual TLS).
+    Certificate {
+        subject: String,
+    },
     /// `--insecure`: nobody was asked.
     Insecure,
 }
@@ -49,6 +53,7 @@ impl Principal {
             AuthMethod::Token { token_id } => format!("user:{} (token {token_id})", self.name),
             AuthMethod::Basic => format!("user:{} (password)", self.name),
             AuthMethod::Oidc => format!("user:{} (oidc)", self.name),
+            AuthMethod::Certificate { .. } => format!("user:{} (client certificate)", self.name),
             AuthMethod::Insecure => "anonymous (insecure mode)".into(),
         }
     }

@@ -80,6 +80,7 @@ impl TestServer {
                 tweak(c)
             },
             None,
+            None,
         )
         .await
     }
@@ -90,13 +91,20 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
         oidc: Option<bastion_server::OidcConfig>,
     ) -> Self {
-        Self::start_full(backend, tweak, oidc).await
+        Self::start_full(backend, tweak, oidc, None).await
+    }
+
+    /// A secure server speaking HTTPS (mutual TLS if `tls` asks for client certificates) at
+    /// `https://127.0.0.1:PORT`.
+    pub async fn start_tls(backend: Backend, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_full(backend, |_| {}, None, Some(tls)).await
     }
 
     async fn start_full(
         backend: Backend,
         tweak: impl FnOnce(&mut ServerConfig),
         oidc: Option<bastion_server::OidcConfig>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Self {
         // reqwest is built without a default TLS provider (the workspace uses ring's).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -135,14 +143,18 @@ impl TestServer {
             Some(audit_key.clone()),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
-            let _ = bastion_server::serve(listener, state, async {
+            let stop = async {
                 let _ = rx.await;
-            })
-            .await;
+            };
+            let _ = match tls {
+                Some(tls) => bastion_server::serve_tls(listener, tls, state, stop).await,
+                None => bastion_server::serve(listener, state, stop).await,
+            };
         });
         Self {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             addr,
             client: reqwest::Client::new(),
             meta,
