@@ -158,10 +158,12 @@ impl Policy {
                 reason: format!("reaches the interpreter internal '{d}' through an attribute"),
             };
         }
-        // Every way of splitting the dotted path into module and attribute chain: a name on a
-        // deny list is dangerous however it is reached (`numpy.testing.os.system`).
+        // Every way of reading the attribute path as module + name: a name on a deny list is
+        // dangerous however it is reached (`numpy` . `testing._private.utils.os.system`).
+        // Starts: the module itself, and each attribute (an attribute may be a module).
         let mut worst: Option<(Severity, String)> = None;
-        for start in 0..parts.len() {
+        let starts = std::iter::once(0).chain(module_parts..parts.len());
+        for start in starts {
             for split in start + 1..parts.len() {
                 let m = parts[start..split].join(".");
                 if let Some((s, what)) = self.denied(&m, parts[split])
@@ -243,6 +245,8 @@ mod tests {
         }
         assert_eq!(sev(&p, "mypackage.models", "Net"), Some(Severity::Medium));
         assert_eq!(sev(&p, "torch", "nn"), Some(Severity::Medium));
+        // A module path that merely contains a listed name is not that module.
+        assert_eq!(sev(&p, "numpy.random._pickle", "__randomstate_ctor"), None);
     }
 
     #[test]

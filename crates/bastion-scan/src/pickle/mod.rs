@@ -355,7 +355,13 @@ impl<'o> Machine<'o> {
         Ok(obj(Value::Global(g)))
     }
 
-    fn call(&mut self, callable: Obj, at: u64, opcode: &'static str) -> Result<Obj, PickleError> {
+    fn call(
+        &mut self,
+        callable: Obj,
+        args: Obj,
+        at: u64,
+        opcode: &'static str,
+    ) -> Result<Obj, PickleError> {
         let event = match &*callable {
             Value::Global(g) => Event::Call {
                 global: g.clone(),
@@ -371,6 +377,7 @@ impl<'o> Machine<'o> {
         self.out.record(event, at)?;
         Ok(obj(Value::Called {
             callable,
+            args,
             offset: at,
             state: RefCell::new(None),
         }))
@@ -745,9 +752,9 @@ impl<'o> Machine<'o> {
                 b'i' => {
                     let module = text_of(&input.line()?);
                     let name = text_of(&input.line()?);
-                    let _args = self.pop_mark(at)?;
+                    let args = obj(Value::Tuple(self.pop_mark(at)?));
                     let g = self.import(module, name, at, "INST")?;
-                    let r = self.call(g, at, "INST")?;
+                    let r = self.call(g, args, at, "INST")?;
                     self.push(r, at)?;
                 }
                 b'o' => {
@@ -756,26 +763,26 @@ impl<'o> Machine<'o> {
                         return Err(malformed(at, "OBJ without a class"));
                     }
                     let cls = items.remove(0);
-                    let r = self.call(cls, at, "OBJ")?;
+                    let r = self.call(cls, obj(Value::Tuple(items)), at, "OBJ")?;
                     self.push(r, at)?;
                 }
                 b'R' => {
-                    let _args = self.pop(at)?;
+                    let args = self.pop(at)?;
                     let callable = self.pop(at)?;
-                    let r = self.call(callable, at, "REDUCE")?;
+                    let r = self.call(callable, args, at, "REDUCE")?;
                     self.push(r, at)?;
                 }
                 0x81 => {
-                    let _args = self.pop(at)?;
+                    let args = self.pop(at)?;
                     let cls = self.pop(at)?;
-                    let r = self.call(cls, at, "NEWOBJ")?;
+                    let r = self.call(cls, args, at, "NEWOBJ")?;
                     self.push(r, at)?;
                 }
                 0x92 => {
                     let _kwargs = self.pop(at)?;
-                    let _args = self.pop(at)?;
+                    let args = self.pop(at)?;
                     let cls = self.pop(at)?;
-                    let r = self.call(cls, at, "NEWOBJ_EX")?;
+                    let r = self.call(cls, args, at, "NEWOBJ_EX")?;
                     self.push(r, at)?;
                 }
                 b'b' => {
@@ -789,7 +796,14 @@ impl<'o> Machine<'o> {
                             },
                             at,
                         )?,
-                        Value::Called { state: s, .. } => *s.borrow_mut() = Some(state),
+                        Value::Called {
+                            callable, state: s, ..
+                        } => {
+                            *s.borrow_mut() = Some(state.clone());
+                            if is_joblib_wrapper(callable) {
+                                self.joblib_array(&state, input, at)?;
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -827,10 +841,82 @@ impl<'o> Machine<'o> {
         }
     }
 
+    /// joblib writes each array's bytes into the pickle stream right after its wrapper's
+    /// BUILD (its unpickler reads them there): skip them as it would, or, for object arrays,
+    /// scan the nested pickle it wrote instead.
+    fn joblib_array<R: BufRead>(
+        &mut self,
+        state: &Obj,
+        input: &mut Input<R>,
+        at: u64,
+    ) -> Result<(), PickleError> {
+        let unknown = |what: &str| malformed(at, format!("a joblib array with {what}"));
+        let dtype = dict_get(state, "dtype").ok_or_else(|| unknown("no dtype"))?;
+        let code = match &*dtype {
+            Value::Called { args, .. } => match &**args {
+                Value::Tuple(items) => items.first().and_then(|v| v.text().map(str::to_owned)),
+                _ => None,
+            },
+            _ => None,
+        }
+        .ok_or_else(|| unknown("an unreadable dtype"))?;
+        let code = code.trim_start_matches(['<', '>', '|', '=']);
+        if code.starts_with('O') {
+            let mut nested = Machine::new(&mut *self.out);
+            return nested.run(input);
+        }
+        let shape = dict_get(state, "shape").ok_or_else(|| unknown("no shape"))?;
+        let Value::Tuple(dims) = &*shape else {
+            return Err(unknown("a shape that is not a tuple"));
+        };
+        let mut count: u64 = 1;
+        for d in dims {
+            let Value::Int(n) = **d else {
+                return Err(unknown("a non-integer dimension"));
+            };
+            count = u64::try_from(n)
+                .ok()
+                .and_then(|n| count.checked_mul(n))
+                .ok_or_else(|| unknown("an impossible shape"))?;
+        }
+        let (kind, digits) = code.split_at(code.len().min(1));
+        let width: u64 = digits.parse().map_err(|_| unknown("an unknown dtype"))?;
+        let itemsize = if kind == "U" { width * 4 } else { width };
+        let size = count
+            .checked_mul(itemsize)
+            .ok_or_else(|| unknown("an impossible size"))?;
+        if dict_get(state, "numpy_array_alignment_bytes")
+            .is_some_and(|v| matches!(*v, Value::Int(_)))
+        {
+            let padding = input.byte()?;
+            input.skip(padding.into())?;
+        }
+        input.skip(size)
+    }
+
     fn extension(&mut self, code: u32, at: u64) -> Result<(), PickleError> {
         self.out.record(Event::Extension { code, offset: at }, at)?;
         self.push(obj(Value::Extension { code, offset: at }), at)
     }
+}
+
+fn is_joblib_wrapper(callable: &Obj) -> bool {
+    matches!(&**callable, Value::Global(g)
+        if g.name == "NumpyArrayWrapper"
+            && (g.module == "joblib.numpy_pickle" || g.module == "sklearn.externals.joblib.numpy_pickle"))
+}
+
+/// The value under a string key of a dict built by the pickle.
+fn dict_get(dict: &Obj, key: &str) -> Option<Obj> {
+    let Value::Dict(items) = &**dict else {
+        return None;
+    };
+    let items = items.borrow();
+    items
+        .kept
+        .chunks_exact(2)
+        .find(|kv| kv[0].text() == Some(key))
+        .map(|kv| kv[1].clone())
 }
 
 /// Python's `raw-unicode-escape`/string-escape decoding, enough to recover names.

@@ -35,6 +35,7 @@ pub enum Value {
     /// What REDUCE, NEWOBJ, NEWOBJ_EX, OBJ or INST returns: the result of calling `callable`.
     Called {
         callable: Obj,
+        args: Obj,
         offset: u64,
         /// Set by BUILD.
         state: RefCell<Option<Obj>>,
@@ -74,9 +75,13 @@ impl Value {
                 work.append(&mut items.get_mut().kept)
             }
             Value::Called {
-                callable, state, ..
+                callable,
+                args,
+                state,
+                ..
             } => {
                 work.push(std::mem::replace(callable, Rc::new(Value::None)));
+                work.push(std::mem::replace(args, Rc::new(Value::None)));
                 work.extend(state.get_mut().take());
             }
             Value::Persistent { pid } => work.push(std::mem::replace(pid, Rc::new(Value::None))),

@@ -1,0 +1,117 @@
+//! The container walker on archives built here: nested wrappers, member names that escape,
+//! decompression bombs and nesting depth end in errors, never in memory exhaustion or "clean".
+
+use std::io::Write;
+
+use bastion_scan::{Limits, Policy, Scanner, Severity};
+
+const EVIL: &[u8] = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.";
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn tar(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, name, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn zip(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in members {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn scanner() -> Scanner {
+    Scanner::new(Policy::builtin())
+}
+
+#[test]
+fn nested_wrappers_are_opened_and_locations_name_the_path() {
+    let bytes = gzip(&tar("model/weights.pkl", EVIL));
+    let r = scanner().scan_bytes(&bytes, "m.tgz");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.formats, ["gzip", "tar", "pickle"]);
+    let f = &r.findings[0];
+    assert_eq!(f.severity, Severity::Critical);
+    assert_eq!(f.location, "m.tgz!gzip!model/weights.pkl");
+    assert_eq!(f.offset, Some(2));
+}
+
+#[test]
+fn escaping_member_names_are_flagged_and_still_scanned() {
+    let bytes = zip(&[("../../evil.pkl", EVIL), ("ok.txt", b"hello")]);
+    let r = scanner().scan_bytes(&bytes, "m.zip");
+    let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert!(rules.contains(&"archive.path-traversal"), "{rules:?}");
+    assert!(rules.contains(&"pickle.dangerous-global"), "{rules:?}");
+}
+
+#[test]
+fn a_decompression_bomb_is_an_error() {
+    // A pickle whose 64 MiB of bytes compress to almost nothing: reading past them to its
+    // STOP would take 64 MiB of decompression.
+    let mut p = b"\x80\x04\x8e".to_vec();
+    p.extend((64u64 << 20).to_le_bytes());
+    p.resize(p.len() + (64 << 20), 0);
+    p.push(b'.');
+    let bomb = gzip(&p);
+    let mut s = scanner();
+    s.limits = Limits {
+        max_expanded: 8 << 20,
+        ..Limits::default()
+    };
+    let r = s.scan_bytes(&bomb, "bomb.gz");
+    assert!(
+        r.errors.iter().any(|e| e.message.contains("decompress")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn nesting_beyond_the_limit_is_an_error() {
+    let mut bytes = EVIL.to_vec();
+    for _ in 0..10 {
+        bytes = gzip(&bytes);
+    }
+    let r = scanner().scan_bytes(&bytes, "deep.gz");
+    assert!(
+        r.errors.iter().any(|e| e.message.contains("nested deeper")),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn data_that_is_no_model_format_is_neither_a_finding_nor_an_error() {
+    for data in [&b"just some text\n"[..], &[0u8; 100][..], &[][..]] {
+        let r = scanner().scan_bytes(data, "x");
+        assert!(r.findings.is_empty() && r.errors.is_empty(), "{r:?}");
+    }
+}
+
+#[test]
+fn folders_are_walked_and_symlinks_reported_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/model.bin"), EVIL).unwrap();
+    std::fs::write(dir.path().join("readme.md"), "hi").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+    let report = scanner().scan_paths(&[dir.path().to_path_buf()]);
+    assert_eq!(report.files.len(), 3);
+    assert_eq!(report.worst(), Some(Severity::Critical));
+    assert!(report.findings().any(|f| f.rule == "file.symlink"));
+    assert_eq!(report.exit_code(Severity::Medium), 1);
+}
