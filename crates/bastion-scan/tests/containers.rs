@@ -115,3 +115,24 @@ fn folders_are_walked_and_symlinks_reported_not_followed() {
     assert!(report.findings().any(|f| f.rule == "file.symlink"));
     assert_eq!(report.exit_code(Severity::Medium), 1);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+    #[test]
+    fn format_headers_followed_by_garbage_never_panic(
+        which in 0usize..6,
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+    ) {
+        let prefix: &[u8] = [
+            &b"\x08\x08\x12"[..],            // ONNX
+            b"GGUF\x03\x00\x00\x00",           // GGUF v3
+            b"\x93NUMPY\x01\x00",               // npy
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{",   // safetensors
+            b"\x89HDF\r\n\x1a\n{\"class_name\"",  // Keras HDF5
+            b"PK\x03\x04",                      // zip
+        ][which];
+        let mut bytes = prefix.to_vec();
+        bytes.extend(tail);
+        let _ = scanner().scan_bytes(&bytes, "x");
+    }
+}

@@ -214,6 +214,34 @@ fn hostile_input_hits_limits_not_memory() {
 }
 
 #[test]
+fn joblib_arrays_are_skipped_as_joblib_reads_them_and_odd_dtypes_are_errors() {
+    // NumpyArrayWrapper state {shape: (2,), dtype: numpy.dtype(<dtype>), numpy_array_alignment_bytes: 16}
+    // followed by the padding length, padding and 2 x 8 raw bytes that are not opcodes.
+    let wrapper = |dtype: &str| {
+        let mut p = b"\x80\x04cjoblib.numpy_pickle\nNumpyArrayWrapper\n)\x81}(".to_vec();
+        p.extend(short_unicode("shape"));
+        p.extend(b"K\x02\x85");
+        p.extend(short_unicode("dtype"));
+        p.extend(b"cnumpy\ndtype\n");
+        p.extend(short_unicode(dtype));
+        p.extend(b"\x89\x88\x87R");
+        p.extend(short_unicode("numpy_array_alignment_bytes"));
+        p.extend(b"K\x10ub");
+        p.push(3);
+        p.extend([0xff; 3]);
+        p.extend([0xfe; 16]);
+        p.push(b'.');
+        p
+    };
+    assert_eq!(findings(&wrapper("<f8")), (vec![], None));
+    let (_, err) = findings(&wrapper("é8"));
+    assert!(
+        matches!(err, Some(PickleError::Malformed { .. })),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn deep_nesting_is_dropped_without_recursion() {
     // A million nested one-tuples, and a million chained calls of a computed callable.
     let mut p = vec![0x80, 2, b'N'];

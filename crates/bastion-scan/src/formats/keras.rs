@@ -112,7 +112,9 @@ pub fn scan_config<R: BufRead>(r: R, policy: &Policy, location: &str) -> Found {
 /// uncompressed, so the JSON text is in the file as written).
 pub fn scan_hdf5<R: BufRead>(mut r: R, policy: &Policy, location: &str) -> Found {
     let mut found = Found::default();
-    let mut window: Vec<u8> = Vec::new();
+    // How much of each start pattern the last bytes match ('{' occurs only at their start,
+    // so a mismatch restarts at 0 or 1).
+    let mut progress = [0usize; STARTS.len()];
     let mut capture: Option<Capture> = None;
     loop {
         let buf = match r.fill_buf() {
@@ -140,14 +142,19 @@ pub fn scan_hdf5<R: BufRead>(mut r: R, policy: &Policy, location: &str) -> Found
                 }
                 continue;
             }
-            window.push(b);
-            if window.len() > 16 {
-                window.remove(0);
-            }
-            for start in STARTS {
-                if window.ends_with(start) {
+            for (k, start) in progress.iter_mut().zip(STARTS) {
+                *k = if start[*k] == b {
+                    *k + 1
+                } else {
+                    usize::from(b == b'{')
+                };
+                if *k == start.len() {
+                    *k = 0;
                     capture = Some(Capture::new(start));
                 }
+            }
+            if capture.is_some() {
+                progress = [0; STARTS.len()];
             }
         }
         r.consume(n);

@@ -112,7 +112,7 @@ impl<R: BufRead> Pb<R> {
     }
     fn message_end(&mut self) -> Result<u64, String> {
         let n = self.varint()?;
-        Ok(self.offset + n)
+        Ok(self.offset.saturating_add(n))
     }
 }
 

@@ -91,6 +91,19 @@ impl<R: BufRead> Input<R> {
         Ok(())
     }
 
+    /// Reads to the end of the stream; returns how many bytes that was.
+    pub fn skip_to_end(&mut self) -> Result<u64, PickleError> {
+        let start = self.offset;
+        loop {
+            let n = fill(&mut self.inner, self.offset)?.len();
+            if n == 0 {
+                return Ok(self.offset - start);
+            }
+            self.inner.consume(n);
+            self.offset += n as u64;
+        }
+    }
+
     /// A protocol 0 argument: the bytes up to `\n` (consumed, not returned).
     pub fn line(&mut self) -> Result<Vec<u8>, PickleError> {
         let start = self.offset;

@@ -225,11 +225,7 @@ pub fn scan<R: BufRead>(input: R) -> Outcome {
 }
 
 fn count_rest<R: BufRead>(input: &mut Input<R>) -> Result<u64, PickleError> {
-    let start = input.offset();
-    while input.peek()?.is_some() {
-        input.skip(1)?;
-    }
-    Ok(input.offset() - start)
+    input.skip_to_end()
 }
 
 struct Machine<'o> {
@@ -879,9 +875,22 @@ impl<'o> Machine<'o> {
                 .and_then(|n| count.checked_mul(n))
                 .ok_or_else(|| unknown("an impossible shape"))?;
         }
-        let (kind, digits) = code.split_at(code.len().min(1));
-        let width: u64 = digits.parse().map_err(|_| unknown("an unknown dtype"))?;
-        let itemsize = if kind == "U" { width * 4 } else { width };
+        let mut chars = code.chars();
+        let kind = chars.next();
+        if !kind.is_some_and(|k| "biufcmMSUVa?".contains(k)) {
+            return Err(unknown("an unknown dtype"));
+        }
+        let width: u64 = chars
+            .as_str()
+            .parse()
+            .map_err(|_| unknown("an unknown dtype"))?;
+        let itemsize = if kind == Some('U') {
+            width
+                .checked_mul(4)
+                .ok_or_else(|| unknown("an impossible dtype"))?
+        } else {
+            width
+        };
         let size = count
             .checked_mul(itemsize)
             .ok_or_else(|| unknown("an impossible size"))?;
