@@ -58,6 +58,29 @@ pub struct Finding {
     pub subject: Option<String>,
 }
 
+impl Finding {
+    pub fn new(severity: Severity, rule: &str, message: impl Into<String>, location: &str) -> Self {
+        Self {
+            severity,
+            rule: rule.to_owned(),
+            message: message.into(),
+            location: location.to_owned(),
+            offset: None,
+            subject: None,
+        }
+    }
+
+    pub fn at(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
+    }
+
+    pub fn about(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+}
+
 /// Why a file (or a member of one) could not be scanned completely.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanError {

@@ -102,14 +102,11 @@ pub fn sarif(report: &Report, tool_version: &str) -> Value {
             if f.location.contains('!') {
                 message = format!("{message} (in {})", f.location);
             }
-            let mut region = json!({"startLine": 1});
-            if let Some(o) = f.offset {
-                region = json!({"startLine": 1, "byteOffset": o});
-                // byteOffset is only meaningful for the outermost file.
-                if f.location.contains('!') {
-                    region = json!({"startLine": 1});
-                }
-            }
+            // A byte offset locates something in the file itself only outside containers.
+            let region = match f.offset {
+                Some(o) if !f.location.contains('!') => json!({"startLine": 1, "byteOffset": o}),
+                _ => json!({"startLine": 1}),
+            };
             json!({
                 "ruleId": f.rule,
                 "level": sarif_level(f.severity),

@@ -131,16 +131,17 @@ impl Scanner {
             report.files.push(FileReport {
                 path: display.clone(),
                 formats: vec!["symlink".into()],
-                findings: vec![Finding {
-                    severity: Severity::Medium,
-                    rule: "file.symlink".into(),
-                    message: format!(
-                        "a symbolic link to '{target}': loaders follow it, the scan does not"
-                    ),
-                    location: display,
-                    offset: None,
-                    subject: Some(target),
-                }],
+                findings: vec![
+                    Finding::new(
+                        Severity::Medium,
+                        "file.symlink",
+                        format!(
+                            "a symbolic link to '{target}': loaders follow it, the scan does not"
+                        ),
+                        &display,
+                    )
+                    .about(target),
+                ],
                 ..Default::default()
             });
             return;
@@ -187,7 +188,7 @@ impl Scanner {
             )),
             report: &mut report,
         };
-        walk.file(file, display);
+        walk.seekable(file, display, 0);
         report
     }
 
@@ -226,10 +227,6 @@ impl Walk<'_> {
         if !self.report.formats.iter().any(|x| x == f) {
             self.report.formats.push(f.to_owned());
         }
-    }
-
-    fn file(&mut self, file: File, location: &str) {
-        self.seekable(file, location, 0);
     }
 
     /// A stream that can seek (a file, or bytes in memory): zips are opened in place.
@@ -278,27 +275,22 @@ impl Walk<'_> {
             Format::Zip => self.nested_zip(&mut r, location, depth),
             Format::Tar => self.tar(&mut r, location, depth),
             Format::Gzip => {
-                self.format("gzip");
                 let mut d = flate2::read::MultiGzDecoder::new(BufReader::new(r));
                 self.decompressed(&mut d, location, "gzip", depth)
             }
             Format::Zlib => {
-                self.format("zlib");
                 let mut d = flate2::read::ZlibDecoder::new(BufReader::new(r));
                 self.decompressed(&mut d, location, "zlib", depth)
             }
             Format::Bzip2 => {
-                self.format("bzip2");
                 let mut d = bzip2::read::MultiBzDecoder::new(BufReader::new(r));
                 self.decompressed(&mut d, location, "bzip2", depth)
             }
             Format::Xz => {
-                self.format("xz");
                 let mut d = lzma_rust2::XzReader::new(BufReader::new(r), true);
                 self.decompressed(&mut d, location, "xz", depth)
             }
             Format::Lzma => {
-                self.format("lzma");
                 // 256 MiB of decoder memory at most, whatever the header asks for.
                 match lzma_rust2::LzmaReader::new_mem_limit(BufReader::new(r), 256 * 1024, None) {
                     Ok(mut d) => self.decompressed(&mut d, location, "lzma", depth),
@@ -306,7 +298,6 @@ impl Walk<'_> {
                 }
             }
             Format::Lz4 => {
-                self.format("lz4");
                 let mut d = lz4_flex::frame::FrameDecoder::new(BufReader::new(r));
                 self.decompressed(&mut d, location, "lz4", depth)
             }
@@ -347,24 +338,23 @@ impl Walk<'_> {
         }
     }
 
-    /// Text files may still be model configurations (`config.json` of a `.keras` archive,
-    /// ONNX protobufs are recognized by structure).
+    /// No magic bytes: ONNX protobufs and Keras JSON configurations are recognized by
+    /// structure; anything else is not a model format.
     fn unknown<R: Read>(&mut self, head: &[u8], r: R, location: &str) {
         if formats::onnx::looks_like(head) {
             self.format("onnx");
             let found = formats::onnx::scan(BufReader::new(r), location);
-            return self.apply(found);
-        }
-        if formats::keras::looks_like_config(head) {
+            self.apply(found);
+        } else if formats::keras::looks_like_config(head) {
             self.format("keras-config");
             let found =
                 formats::keras::scan_config(BufReader::new(r), &self.scanner.policy, location);
-            return self.apply(found);
+            self.apply(found);
         }
-        let _ = r;
     }
 
     fn decompressed(&mut self, d: &mut dyn Read, location: &str, what: &str, depth: u32) {
+        self.format(what);
         let mut inner = Budgeted {
             inner: d,
             budget: self.budget.clone(),
@@ -394,17 +384,18 @@ impl Walk<'_> {
         self.format("npy");
         match formats::npy::header(&mut r) {
             Ok(h) if h.object => {
-                self.finding(Finding {
-                    severity: Severity::Medium,
-                    rule: "npy.object-array".into(),
-                    message: format!(
-                        "an object array (dtype {}): loading it requires allow_pickle=True and unpickles its elements",
-                        h.descr
-                    ),
-                    location: location.to_owned(),
-                    offset: Some(0),
-                    subject: None,
-                });
+                self.finding(
+                    Finding::new(
+                        Severity::Medium,
+                        "npy.object-array",
+                        format!(
+                            "an object array (dtype {}): loading it requires allow_pickle=True and unpickles its elements",
+                            h.descr
+                        ),
+                        location,
+                    )
+                    .at(0),
+                );
                 let inner = format!("{location}!objects");
                 self.pickle(r, &inner, Format::Pickle);
             }
@@ -451,27 +442,27 @@ impl Walk<'_> {
     }
 
     fn archive_link(&mut self, location: &str, name: &str) {
-        self.finding(Finding {
-            severity: Severity::Medium,
-            rule: "archive.link".into(),
-            message: format!("archive member '{name}' is a link: extracting it may touch files outside the archive"),
-            location: location.to_owned(),
-            offset: None,
-            subject: Some(name.to_owned()),
-        });
+        self.finding(
+            Finding::new(
+                Severity::Medium,
+                "archive.link",
+                format!("archive member '{name}' is a link: extracting it may touch files outside the archive"),
+                location,
+            )
+            .about(name),
+        );
     }
 
     fn traversal(&mut self, location: &str, name: &str) {
-        self.finding(Finding {
-            severity: Severity::High,
-            rule: "archive.path-traversal".into(),
-            message: format!(
-                "archive member '{name}' would be extracted outside the target folder"
-            ),
-            location: location.to_owned(),
-            offset: None,
-            subject: Some(name.to_owned()),
-        });
+        self.finding(
+            Finding::new(
+                Severity::High,
+                "archive.path-traversal",
+                format!("archive member '{name}' would be extracted outside the target folder"),
+                location,
+            )
+            .about(name),
+        );
     }
 
     fn nested_zip(&mut self, r: &mut dyn Read, location: &str, depth: u32) {

@@ -26,12 +26,8 @@ impl Found {
         subject: Option<String>,
     ) {
         self.findings.push(Finding {
-            severity,
-            rule: rule.to_owned(),
-            message: message.into(),
-            location: location.to_owned(),
-            offset: None,
             subject,
+            ..Finding::new(severity, rule, message, location)
         });
     }
 

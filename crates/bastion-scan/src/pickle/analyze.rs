@@ -23,12 +23,8 @@ fn finding(
     subject: Option<String>,
 ) -> Finding {
     Finding {
-        severity,
-        rule: rule.to_owned(),
-        message,
-        location: location.to_owned(),
-        offset: Some(offset),
         subject,
+        ..Finding::new(severity, rule, message, location).at(offset)
     }
 }
 

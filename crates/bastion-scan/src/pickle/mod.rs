@@ -490,12 +490,7 @@ impl<'o> Machine<'o> {
                     self.push(v, at)?;
                 }
                 // Numbers.
-                b'I' => {
-                    let line = input.line()?;
-                    let v = Self::int_line(&line, at)?;
-                    self.push(obj(v), at)?;
-                }
-                b'L' => {
+                b'I' | b'L' => {
                     let line = input.line()?;
                     let v = Self::int_line(&line, at)?;
                     self.push(obj(v), at)?;
@@ -602,12 +597,10 @@ impl<'o> Machine<'o> {
                     input.skip(n)?;
                     self.push(obj(Value::Bytes { len: n }), at)?;
                 }
-                0x97 | 0x98 => {
-                    if op == 0x97 {
-                        self.push(obj(Value::Buffer), at)?;
-                    } else {
-                        self.top(at)?;
-                    }
+                0x97 => self.push(obj(Value::Buffer), at)?,
+                // READONLY_BUFFER marks the top buffer read-only: nothing to model.
+                0x98 => {
+                    self.top(at)?;
                 }
                 // Containers.
                 b')' => self.push(obj(Value::Tuple(Vec::new())), at)?,
