@@ -4,7 +4,7 @@ files it must pass without a finding.
 
     python generate.py OUT_DIR      ->  OUT_DIR/malicious/*, OUT_DIR/benign/*
 
-Needs numpy, scikit-learn and joblib (pinned in tests/interop/requirements.txt). Nothing here
+Needs numpy, scikit-learn, joblib, h5py and py7zr (pinned in tests/interop/requirements.txt). Nothing here
 loads the malicious files.
 """
 import bz2
@@ -20,8 +20,10 @@ import tarfile
 import zipfile
 import zlib
 
+import h5py
 import joblib
 import numpy as np
+import py7zr
 
 PAYLOAD = "echo bastion-corpus"
 
@@ -150,6 +152,49 @@ def onnx_model(domain="", external=None):
     return pb_field(1, 8) + pb_field(2, "bastion-corpus") + pb_field(7, graph) + pb_field(8, opset)
 
 
+def saved_model(graph_nodes, functions=()):
+    """A TensorFlow SavedModel protobuf: graph nodes (name, op) and library functions
+    (name, [(node, op)…]), the way saved_model.pb nests them."""
+    node = lambda name, op: pb_field(1, name) + pb_field(2, op)
+    graph = b"".join(pb_field(1, node(n, op)) for n, op in graph_nodes)
+    library = b""
+    for fname, nodes in functions:
+        f = pb_field(1, pb_field(1, fname)) + b"".join(pb_field(3, node(n, op)) for n, op in nodes)
+        library += pb_field(1, f)
+    if library:
+        graph += pb_field(2, library)
+    meta_graph = pb_field(1, pb_field(4, "serve")) + pb_field(2, graph)
+    return pb_field(1, 1) + pb_field(2, meta_graph)
+
+
+# The ops TensorFlow itself writes into every SavedModel to save and restore variables.
+SAVER = ("__inference__traced_save_42", [("SaveV2", "SaveV2"), ("MergeV2Checkpoints", "MergeV2Checkpoints"), ("StringJoin", "StringJoin")])
+RESTORER = ("__inference__traced_restore_57", [("RestoreV2", "RestoreV2"), ("Identity", "Identity")])
+SERVING = [("x", "Placeholder"), ("w", "VarHandleOp"), ("m", "MatMul"), ("r", "Relu"), ("StatefulPartitionedCall", "StatefulPartitionedCall")]
+
+
+def keras_h5(layers):
+    """A legacy Keras HDF5 model file, written by h5py the way Keras lays it out."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = keras_config(layers).decode()
+        weights = f.create_group("model_weights")
+        for layer in layers:
+            g = weights.create_group(layer["config"]["name"])
+            g.create_dataset("kernel:0", data=np.ones((4, 4), dtype=np.float32))
+    return buf.getvalue()
+
+
+def seven_zip(members):
+    buf = io.BytesIO()
+    with py7zr.SevenZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(data, name)
+    return buf.getvalue()
+
+
 def gguf(template):
     def gstr(s):
         b = s.encode()
@@ -268,6 +313,12 @@ def malicious():
     m["onnx_external_escape.onnx"] = onnx_model(external="../../../etc/passwd")
     m["onnx_external_absolute.onnx"] = onnx_model(external="/etc/shadow")
     m["onnx_custom_domain.onnx"] = onnx_model(domain="com.attacker.ops")
+    m["seven_zip_wrapped.7z"] = seven_zip({"model/model.pkl": evil, "README": b"a model"})
+    m["seven_zip_in_tar.tar"] = tar_of("bundle/model.7z", seven_zip({"model.pkl": evil}))
+    m["keras_lambda_h5py.h5"] = keras_h5([dense("d1"), LAMBDA])
+    m["tf_savedmodel_readfile.pb"] = saved_model(SERVING + [("leak", "ReadFile")], [SAVER])
+    m["tf_savedmodel_writefile_in_function.pb"] = saved_model(SERVING, [SAVER, ("__inference_serve_9", [("w", "WriteFile")])])
+    m["tf_savedmodel_pyfunc.pb"] = saved_model(SERVING + [("py", "EagerPyFunc")])
     m["gguf_template_injection.gguf"] = gguf("{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m.content }}{% endfor %}")
     m["safetensors_overlap.safetensors"] = safetensors({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}})
     m["safetensors_out_of_range.safetensors"] = safetensors({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, data_len=8)
@@ -329,6 +380,9 @@ def benign():
     b["onnx_external_local.onnx"] = onnx_model(external="weights.bin")
     b["keras_dense.keras"] = keras_zip([dense("d1"), dense("d2")])
     b["keras_dense_h5.h5"] = b"\x89HDF\r\n\x1a\n" + b"\0" * 100 + keras_config([dense("d1")]) + b"\0" * 100
+    b["keras_dense_h5py.h5"] = keras_h5([dense("d1"), dense("d2")])
+    b["tf_savedmodel.pb"] = saved_model(SERVING, [SAVER, RESTORER])
+    b["sklearn_pipeline.7z"] = seven_zip({"model.joblib": joblib_bytes(models["pipeline"]), "model.pkl": b["sklearn_pipeline.pkl"]})
     b["gguf_chat_template.gguf"] = gguf("{% for message in messages %}<|{{ message.role }}|>{{ message.content }}{% endfor %}")
     b["plain_dict.pkl"] = pickle.dumps({"weights": [1.0, 2.0], "name": "m"}, protocol=5)
     b["model_folder_config.json"] = json.dumps({"hidden_size": 8}).encode()

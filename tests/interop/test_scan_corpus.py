@@ -1,5 +1,5 @@
 """`bastion scan` against the corpus made by tests/corpus/generate.py: every malicious file is
-detected (a finding of MEDIUM or worse), no benign model file has any finding, and the exit
+detected (a finding of MEDIUM or worse), no benign model file has any finding (INFO notes aside), and the exit
 codes and SARIF output are what CI systems expect."""
 import json
 import os
@@ -45,11 +45,18 @@ def test_every_malicious_file_is_detected(corpus):
 def test_no_benign_file_has_a_finding(corpus):
     files = sorted(os.listdir(corpus / "benign"))
     assert len(files) >= 25
-    r = scan(corpus / "benign", "--format", "json", "--fail-on", "info")
+    r = scan(corpus / "benign", "--format", "json", "--fail-on", "low")
     report = json.loads(r.stdout)
-    noisy = {os.path.basename(f["path"]): f["findings"] + f["errors"] for f in report["files"] if f["findings"] or f["errors"]}
+    # INFO notes are not findings: TensorFlow's own checkpoint ops in a SavedModel, say.
+    noisy = {
+        os.path.basename(f["path"]): [x for x in f["findings"] if x["severity"] != "INFO"] + f["errors"]
+        for f in report["files"]
+    }
+    noisy = {k: v for k, v in noisy.items() if v}
     assert noisy == {}, noisy
     assert r.returncode == 0
+    notes = {os.path.basename(f["path"]): sorted(x["subject"] for x in f["findings"]) for f in report["files"] if f["findings"]}
+    assert notes == {"tf_savedmodel.pb": ["MergeV2Checkpoints", "RestoreV2", "SaveV2"]}, notes
 
 
 def test_exit_codes_and_sarif(corpus, tmp_path):

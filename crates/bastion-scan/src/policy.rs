@@ -32,6 +32,22 @@ struct PolicyFile {
     medium: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     dunder: Dunder,
+    #[serde(default)]
+    tensorflow: TensorflowOps,
+}
+
+/// TensorFlow op names by severity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TensorflowOps {
+    #[serde(default)]
+    critical: Vec<String>,
+    #[serde(default)]
+    high: Vec<String>,
+    #[serde(default)]
+    medium: Vec<String>,
+    #[serde(default)]
+    info: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +77,8 @@ pub struct Policy {
     /// Most severe first.
     deny: Vec<(Severity, Table)>,
     safe_dunders: BTreeSet<String>,
+    /// TensorFlow ops worth reporting, with their severity.
+    tensorflow_ops: BTreeMap<String, Severity>,
 }
 
 fn merge(into: &mut Table, from: BTreeMap<String, Vec<String>>) {
@@ -86,6 +104,7 @@ impl Policy {
                 (Severity::Medium, Table::new()),
             ],
             safe_dunders: BTreeSet::new(),
+            tensorflow_ops: BTreeMap::new(),
         };
         // The embedded file is checked by a unit test; an error here cannot happen at run time.
         let _ = p.extend("built-in policy", DEFAULT_POLICY);
@@ -109,7 +128,25 @@ impl Policy {
             }
         }
         self.safe_dunders.extend(file.dunder.safe);
+        let tf = file.tensorflow;
+        for (severity, ops) in [
+            (Severity::Critical, tf.critical),
+            (Severity::High, tf.high),
+            (Severity::Medium, tf.medium),
+            (Severity::Info, tf.info),
+        ] {
+            for op in ops {
+                // An op listed twice keeps its most severe rating.
+                let s = self.tensorflow_ops.entry(op).or_insert(severity);
+                *s = (*s).max(severity);
+            }
+        }
         Ok(())
+    }
+
+    /// How bad a TensorFlow op is, if it is on a list.
+    pub fn tensorflow_op(&self, op: &str) -> Option<Severity> {
+        self.tensorflow_ops.get(op).copied()
     }
 
     fn allowed(&self, module: &str, name: &str) -> bool {

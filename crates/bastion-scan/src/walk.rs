@@ -25,7 +25,7 @@ pub struct Limits {
     /// Members per archive.
     pub max_members: u64,
     /// A nested zip is read into memory to be opened: at most this large.
-    pub max_nested_zip: u64,
+    pub max_nested_archive: u64,
 }
 
 impl Default for Limits {
@@ -34,7 +34,7 @@ impl Default for Limits {
             max_depth: 6,
             max_expanded: 8 << 30,
             max_members: 100_000,
-            max_nested_zip: 1 << 30,
+            max_nested_archive: 1 << 30,
         }
     }
 }
@@ -240,10 +240,89 @@ impl Walk<'_> {
         if let Err(e) = r.rewind() {
             return self.error(location, format!("read failed: {e}"));
         }
-        if detect::detect(&head) == Format::Zip {
-            self.zip(r, location, depth);
-        } else {
-            self.stream(&mut BufReader::new(r), location, depth);
+        match detect::detect(&head) {
+            Format::Zip => self.zip(r, location, depth),
+            Format::SevenZip => self.seven_zip(r, location, depth),
+            _ => self.stream(&mut BufReader::new(r), location, depth),
+        }
+    }
+
+    /// A nested archive that needs to seek, read into memory (up to a limit).
+    fn in_memory(&mut self, r: &mut dyn Read, location: &str, what: &str) -> Option<Vec<u8>> {
+        let limit = self.scanner.limits.max_nested_archive;
+        let mut buf = Vec::new();
+        match r.take(limit + 1).read_to_end(&mut buf) {
+            Ok(n) if n as u64 > limit => {
+                self.error(
+                    location,
+                    format!("a nested {what} archive larger than {limit} bytes is not opened"),
+                );
+                None
+            }
+            Ok(_) => Some(buf),
+            Err(e) => {
+                self.error(location, format!("read failed: {e}"));
+                None
+            }
+        }
+    }
+
+    fn seven_zip<R: Read + Seek>(&mut self, r: R, location: &str, depth: u32) {
+        self.format("7z");
+        // Dictionaries of up to 256 MiB: what 7-Zip's own presets use at most ("ultra" is 64).
+        let mut archive = match sevenz_rust2::ArchiveReader::new_with_memory_limit(
+            r,
+            sevenz_rust2::Password::empty(),
+            256 * 1024,
+        ) {
+            Ok(a) => a,
+            Err(e) => return self.error(location, format!("invalid 7z archive: {e}")),
+        };
+        let entries = archive.archive().files.len() as u64;
+        if entries > self.scanner.limits.max_members {
+            return self.error(location, "too many archive members");
+        }
+        let encrypted =
+            (0..archive.archive().files.len()).any(|i| archive.archive().is_file_encrypted(i));
+        if encrypted {
+            return self.error(
+                location,
+                "the 7z archive is encrypted: its members cannot be scanned",
+            );
+        }
+        let result = archive.for_each_entries(|entry, reader| {
+            if entry.is_directory() || !entry.has_stream() {
+                return Ok(true);
+            }
+            let name = entry.name().to_owned();
+            // Unix mode in the high 16 bits (7-Zip's "unix extension" flag 0x8000).
+            let attrs = entry.windows_attributes();
+            if attrs & 0x8000 != 0 && (attrs >> 16) & 0o170000 == 0o120000 {
+                self.archive_link(location, &name);
+                return Ok(true);
+            }
+            if entry.size() > self.budget.get() {
+                return Err(sevenz_rust2::Error::Other(
+                    "decompressed data exceeds the scanner's limit (a decompression bomb?)".into(),
+                ));
+            }
+            if unsafe_member_name(&name) {
+                self.traversal(location, &name);
+            }
+            let at = format!("{location}!{name}");
+            let budget = self.budget.clone();
+            self.stream(
+                &mut Budgeted {
+                    inner: reader,
+                    budget,
+                },
+                &at,
+                depth + 1,
+            );
+            Ok(true)
+        });
+        if let Err(e) = result {
+            self.error(location, format!("7z archive unreadable: {e}"));
         }
     }
 
@@ -272,7 +351,11 @@ impl Walk<'_> {
             Format::Pickle | Format::MaybePickle => {
                 self.pickle(BufReader::with_capacity(64 * 1024, r), location, format)
             }
-            Format::Zip => self.nested_zip(&mut r, location, depth),
+            Format::Zip => {
+                if let Some(bytes) = self.in_memory(&mut r, location, "zip") {
+                    self.zip(Cursor::new(bytes), location, depth)
+                }
+            }
             Format::Tar => self.tar(&mut r, location, depth),
             Format::Gzip => {
                 let mut d = flate2::read::MultiGzDecoder::new(BufReader::new(r));
@@ -303,10 +386,9 @@ impl Walk<'_> {
             }
             Format::SevenZip => {
                 self.format("7z");
-                self.error(
-                    location,
-                    "7z archives cannot be opened by this version of the scanner",
-                )
+                if let Some(bytes) = self.in_memory(&mut r, location, "7z") {
+                    self.seven_zip(Cursor::new(bytes), location, depth)
+                }
             }
             Format::Npy => self.npy(BufReader::new(r), location),
             Format::Hdf5 => {
@@ -338,10 +420,15 @@ impl Walk<'_> {
         }
     }
 
-    /// No magic bytes: ONNX protobufs and Keras JSON configurations are recognized by
-    /// structure; anything else is not a model format.
+    /// No magic bytes: ONNX and SavedModel protobufs and Keras JSON configurations are
+    /// recognized by structure; anything else is not a model format.
     fn unknown<R: Read>(&mut self, head: &[u8], r: R, location: &str) {
-        if formats::onnx::looks_like(head) {
+        if formats::savedmodel::looks_like(head) {
+            self.format("tensorflow-savedmodel");
+            let found =
+                formats::savedmodel::scan(BufReader::new(r), &self.scanner.policy, location);
+            self.apply(found);
+        } else if formats::onnx::looks_like(head) {
             self.format("onnx");
             let found = formats::onnx::scan(BufReader::new(r), location);
             self.apply(found);
@@ -463,19 +550,6 @@ impl Walk<'_> {
             )
             .about(name),
         );
-    }
-
-    fn nested_zip(&mut self, r: &mut dyn Read, location: &str, depth: u32) {
-        let limit = self.scanner.limits.max_nested_zip;
-        let mut buf = Vec::new();
-        match r.take(limit + 1).read_to_end(&mut buf) {
-            Ok(n) if n as u64 > limit => self.error(
-                location,
-                format!("a nested zip larger than {limit} bytes is not opened"),
-            ),
-            Ok(_) => self.zip(Cursor::new(buf), location, depth),
-            Err(e) => self.error(location, format!("read failed: {e}")),
-        }
     }
 
     fn zip<R: Read + Seek>(&mut self, r: R, location: &str, depth: u32) {

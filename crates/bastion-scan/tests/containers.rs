@@ -136,3 +136,53 @@ proptest::proptest! {
         let _ = scanner().scan_bytes(&bytes, "x");
     }
 }
+
+fn seven_zip(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = sevenz_rust2::ArchiveWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    for (name, data) in members {
+        w.push_archive_entry(sevenz_rust2::ArchiveEntry::new_file(name), Some(*data))
+            .unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn seven_zip_members_are_scanned_top_level_and_nested() {
+    let bytes = seven_zip(&[("ok.bin", b"hello"), ("model/data.pkl", EVIL)]);
+    let r = scanner().scan_bytes(&bytes, "m.7z");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.formats, ["7z", "pickle"]);
+    assert_eq!(r.findings[0].location, "m.7z!model/data.pkl");
+    assert_eq!(r.findings[0].severity, Severity::Critical);
+
+    // Inside a gzip stream the archive is read into memory to be opened.
+    let r = scanner().scan_bytes(&gzip(&bytes), "m.7z.gz");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.findings[0].location, "m.7z.gz!gzip!model/data.pkl");
+
+    let traversal = seven_zip(&[("../evil.pkl", EVIL)]);
+    let r = scanner().scan_bytes(&traversal, "t.7z");
+    let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert!(rules.contains(&"archive.path-traversal"), "{rules:?}");
+}
+
+#[test]
+fn seven_zip_bombs_truncation_and_garbage_are_errors() {
+    let big = vec![0u8; 4 << 20];
+    let bytes = seven_zip(&[("zeros.bin", &big)]);
+    assert!(bytes.len() < 64 << 10, "{}", bytes.len());
+    let mut s = scanner();
+    s.limits.max_expanded = 1 << 20;
+    let r = s.scan_bytes(&bytes, "bomb.7z");
+    assert!(
+        r.errors.iter().any(|e| e.message.contains("limit")),
+        "{:?}",
+        r.errors
+    );
+
+    let good = seven_zip(&[("model/data.pkl", EVIL)]);
+    for cut in [8, 32, good.len() / 2, good.len() - 1] {
+        let r = scanner().scan_bytes(&good[..cut], "cut.7z");
+        assert!(!r.errors.is_empty(), "cut at {cut} reported clean: {r:?}");
+    }
+}

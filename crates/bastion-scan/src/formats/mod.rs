@@ -5,7 +5,9 @@ pub mod gguf;
 pub mod keras;
 pub mod npy;
 pub mod onnx;
+mod protobuf;
 pub mod safetensors;
+pub mod savedmodel;
 
 use crate::finding::{Finding, ScanError, Severity};
 

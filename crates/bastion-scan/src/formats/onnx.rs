@@ -5,6 +5,7 @@
 use std::io::BufRead;
 
 use super::Found;
+use super::protobuf::Pb;
 use crate::finding::Severity;
 
 /// Operator domains every ONNX runtime implements.
@@ -19,7 +20,6 @@ const STANDARD_DOMAINS: &[&str] = &[
     "com.microsoft.mlfeaturizers",
     "org.pytorch.aten",
 ];
-const MAX_STRING: u64 = 1 << 20;
 const MAX_NESTING: u32 = 32;
 
 /// ModelProto starts with `ir_version` (field 1, varint) and then another known field.
@@ -28,92 +28,6 @@ pub fn looks_like(head: &[u8]) -> bool {
         && head[0] == 0x08
         && (3..=20).contains(&head[1])
         && matches!(head[2], 0x12 | 0x1a | 0x22 | 0x28 | 0x32 | 0x3a | 0x42)
-}
-
-struct Pb<R> {
-    r: R,
-    offset: u64,
-}
-
-impl<R: BufRead> Pb<R> {
-    fn byte(&mut self) -> Result<u8, String> {
-        let b = self
-            .r
-            .fill_buf()
-            .map_err(|e| e.to_string())?
-            .first()
-            .copied()
-            .ok_or("truncated")?;
-        self.r.consume(1);
-        self.offset += 1;
-        Ok(b)
-    }
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
-    }
-    fn skip(&mut self, mut n: u64) -> Result<(), String> {
-        while n > 0 {
-            let buf = self.r.fill_buf().map_err(|e| e.to_string())?;
-            if buf.is_empty() {
-                return Err("truncated".into());
-            }
-            let k = (buf.len() as u64).min(n) as usize;
-            self.r.consume(k);
-            self.offset += k as u64;
-            n -= k as u64;
-        }
-        Ok(())
-    }
-    fn string(&mut self, n: u64) -> Result<String, String> {
-        if n > MAX_STRING {
-            self.skip(n)?;
-            return Ok(String::new());
-        }
-        let mut out = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            out.push(self.byte()?);
-        }
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    }
-    fn skip_value(&mut self, wire: u64) -> Result<(), String> {
-        match wire {
-            0 => self.varint().map(|_| ()),
-            1 => self.skip(8),
-            2 => {
-                let n = self.varint()?;
-                self.skip(n)
-            }
-            5 => self.skip(4),
-            w => Err(format!("unknown wire type {w}")),
-        }
-    }
-    /// Calls `f(field, wire, pb)` for each field until `end`; `f` must consume the value.
-    fn fields(
-        &mut self,
-        end: u64,
-        mut f: impl FnMut(&mut Self, u64, u64) -> Result<(), String>,
-    ) -> Result<(), String> {
-        while self.offset < end {
-            let tag = self.varint()?;
-            f(self, tag >> 3, tag & 7)?;
-        }
-        if self.offset != end {
-            return Err("a field runs past its message".into());
-        }
-        Ok(())
-    }
-    fn message_end(&mut self) -> Result<u64, String> {
-        let n = self.varint()?;
-        Ok(self.offset.saturating_add(n))
-    }
 }
 
 struct Walk<'a> {
@@ -167,8 +81,7 @@ impl Walk<'_> {
     fn node<R: BufRead>(&mut self, pb: &mut Pb<R>, end: u64, depth: u32) -> Result<(), String> {
         pb.fields(end, |pb, field, wire| match (field, wire) {
             (7, 2) => {
-                let n = pb.varint()?;
-                let d = pb.string(n)?;
+                let d = pb.text()?;
                 self.domain(&d);
                 Ok(())
             }
@@ -206,13 +119,11 @@ impl Walk<'_> {
                 let (mut key, mut value) = (String::new(), String::new());
                 pb.fields(e, |pb, f, w| match (f, w) {
                     (1, 2) => {
-                        let n = pb.varint()?;
-                        key = pb.string(n)?;
+                        key = pb.text()?;
                         Ok(())
                     }
                     (2, 2) => {
-                        let n = pb.varint()?;
-                        value = pb.string(n)?;
+                        value = pb.text()?;
                         Ok(())
                     }
                     _ => pb.skip_value(w),
@@ -229,7 +140,7 @@ impl Walk<'_> {
 
 pub fn scan<R: BufRead>(r: R, location: &str) -> Found {
     let mut found = Found::default();
-    let mut pb = Pb { r, offset: 0 };
+    let mut pb = Pb::new(r);
     let mut walk = Walk {
         location,
         found: &mut found,
@@ -237,7 +148,7 @@ pub fn scan<R: BufRead>(r: R, location: &str) -> Found {
     };
     let result = (|| -> Result<(), String> {
         loop {
-            if pb.r.fill_buf().map_err(|e| e.to_string())?.is_empty() {
+            if pb.at_end()? {
                 return Ok(());
             }
             let tag = pb.varint()?;
@@ -250,8 +161,7 @@ pub fn scan<R: BufRead>(r: R, location: &str) -> Found {
                     let e = pb.message_end()?;
                     pb.fields(e, |pb, f, w| match (f, w) {
                         (1, 2) => {
-                            let n = pb.varint()?;
-                            let d = pb.string(n)?;
+                            let d = pb.text()?;
                             walk.domain(&d);
                             Ok(())
                         }

@@ -11,7 +11,7 @@ mod value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 pub use input::{Input, KEEP_BYTES, MAX_LINE};
 pub use value::{GlobalRef, Items, Obj, Value};
@@ -185,8 +185,8 @@ pub fn scan<R: BufRead>(input: R) -> Outcome {
     loop {
         let start = input.offset();
         let before = out.events.len();
-        let mut m = Machine::new(&mut out);
-        match m.run(&mut input) {
+        let result = Machine::new(&mut out).run(&mut input);
+        match result {
             Ok(()) => out.pickles += 1,
             Err(e) => {
                 let found_something = out.events.len() > before;
@@ -235,7 +235,20 @@ struct Machine<'o> {
     below_marks: usize,
     memo: HashMap<u64, Obj>,
     kept: u64,
+    /// Every list, dict, set and call result made: APPENDS, SETITEMS and BUILD can make them
+    /// contain themselves, and reference cycles would leak when the machine is done.
+    mutable: Vec<Weak<Value>>,
     out: &'o mut Outcome,
+}
+
+impl Drop for Machine<'_> {
+    fn drop(&mut self) {
+        for weak in self.mutable.drain(..) {
+            if let Some(v) = weak.upgrade() {
+                drop(v.take_mutable_children());
+            }
+        }
+    }
 }
 
 fn malformed(offset: u64, message: impl Into<String>) -> PickleError {
@@ -261,6 +274,7 @@ impl<'o> Machine<'o> {
             below_marks: 0,
             memo: HashMap::new(),
             kept: 0,
+            mutable: Vec::new(),
             out,
         }
     }
@@ -271,6 +285,10 @@ impl<'o> Machine<'o> {
                 offset: at,
                 what: "stack depth",
             });
+        }
+        // Fresh (held only here): remember it once if it can take part in a cycle.
+        if Rc::strong_count(&v) == 1 && v.is_mutable() {
+            self.mutable.push(Rc::downgrade(&v));
         }
         self.stack.push(v);
         Ok(())
@@ -959,4 +977,27 @@ fn unescape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A list appended to itself, and a call result whose BUILD state holds itself: both are
+    /// freed when the machine is done (the fuzzer found the leak).
+    #[test]
+    fn self_referencing_values_are_freed() {
+        // ]  q\x00  h\x00  a   (list, memo 0, get 0, append) -> [ [...] ]
+        // c builtins\nobject\n ) R q\x01 h\x01 b  (object(), memo 1, BUILD with itself)
+        let pickle: &[u8] = b"\x80\x02]q\x00h\x00a0cbuiltins\nobject\n)Rq\x01h\x01b.";
+        let mut out = Outcome::default();
+        let mut input = Input::new(pickle);
+        let mut m = Machine::new(&mut out);
+        m.run(&mut input).unwrap();
+        let made: Vec<Weak<Value>> = m.mutable.clone();
+        assert_eq!(made.len(), 2);
+        assert!(made.iter().all(|w| w.upgrade().is_some()));
+        drop(m);
+        assert!(made.iter().all(|w| w.upgrade().is_none()));
+    }
 }

@@ -68,6 +68,29 @@ impl Drop for Value {
 }
 
 impl Value {
+    /// Whether the machine can change it after it is made (and so make it part of a cycle).
+    pub fn is_mutable(&self) -> bool {
+        matches!(
+            self,
+            Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Called { .. }
+        )
+    }
+
+    /// Empties what can be changed after creation, breaking any cycle through it.
+    pub fn take_mutable_children(&self) -> Vec<Obj> {
+        match self {
+            Value::List(items) | Value::Dict(items) | Value::Set(items) => items
+                .try_borrow_mut()
+                .map(|mut i| std::mem::take(&mut i.kept))
+                .unwrap_or_default(),
+            Value::Called { state, .. } => state
+                .try_borrow_mut()
+                .map(|mut s| s.take().into_iter().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn take_children(&mut self, work: &mut Vec<Obj>) {
         match self {
             Value::Tuple(items) | Value::FrozenSet(items) => work.append(items),
