@@ -187,3 +187,37 @@ def test_permission_denial_as_the_client_reports_it(creds):
     with pytest.raises(MlflowException) as bad:
         mlflow.MlflowClient().get_experiment(exp_id)
     assert bad.value.error_code == "UNAUTHENTICATED"
+
+
+def test_malicious_model_is_quarantined_at_registration(server):
+    """A model whose pickle would run a command on load: the upload is scanned, registering
+    it fails in the MLflow client with the reason, and the evidence is on the API."""
+    import requests
+
+    client = MlflowClient()
+    name = unique("trojan")
+    mlflow.set_experiment(unique("trojan"))
+    evil = b"\x80\x02cposix\nsystem\nX\x13\x00\x00\x00echo bastion-interop\x85R."
+    with mlflow.start_run() as run:
+        d = tempfile.mkdtemp()
+        with open(os.path.join(d, "model.pkl"), "wb") as f:
+            f.write(evil)
+        with open(os.path.join(d, "MLmodel"), "w") as f:
+            f.write("flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.pkl\n")
+        mlflow.log_artifacts(d, artifact_path="model")
+    with pytest.raises(MlflowException) as e:
+        mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+    assert "FAILED_REGISTRATION" in str(e.value) and "quarantined" in str(e.value), str(e.value)
+    assert "posix.system" in str(e.value)
+    mv = client.get_model_version(name, "1")
+    assert mv.status == "FAILED_REGISTRATION"
+    with pytest.raises(MlflowException) as e:
+        client.set_registered_model_alias(name, "champion", "1")
+    assert e.value.error_code == "INVALID_STATE"
+
+    r = requests.get(server.url + "/api/bastion/v1/model-versions/evidence", params={"name": name, "version": "1"}, headers=server.auth, verify=server.verify, timeout=30)
+    r.raise_for_status()
+    ev = r.json()
+    assert ev["quarantined"] is True
+    worst = {f["path"]: f["scan"]["worst"] for f in ev["files"]}
+    assert worst == {"MLmodel": None, "model.pkl": "CRITICAL"}

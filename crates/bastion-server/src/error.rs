@@ -80,6 +80,16 @@ impl From<BlobError> for ApiError {
     }
 }
 
+impl From<bastion_evidence::EvidenceError> for ApiError {
+    fn from(e: bastion_evidence::EvidenceError) -> Self {
+        match e {
+            bastion_evidence::EvidenceError::Store(e) => e.into(),
+            bastion_evidence::EvidenceError::Blob(e) => e.into(),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self

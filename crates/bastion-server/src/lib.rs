@@ -6,6 +6,7 @@
 mod admin;
 pub mod auth;
 mod error;
+mod evidence;
 mod host;
 pub(crate) mod mlflow;
 mod ops;
@@ -40,6 +41,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .merge(mlflow::routes())
         .merge(admin::routes())
+        .merge(evidence::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)

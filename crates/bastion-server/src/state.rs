@@ -72,6 +72,8 @@ pub struct AppState {
     pub auth: Arc<AuthState>,
     /// Signs audit tree heads; `None` leaves signing to `bastion audit`.
     pub audit_key: Option<Arc<SigningKey>>,
+    /// Scans uploaded model files and records the results as evidence.
+    pub scans: Arc<bastion_evidence::Scans>,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
             metrics,
             auth: Arc::new(auth),
             audit_key,
+            scans: Arc::new(bastion_evidence::Scans::new(bastion_scan::Policy::builtin())),
         }
     }
 }

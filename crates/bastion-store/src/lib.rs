@@ -9,6 +9,6 @@ pub mod error;
 pub mod keys;
 pub mod meta;
 
-pub use blob::{BlobStore, StoredBlob};
+pub use blob::{BlobStore, LocalBlob, StoredBlob};
 pub use error::{StoreError, StoreResult};
 pub use meta::{Backend, MetaStore, MetaStoreOptions};

@@ -186,6 +186,11 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/api/bastion/v1/audit/head" "audit.head" read => AUDIT;
         GET "/api/bastion/v1/audit/inclusion/{seq}" "audit.inclusion-proof" read => AUDIT;
         GET "/api/bastion/v1/audit/consistency" "audit.consistency-proof" read => AUDIT;
+        // evidence
+        GET "/api/bastion/v1/artifacts/evidence" "evidence.artifact" read => Resource(ArtifactPath, Read);
+        GET "/api/bastion/v1/model-versions/evidence" "evidence.model-version" read => Resource(RegisteredModel, Read);
+        POST "/api/bastion/v1/model-versions/scan" "evidence.scan-model-version" write => Resource(RegisteredModel, Edit);
+        POST "/api/bastion/v1/model-versions/release" "evidence.release-model-version" write => Resource(RegisteredModel, Manage);
     }
 });
 

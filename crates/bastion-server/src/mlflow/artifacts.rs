@@ -119,6 +119,22 @@ pub async fn upload(s: Scoped, Path(raw): Path<String>, body: Body) -> JsonResul
     let size = i64::try_from(stored.size).map_err(|_| Error::invalid("artifact too large"))?;
     s.meta.put_artifact(&path, &stored.digest, size).await?;
     tracing::debug!(%path, digest = %stored.digest, size, "artifact stored");
+    // The upload stands even if the scan cannot be recorded now: registering a model version
+    // scans whatever of its files has no scan yet.
+    let name = path.segments().last().unwrap_or("artifact");
+    if let Err(e) = s
+        .scans
+        .scan_blob(
+            &s.meta,
+            s.blobs.as_ref(),
+            &stored.digest,
+            name,
+            &s.principal.actor(),
+        )
+        .await
+    {
+        tracing::warn!(%path, digest = %stored.digest, error = %e, "upload scan not recorded");
+    }
     empty()
 }
 

@@ -118,7 +118,23 @@ pub async fn create_version(s: Scoped, p: Params) -> JsonResult {
         description: p.opt_str("description")?,
         model_id: p.opt_str("model_id")?,
     };
-    let v = s.meta.create_model_version(&draft).await?;
+    let mut v = s.meta.create_model_version(&draft).await?;
+    // Every file of the new version is scanned (uploads were scanned as they arrived); a
+    // CRITICAL finding quarantines it, which the MLflow client reports as a failed
+    // registration with the reason.
+    let checked = s
+        .scans
+        .check_model_version(
+            &s.meta,
+            s.blobs.as_ref(),
+            &v.name,
+            &v.version,
+            &s.principal.actor(),
+        )
+        .await?;
+    if checked.quarantine.is_some() {
+        v = s.meta.get_model_version(&v.name, &v.version).await?;
+    }
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 

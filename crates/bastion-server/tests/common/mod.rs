@@ -21,6 +21,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub meta: MetaStore,
+    pub blobs: Arc<dyn bastion_store::BlobStore>,
     pub audit_key: Arc<ed25519_dalek::SigningKey>,
     /// The metadata store's URI, for tests that tamper with the database directly.
     pub db_uri: String,
@@ -134,9 +135,10 @@ impl TestServer {
         let mut config = ServerConfig::local(addr);
         tweak(&mut config);
         let audit_key = Arc::new(ed25519_dalek::SigningKey::from_bytes(&rand_seed()));
+        let blobs: Arc<dyn bastion_store::BlobStore> = Arc::from(blobs);
         let state = AppState::new(
             meta.clone(),
-            Arc::from(blobs),
+            blobs.clone(),
             config,
             bastion_server::prometheus(),
             oidc,
@@ -158,6 +160,7 @@ impl TestServer {
             addr,
             client: reqwest::Client::new(),
             meta,
+            blobs,
             audit_key,
             db_uri: uri,
             _dir: dir,

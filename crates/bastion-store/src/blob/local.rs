@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bastion_core::Digest;
 use futures::StreamExt;
 
-use super::{BlobError, BlobStore, ByteStream, StoredBlob, blob_key, spool};
+use super::{BlobError, BlobStore, ByteStream, LocalBlob, StoredBlob, blob_key, spool};
 
 pub struct LocalBlobStore {
     root: PathBuf,
@@ -23,6 +23,26 @@ impl LocalBlobStore {
 
     fn path_of(&self, d: &Digest) -> PathBuf {
         self.root.join(blob_key(d))
+    }
+
+    /// The blob's file, if stored. Blobs are plain files; anything else (a planted symlink)
+    /// is not ours to follow.
+    async fn regular_file(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(PathBuf, std::fs::Metadata)>, BlobError> {
+        let path = self.path_of(digest);
+        let meta = match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !meta.file_type().is_file() {
+            return Err(BlobError::Config(format!(
+                "blob {digest} is not a regular file"
+            )));
+        }
+        Ok(Some((path, meta)))
     }
 }
 
@@ -56,23 +76,21 @@ impl BlobStore for LocalBlobStore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<(u64, ByteStream)>, BlobError> {
-        let path = self.path_of(digest);
-        let meta = match tokio::fs::symlink_metadata(&path).await {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some((path, meta)) = self.regular_file(digest).await? else {
+            return Ok(None);
         };
-        // Blobs are plain files; anything else (a planted symlink) is not ours to follow.
-        if !meta.file_type().is_file() {
-            return Err(BlobError::Config(format!(
-                "blob {digest} is not a regular file"
-            )));
-        }
         let file = tokio::fs::File::open(&path).await?;
         Ok(Some((
             meta.len(),
             tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed(),
         )))
+    }
+
+    async fn local_file(&self, digest: &Digest) -> Result<Option<LocalBlob>, BlobError> {
+        Ok(self
+            .regular_file(digest)
+            .await?
+            .map(|(path, _)| LocalBlob { path, _copy: None }))
     }
 
     async fn exists(&self, digest: &Digest) -> Result<bool, BlobError> {

@@ -58,8 +58,26 @@ pub trait BlobStore: Send + Sync + 'static {
 
     async fn exists(&self, digest: &Digest) -> Result<bool, BlobError>;
 
+    /// The blob as a file on this machine, for readers that need to seek (the model
+    /// scanner): the stored file itself when the store is local, otherwise a verified
+    /// temporary copy that is deleted when the [`LocalBlob`] is dropped.
+    async fn local_file(&self, digest: &Digest) -> Result<Option<LocalBlob>, BlobError>;
+
     /// A short description for logs (`local:/path`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
+}
+
+/// A blob readable as a local file (see [`BlobStore::local_file`]).
+pub struct LocalBlob {
+    path: PathBuf,
+    /// A temporary copy, removed on drop.
+    _copy: Option<tempfile::TempPath>,
+}
+
+impl LocalBlob {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// `sha256/ab/cd/abcd…`: two levels of fan-out keep directories small.

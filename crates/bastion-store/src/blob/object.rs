@@ -10,7 +10,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::{BlobError, BlobStore, ByteStream, StoredBlob, blob_key, spool};
+use super::{BlobError, BlobStore, ByteStream, LocalBlob, StoredBlob, blob_key, spool};
 
 /// Bodies up to this size are sent in one conditional PUT; larger ones as a multipart upload.
 const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;
@@ -121,6 +121,18 @@ impl BlobStore for ObjectBlobStore {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn local_file(&self, digest: &Digest) -> Result<Option<LocalBlob>, BlobError> {
+        let Some((_, stream)) = self.get(digest).await? else {
+            return Ok(None);
+        };
+        // The copy is hashed as it arrives: bytes that are not the blob are refused.
+        let spooled = spool(&self.tmp, stream, u64::MAX, Some(*digest)).await?;
+        Ok(Some(LocalBlob {
+            path: spooled.file.to_path_buf(),
+            _copy: Some(spooled.file),
+        }))
     }
 
     async fn exists(&self, digest: &Digest) -> Result<bool, BlobError> {

@@ -108,6 +108,40 @@ impl MetaStore {
         .transpose()
     }
 
+    /// Every file at or below `path` (a file or a directory) with its digest, in path order;
+    /// at most `limit` of them.
+    pub async fn artifact_files(
+        &self,
+        path: &RelPath,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, ArtifactEntry)>> {
+        let (lo, hi) = subtree_range(path);
+        let rows = sqlx::query(
+            "SELECT path, digest, size FROM artifacts WHERE path = $1 OR (path >= $2 AND path < $3) \
+             ORDER BY path LIMIT $4",
+        )
+        .bind(path.as_str())
+        .bind(&lo)
+        .bind(&hi)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let hex: String = r.try_get("digest")?;
+                Ok((
+                    r.try_get("path")?,
+                    ArtifactEntry {
+                        digest: hex
+                            .parse()
+                            .map_err(|e| StoreError::Corrupt(format!("artifact digest: {e}")))?,
+                        size: r.try_get("size")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The immediate children of `dir`: files with sizes, and subdirectories. A file path or a
     /// missing directory lists as empty, as MLflow does.
     pub async fn list_artifacts(&self, dir: &RelPath) -> StoreResult<Vec<ArtifactListing>> {

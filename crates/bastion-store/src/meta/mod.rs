@@ -9,6 +9,7 @@ mod sql;
 mod artifacts;
 mod audit;
 mod audit_file;
+mod evidence;
 mod experiments;
 mod identity;
 mod logged_models;
@@ -30,6 +31,7 @@ use crate::error::{StoreError, StoreResult};
 
 pub use artifacts::{ArtifactEntry, ArtifactListing};
 pub use audit::{AuditDraft, AuditQuery};
+pub use evidence::{Evidence, EvidenceDraft};
 pub use identity::{
     Grant, TokenDraft, TokenInfo, TokenOwner, User, UserCredentials, hash_password, validate_name,
     validate_principal,

@@ -7,7 +7,7 @@ use bastion_core::limits::{
 };
 use bastion_core::model::{Alias, KeyValue, ModelVersion, RegisteredModel, Stage};
 use bastion_core::uri::{self, ArtifactUri};
-use bastion_core::{Error, ids, time};
+use bastion_core::{Error, ErrorCode, ids, time};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -204,7 +204,7 @@ fn validate_alias(alias: &str) -> StoreResult<()> {
 }
 
 const MV_COLUMNS: &str = "rm.name, mv.model_pk, mv.version, mv.creation_time, mv.last_updated_time, mv.description, \
-     mv.user_id, mv.current_stage, mv.source, mv.run_id, mv.run_link, mv.status, mv.status_message, mv.logged_model_id";
+     mv.user_id, mv.current_stage, mv.source, mv.run_id, mv.run_link, mv.status, mv.status_message, mv.logged_model_id, mv.quarantine";
 
 fn model_tags(owner: &[Bind]) -> rows::KvOwner<'_> {
     rows::KvOwner {
@@ -241,6 +241,18 @@ fn version_from_row(row: &AnyRow) -> StoreResult<ModelVersion> {
         aliases: Vec::new(),
         model_id: row.try_get("logged_model_id")?,
     })
+}
+
+/// A quarantined version may not be put to use (aliases, promotion) until it is released.
+fn refuse_quarantined(name: &str, version: &str, row: &AnyRow, what: &str) -> StoreResult<()> {
+    match row.try_get::<Option<String>, _>("quarantine")? {
+        Some(reason) => Err(Error::new(
+            ErrorCode::InvalidState,
+            format!("Model version {name}/{version} is quarantined ({reason}); {what} until it is released"),
+        )
+        .into()),
+        None => Ok(()),
+    }
 }
 
 impl MetaStore {
@@ -553,7 +565,11 @@ impl MetaStore {
         self.get_model_version(&draft.name, &next.to_string()).await
     }
 
-    async fn version_row(&self, name: &str, version: &str) -> StoreResult<(i64, i64, AnyRow)> {
+    pub(super) async fn version_row(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<(i64, i64, AnyRow)> {
         let v = parse_version(name, version)?;
         let row = query_fmt!(
             "SELECT {MV_COLUMNS} FROM model_versions mv JOIN registered_models rm ON rm.id = mv.model_pk \
@@ -677,7 +693,10 @@ impl MetaStore {
         archive_existing: bool,
     ) -> StoreResult<ModelVersion> {
         let stage = Stage::parse(stage)?;
-        let (pk, v, _) = self.version_row(name, version).await?;
+        let (pk, v, row) = self.version_row(name, version).await?;
+        if matches!(stage, Stage::Staging | Stage::Production) {
+            refuse_quarantined(name, version, &row, "it cannot be promoted")?;
+        }
         let now = time::now_ms();
         let mut tx = self.begin_write().await?;
         if archive_existing && matches!(stage, Stage::Staging | Stage::Production) {
@@ -758,7 +777,8 @@ impl MetaStore {
         version: &str,
     ) -> StoreResult<()> {
         validate_alias(alias)?;
-        let (pk, v, _) = self.version_row(name, version).await?;
+        let (pk, v, row) = self.version_row(name, version).await?;
+        refuse_quarantined(name, version, &row, "an alias cannot point at it")?;
         sqlx::query("INSERT INTO registered_model_aliases (model_pk, alias, version) VALUES ($1, $2, $3) ON CONFLICT (model_pk, alias) DO UPDATE SET version = excluded.version")
             .bind(pk)
             .bind(alias)

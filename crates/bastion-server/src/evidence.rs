@@ -1,0 +1,153 @@
+//! Evidence over HTTP (`/api/bastion/v1`): the scans recorded on an artifact's digest and on
+//! each file of a model version, a re-check, and the release of a quarantined version. The
+//! checks themselves live in `bastion-evidence`; access is decided by the auth layer's rules.
+
+use axum::Json;
+use axum::Router;
+use axum::routing::{get, post};
+use bastion_core::{Error, RelPath};
+use bastion_evidence::{FileEvidence, VersionEvidence};
+use bastion_store::meta::Evidence;
+use serde_json::{Value, json};
+
+use crate::error::ApiResult;
+use crate::params::Params;
+use crate::state::{AppState, Scoped};
+
+type JsonResult = ApiResult<Json<Value>>;
+
+pub fn routes() -> Router<AppState> {
+    let v1 = "/api/bastion/v1";
+    Router::new()
+        .route(&format!("{v1}/artifacts/evidence"), get(artifact_evidence))
+        .route(
+            &format!("{v1}/model-versions/evidence"),
+            get(version_evidence),
+        )
+        .route(&format!("{v1}/model-versions/scan"), post(scan_version))
+        .route(
+            &format!("{v1}/model-versions/release"),
+            post(release_version),
+        )
+}
+
+pub(crate) fn evidence_json(e: &Evidence) -> Value {
+    json!({
+        "id": e.id,
+        "digest": e.digest.to_string(),
+        "kind": e.kind,
+        "tool": e.tool,
+        "verdict": e.verdict,
+        "worst": e.worst,
+        "result": e.body,
+        "created_by": e.created_by,
+        "created_time": e.created_time,
+    })
+}
+
+fn file_json(f: &FileEvidence) -> Value {
+    json!({
+        "path": f.path,
+        "digest": f.digest.to_string(),
+        "size": f.size,
+        "scan": f.scan.as_ref().map(evidence_json),
+    })
+}
+
+fn version_json(name: &str, version: &str, v: &VersionEvidence) -> Value {
+    let scanned = v.files.iter().filter(|f| f.scan.is_some()).count();
+    let status = if v.unavailable.is_some() {
+        "unavailable"
+    } else if scanned < v.files.len() || v.truncated {
+        "incomplete"
+    } else if v
+        .files
+        .iter()
+        .any(|f| f.scan.as_ref().is_some_and(|s| s.verdict == "error"))
+    {
+        "error"
+    } else if v
+        .files
+        .iter()
+        .any(|f| f.scan.as_ref().is_some_and(|s| s.verdict == "findings"))
+    {
+        "findings"
+    } else {
+        "clean"
+    };
+    json!({
+        "name": name,
+        "version": version,
+        "status": status,
+        "quarantined": v.quarantine.is_some(),
+        "quarantine_reason": v.quarantine,
+        "unavailable": v.unavailable,
+        "truncated": v.truncated,
+        "files": v.files.iter().map(file_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The evidence recorded on the digest an artifact path names (newest first).
+#[utoipa::path(get, path = "/api/bastion/v1/artifacts/evidence", tag = "evidence",
+    params(("path" = String, Query, description = "artifact path, as in the MLflow artifact API")),
+    responses((status = 200, description = "`{path, digest, size, evidence: [...]}`")))]
+pub(crate) async fn artifact_evidence(s: Scoped, p: Params) -> JsonResult {
+    let raw = p.str("path")?;
+    let path = RelPath::parse(&raw).map_err(|e| Error::invalid(format!("Invalid path: {e}")))?;
+    let entry = s
+        .meta
+        .get_artifact(&path)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("Artifact '{path}' not found")))?;
+    let evidence = s.meta.evidence_for(&entry.digest).await?;
+    Ok(Json(json!({
+        "path": path.as_str(),
+        "digest": entry.digest.to_string(),
+        "size": entry.size,
+        "evidence": evidence.iter().map(evidence_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// What is recorded about each file of a model version, and whether it is quarantined.
+#[utoipa::path(get, path = "/api/bastion/v1/model-versions/evidence", tag = "evidence",
+    params(("name" = String, Query), ("version" = String, Query)),
+    responses((status = 200, description = "`{status, quarantined, quarantine_reason, files: [{path, digest, size, scan}]}`")))]
+pub(crate) async fn version_evidence(s: Scoped, p: Params) -> JsonResult {
+    let (name, version) = (p.str("name")?, p.str("version")?);
+    let v = s
+        .scans
+        .model_version_evidence(&s.meta, &name, &version)
+        .await?;
+    Ok(Json(version_json(&name, &version, &v)))
+}
+
+/// Scans the files of a model version that have no scan by the current scanner yet (a
+/// CRITICAL finding quarantines the version).
+#[utoipa::path(post, path = "/api/bastion/v1/model-versions/scan", tag = "evidence",
+    params(("name" = String, Query), ("version" = String, Query)),
+    responses((status = 200, description = "as GET /model-versions/evidence")))]
+pub(crate) async fn scan_version(s: Scoped, p: Params) -> JsonResult {
+    let (name, version) = (p.str("name")?, p.str("version")?);
+    let v = s
+        .scans
+        .check_model_version(
+            &s.meta,
+            s.blobs.as_ref(),
+            &name,
+            &version,
+            &s.principal.actor(),
+        )
+        .await?;
+    Ok(Json(version_json(&name, &version, &v)))
+}
+
+/// Lifts a quarantine after review; audited like every write.
+#[utoipa::path(post, path = "/api/bastion/v1/model-versions/release", tag = "evidence",
+    params(("name" = String, Query), ("version" = String, Query)),
+    responses((status = 200, description = "`{}`"), (status = 400, description = "not quarantined")))]
+pub(crate) async fn release_version(s: Scoped, p: Params) -> JsonResult {
+    let (name, version) = (p.str("name")?, p.str("version")?);
+    s.meta.release_model_version(&name, &version).await?;
+    tracing::warn!(model = %name, %version, by = %s.principal.actor(), "quarantine released");
+    Ok(Json(json!({})))
+}
