@@ -50,6 +50,19 @@ async fn s3_put_get_dedup_and_refusals() {
         .await
         .concat();
     assert_eq!(back, data);
+    // A local copy for seeking readers: the same bytes, gone when dropped.
+    let local = store.local_file(&digest).await.unwrap().unwrap();
+    assert_eq!(std::fs::read(local.path()).unwrap(), data);
+    let copy = local.path().to_path_buf();
+    drop(local);
+    assert!(!copy.exists());
+    assert!(
+        store
+            .local_file(&Digest::of(b"never stored"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Wrong expected digest or oversized: refused, nothing published.
     let other = b"other content".to_vec();
     assert!(

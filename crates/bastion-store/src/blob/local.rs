@@ -125,6 +125,9 @@ mod tests {
         assert_eq!(size, 5);
         assert_eq!(read_all(s).await, b"hello");
         assert!(store.get(&Digest::of(b"nope")).await.unwrap().is_none());
+        let local = store.local_file(&a.digest).await.unwrap().unwrap();
+        assert_eq!(std::fs::read(local.path()).unwrap(), b"hello");
+        assert!(store.local_file(&Digest::of(b"nope")).await.unwrap().is_none());
 
         // Oversized and mismatching bodies publish nothing and leave no temporary files.
         assert!(store.put(body(&[b"0123456789"]), 5, None).await.is_err());
@@ -150,5 +153,6 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", &p).unwrap();
         assert!(store.get(&d).await.is_err());
+        assert!(store.local_file(&d).await.is_err());
     }
 }
