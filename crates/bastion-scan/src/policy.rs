@@ -255,6 +255,9 @@ mod tests {
         assert_eq!(sev(&p, "collections", "OrderedDict"), None);
         assert_eq!(sev(&p, "torch._utils", "_rebuild_tensor_v2"), None);
         assert_eq!(sev(&p, "numpy.core.multiarray", "_reconstruct"), None);
+        // What scikit-learn 1.5's gradient boosting pickles hold (seen in bench-scan's venv).
+        assert_eq!(sev(&p, "_loss", "__pyx_unpickle_CyHalfBinomialLoss"), None);
+        assert_eq!(sev(&p, "_loss", "system"), Some(Severity::Medium));
         for (m, n) in [
             ("os", "system"),
             ("posix", "system"),

@@ -127,7 +127,13 @@ mod tests {
         assert!(store.get(&Digest::of(b"nope")).await.unwrap().is_none());
         let local = store.local_file(&a.digest).await.unwrap().unwrap();
         assert_eq!(std::fs::read(local.path()).unwrap(), b"hello");
-        assert!(store.local_file(&Digest::of(b"nope")).await.unwrap().is_none());
+        assert!(
+            store
+                .local_file(&Digest::of(b"nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // Oversized and mismatching bodies publish nothing and leave no temporary files.
         assert!(store.put(body(&[b"0123456789"]), 5, None).await.is_err());
