@@ -385,7 +385,6 @@ impl Walk<'_> {
                 self.decompressed(&mut d, location, "lz4", depth)
             }
             Format::SevenZip => {
-                self.format("7z");
                 if let Some(bytes) = self.in_memory(&mut r, location, "7z") {
                     self.seven_zip(Cursor::new(bytes), location, depth)
                 }

@@ -228,6 +228,9 @@ fn count_rest<R: BufRead>(input: &mut Input<R>) -> Result<u64, PickleError> {
     input.skip_to_end()
 }
 
+/// `Machine::mutable` is not pruned below this many entries.
+const MIN_PRUNE: usize = 1024;
+
 struct Machine<'o> {
     stack: Vec<Obj>,
     marks: Vec<Vec<Obj>>,
@@ -238,6 +241,9 @@ struct Machine<'o> {
     /// Every list, dict, set and call result made: APPENDS, SETITEMS and BUILD can make them
     /// contain themselves, and reference cycles would leak when the machine is done.
     mutable: Vec<Weak<Value>>,
+    /// When `mutable` is next pruned of values already freed (a dead `Weak` still pins its
+    /// allocation, and a hostile pickle can make and drop millions of lists).
+    prune_at: usize,
     out: &'o mut Outcome,
 }
 
@@ -275,6 +281,7 @@ impl<'o> Machine<'o> {
             memo: HashMap::new(),
             kept: 0,
             mutable: Vec::new(),
+            prune_at: MIN_PRUNE,
             out,
         }
     }
@@ -288,6 +295,10 @@ impl<'o> Machine<'o> {
         }
         // Fresh (held only here): remember it once if it can take part in a cycle.
         if Rc::strong_count(&v) == 1 && v.is_mutable() {
+            if self.mutable.len() >= self.prune_at {
+                self.mutable.retain(|w| w.strong_count() > 0);
+                self.prune_at = (self.mutable.len() * 2).max(MIN_PRUNE);
+            }
             self.mutable.push(Rc::downgrade(&v));
         }
         self.stack.push(v);
@@ -999,5 +1010,21 @@ mod tests {
         assert!(made.iter().all(|w| w.upgrade().is_some()));
         drop(m);
         assert!(made.iter().all(|w| w.upgrade().is_none()));
+    }
+
+    /// Lists made and dropped at once (`]0` repeated) are not remembered: memory stays bounded
+    /// by what is alive, not by what the pickle ever made.
+    #[test]
+    fn freed_values_are_not_remembered() {
+        let mut pickle = b"\x80\x02".to_vec();
+        for _ in 0..200_000 {
+            pickle.extend_from_slice(b"]0");
+        }
+        pickle.extend_from_slice(b"N.");
+        let mut out = Outcome::default();
+        let mut input = Input::new(pickle.as_slice());
+        let mut m = Machine::new(&mut out);
+        m.run(&mut input).unwrap();
+        assert!(m.mutable.len() <= MIN_PRUNE, "{}", m.mutable.len());
     }
 }
