@@ -14,6 +14,10 @@ use bastion_store::{BlobStore, MetaStore};
 
 /// The evidence kind of a model-file scan.
 pub const SCAN: &str = "scan";
+/// The evidence kind of a person's review that accepted a file's CRITICAL findings (a
+/// quarantine release); it covers the scans made before it.
+pub const REVIEW: &str = "review";
+const REVIEW_TOOL: &str = "bastion-release";
 /// Files of one model version looked at, at most.
 pub const MAX_VERSION_FILES: i64 = 10_000;
 
@@ -37,6 +41,19 @@ pub struct FileEvidence {
     pub size: i64,
     /// The scan by the current scanner, if there is one yet.
     pub scan: Option<Evidence>,
+    /// The latest review that accepted this file's findings, if any.
+    pub review: Option<Evidence>,
+}
+
+impl FileEvidence {
+    /// Whether its scan has a CRITICAL finding no later review accepted.
+    fn condemned(&self) -> bool {
+        let Some(scan) = &self.scan else {
+            return false;
+        };
+        scan.worst.as_deref() == Some(Severity::Critical.as_str())
+            && self.review.as_ref().is_none_or(|r| r.id < scan.id)
+    }
 }
 
 /// What the evidence says about a model version's files.
@@ -132,6 +149,48 @@ impl Scans {
         Ok(out)
     }
 
+    /// Lifts a version's quarantine after a person reviewed it, and records that review on
+    /// each condemning file's digest so that re-checks (of this version, or of a version with
+    /// the same bytes) do not quarantine it again. The release comes first: if recording a
+    /// review fails, a later check quarantines again rather than letting anything through.
+    pub async fn release_model_version(
+        &self,
+        meta: &MetaStore,
+        name: &str,
+        version: &str,
+        actor: &str,
+    ) -> Result<usize, EvidenceError> {
+        let evidence = self.model_version_evidence(meta, name, version).await?;
+        meta.release_model_version(name, version).await?;
+        let mut reviewed = 0;
+        for f in evidence.files.iter().filter(|f| f.condemned()) {
+            let scan_id = f.scan.as_ref().map(|s| s.id);
+            meta.record_evidence(&EvidenceDraft {
+                digest: f.digest,
+                kind: REVIEW.to_owned(),
+                tool: REVIEW_TOOL.to_owned(),
+                verdict: "accepted".to_owned(),
+                worst: None,
+                body: serde_json::json!({
+                    "released": format!("{name}/{version}"),
+                    "path": f.path,
+                    "scan_evidence": scan_id,
+                }),
+                created_by: actor.to_owned(),
+            })
+            .await?;
+            reviewed += 1;
+        }
+        tracing::warn!(
+            model = name,
+            version,
+            by = actor,
+            reviewed,
+            "quarantine released"
+        );
+        Ok(reviewed)
+    }
+
     /// What is recorded about a version's files, without scanning anything.
     pub async fn model_version_evidence(
         &self,
@@ -161,11 +220,15 @@ impl Scans {
             let scan = meta
                 .latest_evidence(&entry.digest, SCAN, &self.tool)
                 .await?;
+            let review = meta
+                .latest_evidence(&entry.digest, REVIEW, REVIEW_TOOL)
+                .await?;
             files.push(FileEvidence {
                 path: relative_to(&root, &path),
                 digest: entry.digest,
                 size: entry.size,
                 scan,
+                review,
             });
         }
         Ok(VersionEvidence {
@@ -209,13 +272,11 @@ fn draft(digest: &Digest, tool: &str, report: &FileReport, actor: &str) -> Evide
     }
 }
 
-/// The reason to quarantine, from the first file with a CRITICAL finding.
+/// The reason to quarantine, from the first file with a CRITICAL finding not accepted by a
+/// later review.
 fn condemning(files: &[FileEvidence]) -> Option<String> {
-    files.iter().find_map(|f| {
+    files.iter().filter(|f| f.condemned()).find_map(|f| {
         let scan = f.scan.as_ref()?;
-        if scan.worst.as_deref() != Some(Severity::Critical.as_str()) {
-            return None;
-        }
         let finding = scan.body.get("findings")?.as_array()?.iter().find(|x| {
             x.get("severity").and_then(|s| s.as_str()) == Some(Severity::Critical.as_str())
         });

@@ -160,6 +160,16 @@ fn seven_zip_members_are_scanned_top_level_and_nested() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.findings[0].location, "m.7z.gz!gzip!model/data.pkl");
 
+    // A member whose Unix mode (7-Zip's high attribute bits) says symlink is reported, not read.
+    let mut w = sevenz_rust2::ArchiveWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+    let mut link = sevenz_rust2::ArchiveEntry::new_file("model.pkl");
+    link.has_windows_attributes = true;
+    link.windows_attributes = 0x8000 | (0o120777 << 16);
+    w.push_archive_entry(link, Some(&b"/etc/passwd"[..])).unwrap();
+    let r = scanner().scan_bytes(&w.finish().unwrap().into_inner(), "l.7z");
+    let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, ["archive.link"], "{r:?}");
+
     let traversal = seven_zip(&[("../evil.pkl", EVIL)]);
     let r = scanner().scan_bytes(&traversal, "t.7z");
     let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();

@@ -51,6 +51,7 @@ fn file_json(f: &FileEvidence) -> Value {
         "digest": f.digest.to_string(),
         "size": f.size,
         "scan": f.scan.as_ref().map(evidence_json),
+        "review": f.review.as_ref().map(evidence_json),
     })
 }
 
@@ -141,13 +142,16 @@ pub(crate) async fn scan_version(s: Scoped, p: Params) -> JsonResult {
     Ok(Json(version_json(&name, &version, &v)))
 }
 
-/// Lifts a quarantine after review; audited like every write.
+/// Lifts a quarantine after review, recording the review on each condemning file's digest
+/// (so re-checks do not quarantine the same bytes again); audited like every write.
 #[utoipa::path(post, path = "/api/bastion/v1/model-versions/release", tag = "evidence",
     params(("name" = String, Query), ("version" = String, Query)),
-    responses((status = 200, description = "`{}`"), (status = 400, description = "not quarantined")))]
+    responses((status = 200, description = "`{reviewed_files}`"), (status = 400, description = "not quarantined")))]
 pub(crate) async fn release_version(s: Scoped, p: Params) -> JsonResult {
     let (name, version) = (p.str("name")?, p.str("version")?);
-    s.meta.release_model_version(&name, &version).await?;
-    tracing::warn!(model = %name, %version, by = %s.principal.actor(), "quarantine released");
-    Ok(Json(json!({})))
+    let reviewed = s
+        .scans
+        .release_model_version(&s.meta, &name, &version, &s.principal.actor())
+        .await?;
+    Ok(Json(json!({ "reviewed_files": reviewed })))
 }

@@ -150,6 +150,20 @@ async fn uploads_are_scanned_and_critical_versions_are_quarantined(b: Backend) {
     )
     .await;
     assert!(st.is_success(), "{body}");
+    assert_eq!(body["reviewed_files"], 1);
+    // The review is evidence on the file: a re-check does not quarantine the version again.
+    let (st, e) = v1_post(
+        &s,
+        "model-versions/scan",
+        json!({ "name": "evil", "version": "1" }),
+    )
+    .await;
+    assert!(st.is_success(), "{e}");
+    assert_eq!(e["quarantined"], false, "{e}");
+    let pkl = &e["files"][1];
+    assert_eq!(pkl["review"]["verdict"], "accepted");
+    assert_eq!(pkl["review"]["kind"], "review");
+    assert_eq!(pkl["review"]["result"]["scan_evidence"], pkl["scan"]["id"]);
     let (st, body) = v1_post(
         &s,
         "model-versions/release",
