@@ -165,7 +165,8 @@ fn seven_zip_members_are_scanned_top_level_and_nested() {
     let mut link = sevenz_rust2::ArchiveEntry::new_file("model.pkl");
     link.has_windows_attributes = true;
     link.windows_attributes = 0x8000 | (0o120777 << 16);
-    w.push_archive_entry(link, Some(&b"/etc/passwd"[..])).unwrap();
+    w.push_archive_entry(link, Some(&b"/etc/passwd"[..]))
+        .unwrap();
     let r = scanner().scan_bytes(&w.finish().unwrap().into_inner(), "l.7z");
     let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
     assert_eq!(rules, ["archive.link"], "{r:?}");
