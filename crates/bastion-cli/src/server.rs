@@ -46,6 +46,8 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
                 format!("opening the blob store {}", settings.artifacts_destination)
             })?;
     let audit_key = load_or_create_audit_key(home).context("loading the audit key")?;
+    let attestor = bastion_evidence::Attestor::load_or_create(home)
+        .context("loading the model-signing key")?;
     let oidc = match &file.auth.oidc {
         Some(o) => Some(oidc_config(o).await?),
         None => None,
@@ -83,6 +85,7 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
         bastion_server::prometheus(),
         oidc,
         Some(Arc::new(audit_key)),
+        Arc::new(attestor),
     );
     if let (Some(url), Some(oidc_file)) = (jwks_url, file.auth.oidc.clone()) {
         tokio::spawn(refresh_jwks(state.clone(), url, oidc_file));

@@ -6,11 +6,16 @@
 
 use std::sync::Arc;
 
-use bastion_core::uri::{self, ArtifactUri};
-use bastion_core::{Digest, RelPath};
+use bastion_core::Digest;
 use bastion_scan::{FileReport, Policy, Scanner, Severity};
 use bastion_store::meta::{Evidence, EvidenceDraft};
 use bastion_store::{BlobStore, MetaStore};
+
+mod attest;
+mod files;
+
+pub use attest::{Attestor, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification};
+pub use files::VersionFile;
 
 /// The evidence kind of a model-file scan.
 pub const SCAN: &str = "scan";
@@ -31,6 +36,10 @@ pub enum EvidenceError {
     Missing(Digest),
     #[error("the scanner stopped unexpectedly: {0}")]
     Scanner(String),
+    #[error("the signing key: {0}")]
+    Key(String),
+    #[error("model version {0}: {1}")]
+    Unavailable(String, String),
 }
 
 /// One file of a model version and what is known about it.
@@ -199,34 +208,27 @@ impl Scans {
         version: &str,
     ) -> Result<VersionEvidence, EvidenceError> {
         let quarantine = meta.model_version_quarantine(name, version).await?;
-        let location = meta.model_version_download_uri(name, version).await?;
-        let root = match uri::parse("source", &location) {
-            Ok(ArtifactUri::Proxied(root)) => root,
-            _ => {
+        let listed = match files::version_files(meta, name, version).await? {
+            Ok(listed) => listed,
+            Err(unavailable) => {
                 return Ok(VersionEvidence {
                     quarantine,
-                    unavailable: Some(format!(
-                        "the version's files are at '{}', which this server does not store",
-                        bastion_core::limits::truncate(&location, 200)
-                    )),
+                    unavailable: Some(unavailable),
                     ..Default::default()
                 });
             }
         };
-        let rows = meta.artifact_files(&root, MAX_VERSION_FILES + 1).await?;
-        let truncated = rows.len() as i64 > MAX_VERSION_FILES;
-        let mut files = Vec::with_capacity(rows.len());
-        for (path, entry) in rows.into_iter().take(MAX_VERSION_FILES as usize) {
-            let scan = meta
-                .latest_evidence(&entry.digest, SCAN, &self.tool)
-                .await?;
+        let truncated = listed.truncated;
+        let mut files = Vec::with_capacity(listed.files.len());
+        for f in listed.files {
+            let scan = meta.latest_evidence(&f.digest, SCAN, &self.tool).await?;
             let review = meta
-                .latest_evidence(&entry.digest, REVIEW, REVIEW_TOOL)
+                .latest_evidence(&f.digest, REVIEW, REVIEW_TOOL)
                 .await?;
             files.push(FileEvidence {
-                path: relative_to(&root, &path),
-                digest: entry.digest,
-                size: entry.size,
+                path: f.path,
+                digest: f.digest,
+                size: f.size,
                 scan,
                 review,
             });
@@ -238,17 +240,6 @@ impl Scans {
             truncated,
         })
     }
-}
-
-fn relative_to(root: &RelPath, path: &str) -> String {
-    if root.is_root() {
-        return path.to_owned();
-    }
-    path.strip_prefix(root.as_str())
-        .map(|p| p.trim_start_matches('/'))
-        .filter(|p| !p.is_empty())
-        .unwrap_or(path)
-        .to_owned()
 }
 
 /// The evidence record for a scan report.

@@ -352,13 +352,15 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Bastion API", description = "Bastion's own API: identities, tokens, grants, the audit log and evidence (model-file scans, quarantine). Authenticate with `Authorization: Bearer <token>` (an API token or an OIDC JWT), HTTP Basic, or, when the server runs with a client CA, a client certificate whose subject CN is the user. The MLflow-compatible API lives under /api/2.0/mlflow."),
+    info(title = "Bastion API", description = "Bastion's own API: identities, tokens, grants, the audit log and evidence (model-file scans, quarantine, signatures and provenance). Authenticate with `Authorization: Bearer <token>` (an API token or an OIDC JWT), HTTP Basic, or, when the server runs with a client CA, a client certificate whose subject CN is the user. The MLflow-compatible API lives under /api/2.0/mlflow."),
     paths(whoami, list_own_tokens, create_own_token, revoke_own_token, list_users, create_user,
           get_user, update_user, delete_user, list_user_tokens, create_user_token,
           revoke_user_token, set_grant, list_grants, delete_grant, audit_entries, audit_verify,
           audit_head, audit_inclusion, audit_consistency,
           crate::evidence::artifact_evidence, crate::evidence::version_evidence,
-          crate::evidence::scan_version, crate::evidence::release_version),
+          crate::evidence::scan_version, crate::evidence::release_version,
+          crate::evidence::version_attestations, crate::evidence::verify_version,
+          crate::evidence::signing_key),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = []), ("client_certificate" = []))
 )]

@@ -85,6 +85,9 @@ impl From<bastion_evidence::EvidenceError> for ApiError {
         match e {
             bastion_evidence::EvidenceError::Store(e) => e.into(),
             bastion_evidence::EvidenceError::Blob(e) => e.into(),
+            e @ bastion_evidence::EvidenceError::Unavailable(..) => {
+                Error::invalid_state(e.to_string()).into()
+            }
             other => ApiError::internal(&other),
         }
     }

@@ -29,6 +29,12 @@ pub fn routes() -> Router<AppState> {
             &format!("{v1}/model-versions/release"),
             post(release_version),
         )
+        .route(
+            &format!("{v1}/model-versions/attestations"),
+            get(version_attestations),
+        )
+        .route(&format!("{v1}/model-versions/verify"), post(verify_version))
+        .route(&format!("{v1}/signing-key"), get(signing_key))
 }
 
 pub(crate) fn evidence_json(e: &Evidence) -> Value {
@@ -154,4 +160,48 @@ pub(crate) async fn release_version(s: Scoped, p: Params) -> JsonResult {
         .release_model_version(&s.meta, &name, &version, &s.principal.actor())
         .await?;
     Ok(Json(json!({ "reviewed_files": reviewed })))
+}
+
+/// A version's root digest, its signature (an OpenSSF model-signing bundle) and its SLSA
+/// provenance (a bundle), with the server's public key to check them offline.
+#[utoipa::path(get, path = "/api/bastion/v1/model-versions/attestations", tag = "evidence",
+    params(("name" = String, Query), ("version" = String, Query)),
+    responses((status = 200, description = "`{root_digest, signature, provenance, public_key}`")))]
+pub(crate) async fn version_attestations(s: Scoped, p: Params) -> JsonResult {
+    let (name, version) = (p.str("name")?, p.str("version")?);
+    let a = s.attestor.attestations(&s.meta, &name, &version).await?;
+    Ok(Json(serde_json::to_value(a).unwrap_or(Value::Null)))
+}
+
+/// Checks a version end to end: signature and provenance against the server key, the files
+/// listed now against the signed manifest, every stored byte against its digest. A version
+/// whose files no longer match is quarantined.
+#[utoipa::path(post, path = "/api/bastion/v1/model-versions/verify", tag = "evidence",
+    params(("name" = String, Query), ("version" = String, Query)),
+    responses((status = 200, description = "`{verified, root_digest, current_root_digest, signature, provenance, mismatches, quarantine, files_checked, bytes_checked}`")))]
+pub(crate) async fn verify_version(s: Scoped, p: Params) -> JsonResult {
+    let (name, version) = (p.str("name")?, p.str("version")?);
+    let v = s
+        .attestor
+        .verify_model_version(
+            &s.meta,
+            s.blobs.as_ref(),
+            &name,
+            &version,
+            &s.principal.actor(),
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(v).unwrap_or(Value::Null)))
+}
+
+/// The public key (PEM) the server signs models and provenance with.
+#[utoipa::path(get, path = "/api/bastion/v1/signing-key", tag = "evidence",
+    responses((status = 200, description = "`{public_key, hint, algorithm}`")))]
+pub(crate) async fn signing_key(s: Scoped) -> JsonResult {
+    let key = s.attestor.public_key();
+    Ok(Json(json!({
+        "public_key": key.to_pem(),
+        "hint": key.hint(),
+        "algorithm": key.algorithm().as_str(),
+    })))
 }

@@ -74,6 +74,8 @@ pub struct AppState {
     pub audit_key: Option<Arc<SigningKey>>,
     /// Scans uploaded model files and records the results as evidence.
     pub scans: Arc<bastion_evidence::Scans>,
+    /// Signs registered model versions and verifies them.
+    pub attestor: Arc<bastion_evidence::Attestor>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
         metrics: PrometheusHandle,
         oidc: Option<crate::auth::credentials::OidcConfig>,
         audit_key: Option<Arc<SigningKey>>,
+        attestor: Arc<bastion_evidence::Attestor>,
     ) -> Self {
         let auth = AuthState {
             credentials: Authenticator::new(meta.clone(), oidc, Default::default()),
@@ -98,6 +101,7 @@ impl AppState {
             auth: Arc::new(auth),
             audit_key,
             scans: Arc::new(bastion_evidence::Scans::new(bastion_scan::Policy::builtin())),
+            attestor,
         }
     }
 }

@@ -44,14 +44,7 @@ pub fn load_or_create_audit_key(home: &Path) -> Result<SigningKey, KeyError> {
             let mut seed = [0u8; 32];
             getrandom_fill(&mut seed).map_err(io(&path))?;
             let key = SigningKey::from_bytes(&seed);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&path).map_err(io(&path))?;
-            file.write_all(hex::encode(seed).as_bytes())
-                .map_err(io(&path))?;
-            file.sync_all().map_err(io(&path))?;
+            write_private(&path, hex::encode(seed).as_bytes())?;
             write_public(home, &key.verifying_key())?;
             Ok(key)
         }
@@ -66,7 +59,20 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
         .map_err(std::io::Error::other)
 }
 
-fn check_private(path: &Path) -> Result<(), KeyError> {
+/// Creates `path` (which must not exist) readable and writable by its owner only, and writes
+/// the secret `bytes` to disk before returning.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Refuses a private key file that users other than its owner may read.
+pub fn check_private(path: &Path) -> Result<(), KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -191,6 +191,9 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/api/bastion/v1/model-versions/evidence" "evidence.model-version" read => Resource(RegisteredModel, Read);
         POST "/api/bastion/v1/model-versions/scan" "evidence.scan-model-version" write => Resource(RegisteredModel, Edit);
         POST "/api/bastion/v1/model-versions/release" "evidence.release-model-version" write => Resource(RegisteredModel, Manage);
+        GET "/api/bastion/v1/model-versions/attestations" "attest.model-version" read => Resource(RegisteredModel, Read);
+        POST "/api/bastion/v1/model-versions/verify" "attest.verify-model-version" write => Resource(RegisteredModel, Edit);
+        GET "/api/bastion/v1/signing-key" "attest.signing-key" read => Authenticated;
     }
 });
 

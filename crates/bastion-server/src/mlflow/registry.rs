@@ -119,6 +119,15 @@ pub async fn create_version(s: Scoped, p: Params) -> JsonResult {
         model_id: p.opt_str("model_id")?,
     };
     let mut v = s.meta.create_model_version(&draft).await?;
+    // The server signs the version's files (and their provenance) as registered; the
+    // registration stands without it, and verification then reports it as unsigned.
+    if let Err(e) = s
+        .attestor
+        .attest_model_version(&s.meta, &v.name, &v.version, &s.principal.actor())
+        .await
+    {
+        tracing::warn!(model = %v.name, version = %v.version, error = %e, "model version not signed");
+    }
     // Every file of the new version is scanned (uploads were scanned as they arrived); a
     // CRITICAL finding quarantines it, which the MLflow client reports as a failed
     // registration with the reason.

@@ -143,6 +143,7 @@ impl TestServer {
             bastion_server::prometheus(),
             oidc,
             Some(audit_key.clone()),
+            Arc::new(bastion_evidence::Attestor::ephemeral().unwrap()),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let scheme = if tls.is_some() { "https" } else { "http" };

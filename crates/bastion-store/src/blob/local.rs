@@ -82,7 +82,10 @@ impl BlobStore for LocalBlobStore {
         let file = tokio::fs::File::open(&path).await?;
         Ok(Some((
             meta.len(),
-            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed(),
+            super::verifying(
+                *digest,
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed(),
+            ),
         )))
     }
 
@@ -160,5 +163,26 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", &p).unwrap();
         assert!(store.get(&d).await.is_err());
         assert!(store.local_file(&d).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_blob_changed_on_disk_fails_its_read() {
+        use futures::StreamExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::new(dir.path().join("blobs"), dir.path().join("tmp")).unwrap();
+        let a = store.put(body(&[b"weights"]), 100, None).await.unwrap();
+        let p = store.path_of(&a.digest);
+        let mut perms = std::fs::metadata(&p).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&p, perms).unwrap();
+        std::fs::write(&p, b"weighTs").unwrap();
+        let (_, mut s) = store.get(&a.digest).await.unwrap().unwrap();
+        let mut last = None;
+        while let Some(item) = s.next().await {
+            last = Some(item);
+        }
+        let err = last.unwrap().unwrap_err();
+        assert!(err.to_string().contains("is corrupt"), "{err}");
     }
 }

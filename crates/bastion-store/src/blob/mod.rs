@@ -35,6 +35,33 @@ pub enum BlobError {
     Config(String),
 }
 
+/// Passes `stream` through while hashing it; if the bytes turn out not to be `digest` (a blob
+/// changed on disk or in the bucket), the stream ends with an error instead of ending cleanly,
+/// so no reader takes a tampered blob for the real one.
+pub fn verifying(digest: Digest, stream: ByteStream) -> ByteStream {
+    futures::stream::unfold(Some((stream, Hasher::new())), move |state| async move {
+        let (mut inner, mut hasher) = state?;
+        match inner.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                Some((Ok(chunk), Some((inner, hasher))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None => {
+                let got = hasher.finish();
+                (got != digest).then(|| {
+                    let e = io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("blob {digest} is corrupt: its bytes now hash to {got}"),
+                    );
+                    (Err(e), None)
+                })
+            }
+        }
+    })
+    .boxed()
+}
+
 /// What `put` stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredBlob {

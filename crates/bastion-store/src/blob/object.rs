@@ -116,7 +116,7 @@ impl BlobStore for ObjectBlobStore {
             Ok(result) => {
                 let size = result.meta.size;
                 let stream = result.into_stream().map_err(std::io::Error::other).boxed();
-                Ok(Some((size, stream)))
+                Ok(Some((size, super::verifying(*digest, stream))))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),

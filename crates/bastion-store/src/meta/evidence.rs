@@ -152,6 +152,38 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Records the root digest of a version's files (set once, at registration).
+    pub async fn set_model_version_root_digest(
+        &self,
+        name: &str,
+        version: &str,
+        root: &Digest,
+    ) -> StoreResult<()> {
+        let (pk, v, _) = self.version_row(name, version).await?;
+        sqlx::query("UPDATE model_versions SET root_digest = $1 WHERE model_pk = $2 AND version = $3")
+            .bind(root.hex())
+            .bind(pk)
+            .bind(v)
+            .write_on(self)
+            .await?;
+        Ok(())
+    }
+
+    /// The root digest recorded for a version's files, if one was.
+    pub async fn model_version_root_digest(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<Option<Digest>> {
+        let (_, _, row) = self.version_row(name, version).await?;
+        let text: Option<String> = row.try_get("root_digest")?;
+        text.map(|t| {
+            t.parse()
+                .map_err(|e| StoreError::Corrupt(format!("model version root digest: {e}")))
+        })
+        .transpose()
+    }
+
     /// Why the version is quarantined, if it is.
     pub async fn model_version_quarantine(
         &self,

@@ -204,7 +204,7 @@ fn validate_alias(alias: &str) -> StoreResult<()> {
 }
 
 const MV_COLUMNS: &str = "rm.name, mv.model_pk, mv.version, mv.creation_time, mv.last_updated_time, mv.description, \
-     mv.user_id, mv.current_stage, mv.source, mv.run_id, mv.run_link, mv.status, mv.status_message, mv.logged_model_id, mv.quarantine";
+     mv.user_id, mv.current_stage, mv.source, mv.run_id, mv.run_link, mv.status, mv.status_message, mv.logged_model_id, mv.quarantine, mv.root_digest";
 
 fn model_tags(owner: &[Bind]) -> rows::KvOwner<'_> {
     rows::KvOwner {
