@@ -169,6 +169,14 @@ impl TestServer {
         }
     }
 
+    /// Where the local blob store keeps the blob with this hex digest (to tamper with it).
+    pub fn blob_path(&self, hex: &str) -> std::path::PathBuf {
+        self._dir
+            .path()
+            .join("blobs")
+            .join(format!("sha256/{}/{}/{hex}", &hex[..2], &hex[2..4]))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

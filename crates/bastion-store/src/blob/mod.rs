@@ -35,27 +35,43 @@ pub enum BlobError {
     Config(String),
 }
 
-/// Passes `stream` through while hashing it; if the bytes turn out not to be `digest` (a blob
-/// changed on disk or in the bucket), the stream ends with an error instead of ending cleanly,
-/// so no reader takes a tampered blob for the real one.
+/// Passes `stream` through while hashing it. The last chunk is held back until the whole
+/// content is hashed: if the bytes turn out not to be `digest` (a blob changed on disk or in
+/// the bucket), the stream ends with an error and a reader never receives the complete
+/// tampered content (a sized HTTP response is cut short).
 pub fn verifying(digest: Digest, stream: ByteStream) -> ByteStream {
-    futures::stream::unfold(Some((stream, Hasher::new())), move |state| async move {
-        let (mut inner, mut hasher) = state?;
-        match inner.next().await {
-            Some(Ok(chunk)) => {
-                hasher.update(&chunk);
-                Some((Ok(chunk), Some((inner, hasher))))
-            }
-            Some(Err(e)) => Some((Err(e), None)),
-            None => {
-                let got = hasher.finish();
-                (got != digest).then(|| {
-                    let e = io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("blob {digest} is corrupt: its bytes now hash to {got}"),
-                    );
-                    (Err(e), None)
-                })
+    struct State {
+        inner: ByteStream,
+        hasher: Hasher,
+        held: Option<Bytes>,
+    }
+    let start = State {
+        inner: stream,
+        hasher: Hasher::new(),
+        held: None,
+    };
+    futures::stream::unfold(Some(start), move |state| async move {
+        let mut st = state?;
+        loop {
+            match st.inner.next().await {
+                Some(Ok(chunk)) => {
+                    st.hasher.update(&chunk);
+                    if let Some(previous) = st.held.replace(chunk) {
+                        return Some((Ok(previous), Some(st)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => {
+                    let got = st.hasher.clone().finish();
+                    if got != digest {
+                        let e = io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("blob {digest} is corrupt: its bytes now hash to {got}"),
+                        );
+                        return Some((Err(e), None));
+                    }
+                    return st.held.take().map(|last| (Ok(last), None));
+                }
             }
         }
     })
