@@ -14,6 +14,9 @@ pub struct DatasetRef {
     pub name: String,
     /// Hex SHA-256 of the dataset's content, when known.
     pub sha256: Option<String>,
+    /// Another digest the dataset is known by (e.g. MLflow's dataset digest), recorded as a
+    /// property since CycloneDX hashes name a fixed set of algorithms.
+    pub other_digest: Option<String>,
     /// Where it came from (a URI).
     pub source: Option<String>,
     /// Its role: training, evaluation…
@@ -125,12 +128,20 @@ impl ModelBom {
             considerations.insert("useCases".into(), json!(c.use_cases));
         }
         if !c.technical_limitations.is_empty() {
-            considerations.insert("technicalLimitations".into(), json!(c.technical_limitations));
+            considerations.insert(
+                "technicalLimitations".into(),
+                json!(c.technical_limitations),
+            );
         }
         if !c.ethical_considerations.is_empty() {
             considerations.insert(
                 "ethicalConsiderations".into(),
-                json!(c.ethical_considerations.iter().map(|e| json!({"name": e})).collect::<Vec<_>>()),
+                json!(
+                    c.ethical_considerations
+                        .iter()
+                        .map(|e| json!({"name": e}))
+                        .collect::<Vec<_>>()
+                ),
             );
         }
         if !considerations.is_empty() {
@@ -167,6 +178,10 @@ impl ModelBom {
             });
             if let Some(h) = &d.sha256 {
                 component["hashes"] = sha256(h);
+            }
+            if let Some(other) = &d.other_digest {
+                component["properties"] =
+                    json!([{"name": "bastion:dataset-digest", "value": other}]);
             }
             components.push(component);
         }

@@ -137,7 +137,12 @@ pub fn verify_chain(chain: &[Vec<u8>], roots: &[Vec<u8>]) -> Result<PublicKey, C
         .map(|(i, der)| Cert::parse(i, der))
         .collect::<Result<Vec<_>, _>>()?;
     let leaf = carried.first().ok_or(ChainError::Empty)?;
-    let at = leaf.cert.tbs_certificate.validity.not_before.to_unix_duration();
+    let at = leaf
+        .cert
+        .tbs_certificate
+        .validity
+        .not_before
+        .to_unix_duration();
     let mut current = leaf;
     for _ in 0..MAX_DEPTH {
         if !current.valid_at(at) {

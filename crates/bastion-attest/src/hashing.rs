@@ -339,7 +339,10 @@ mod tests {
         };
         let m = hash_model(dir.path(), &opts, &|_| {}).unwrap();
         assert_eq!(names(&m), ["big:0:10", "big:10:20", "big:20:25"]);
-        assert_eq!(m.resources()[2].digest, <[u8; 32]>::from(Sha256::digest([7u8; 5])));
+        assert_eq!(
+            m.resources()[2].digest,
+            <[u8; 32]>::from(Sha256::digest([7u8; 5]))
+        );
         let zero = HashOptions {
             method: Method::Shards { shard_size: 0 },
             ..HashOptions::default()
@@ -388,8 +391,8 @@ mod tests {
     #[test]
     fn missing_model_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = hash_model(&dir.path().join("nope"), &HashOptions::default(), &|_| {})
-            .unwrap_err();
+        let err =
+            hash_model(&dir.path().join("nope"), &HashOptions::default(), &|_| {}).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

@@ -7,7 +7,9 @@ use std::fmt;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use ed25519_dalek::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
@@ -132,18 +134,24 @@ impl PrivateKey {
                 KeyAlgorithm::EcdsaP256 => {
                     let mut b = Zeroizing::new([0u8; 32]);
                     random_bytes(b.as_mut())?;
-                    p256::ecdsa::SigningKey::from_slice(b.as_ref()).ok().map(Self::P256)
+                    p256::ecdsa::SigningKey::from_slice(b.as_ref())
+                        .ok()
+                        .map(Self::P256)
                 }
                 KeyAlgorithm::EcdsaP384 => {
                     let mut b = Zeroizing::new([0u8; 48]);
                     random_bytes(b.as_mut())?;
-                    p384::ecdsa::SigningKey::from_slice(b.as_ref()).ok().map(Self::P384)
+                    p384::ecdsa::SigningKey::from_slice(b.as_ref())
+                        .ok()
+                        .map(Self::P384)
                 }
                 KeyAlgorithm::EcdsaP521 => {
                     let mut b = Zeroizing::new([0u8; 66]);
                     random_bytes(b.as_mut())?;
                     b[0] &= 0x01;
-                    p521::ecdsa::SigningKey::from_slice(b.as_ref()).ok().map(Self::P521)
+                    p521::ecdsa::SigningKey::from_slice(b.as_ref())
+                        .ok()
+                        .map(Self::P521)
                 }
                 KeyAlgorithm::Ed25519 => {
                     let mut b = Zeroizing::new([0u8; 32]);
@@ -257,8 +265,7 @@ impl PrivateKey {
                 s.to_der().as_bytes().to_vec()
             }
             Self::P521(k) => {
-                let s: p521::ecdsa::Signature =
-                    p521::ecdsa::signature::Signer::sign(k, message);
+                let s: p521::ecdsa::Signature = p521::ecdsa::signature::Signer::sign(k, message);
                 s.to_der().as_bytes().to_vec()
             }
             Self::Ed25519(k) => k.sign(message).to_bytes().to_vec(),
@@ -330,11 +337,20 @@ impl PublicKey {
     /// the bundle's key hint).
     pub fn to_pem(&self) -> String {
         let pem = match self {
-            Self::P256(k) => k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string()),
-            Self::P384(k) => k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string()),
-            Self::P521(k) => p521::PublicKey::from_sec1_bytes(&k.to_encoded_point(false).to_bytes())
-                .map_err(|e| e.to_string())
-                .and_then(|p| p.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())),
+            Self::P256(k) => k
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| e.to_string()),
+            Self::P384(k) => k
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| e.to_string()),
+            Self::P521(k) => {
+                p521::PublicKey::from_sec1_bytes(&k.to_encoded_point(false).to_bytes())
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| {
+                        p.to_public_key_pem(LineEnding::LF)
+                            .map_err(|e| e.to_string())
+                    })
+            }
             Self::Ed25519(k) => k
                 .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
                 .map_err(|e| e.to_string()),
@@ -409,18 +425,31 @@ mod tests {
         let public = PublicKey::from_pem(include_str!("../tests/data/p256-pub.pem")).unwrap();
         assert_eq!(key.public_key(), public);
         assert_eq!(public.to_pem(), include_str!("../tests/data/p256-pub.pem"));
-        assert_eq!(public.hint(), include_str!("../tests/data/p256-hint.txt").trim());
+        assert_eq!(
+            public.hint(),
+            include_str!("../tests/data/p256-hint.txt").trim()
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_use() {
         assert!(matches!(
-            PrivateKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"),
+            PrivateKey::from_pem(
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+            ),
             Err(KeyError::Encrypted)
         ));
-        assert!(matches!(PrivateKey::from_pem("hello"), Err(KeyError::Malformed(_))));
         assert!(matches!(
-            PublicKey::from_pem(&PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap().to_pem().unwrap()),
+            PrivateKey::from_pem("hello"),
+            Err(KeyError::Malformed(_))
+        ));
+        assert!(matches!(
+            PublicKey::from_pem(
+                &PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+                    .unwrap()
+                    .to_pem()
+                    .unwrap()
+            ),
             Err(KeyError::Malformed(_))
         ));
         assert!(matches!(

@@ -66,15 +66,16 @@ impl Resource {
     }
 
     /// Parses a resource name written by a signer, for `method`.
-    pub fn parse_name(name: &str, method: Method) -> Result<(Vec<String>, Option<(u64, u64)>), String> {
+    pub fn parse_name(
+        name: &str,
+        method: Method,
+    ) -> Result<(Vec<String>, Option<(u64, u64)>), String> {
         match method {
             Method::Files => Ok((components(name), None)),
             Method::Shards { .. } => {
                 let parts: Vec<&str> = name.split(':').collect();
                 let [path, start, end] = parts[..] else {
-                    return Err(format!(
-                        "shard resource {name:?} is not PATH:START:END"
-                    ));
+                    return Err(format!("shard resource {name:?} is not PATH:START:END"));
                 };
                 let start: u64 = start
                     .parse()
@@ -159,7 +160,11 @@ impl fmt::Display for Mismatch {
 
 impl Manifest {
     /// A manifest over `resources`, which it puts in canonical order.
-    pub fn new(model_name: String, serialization: Serialization, mut resources: Vec<Resource>) -> Self {
+    pub fn new(
+        model_name: String,
+        serialization: Serialization,
+        mut resources: Vec<Resource>,
+    ) -> Self {
         resources.sort();
         Self {
             model_name,
@@ -269,7 +274,11 @@ mod tests {
             range: Some((s, e)),
             digest: [0; 32],
         };
-        let m = files_manifest(vec![shard("b", 0, 5), shard("a", 10, 12), shard("a", 2, 10)]);
+        let m = files_manifest(vec![
+            shard("b", 0, 5),
+            shard("a", 10, 12),
+            shard("a", 2, 10),
+        ]);
         let names: Vec<String> = m.resources().iter().map(Resource::name).collect();
         assert_eq!(names, ["a:2:10", "a:10:12", "b:0:5"]);
     }

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use crate::bundle::{BUNDLE_MEDIA_TYPE, Bundle, CertificateChain, PublicKeyIdentifier, RawCertificate, VerificationMaterial};
+use crate::bundle::{
+    BUNDLE_MEDIA_TYPE, Bundle, CertificateChain, PublicKeyIdentifier, RawCertificate,
+    VerificationMaterial,
+};
 use crate::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
 use crate::hashing::{HashError, HashOptions, hash_model};
 use crate::keys::{PrivateKey, PublicKey};
@@ -31,7 +34,11 @@ pub enum Material {
 }
 
 /// Signs `statement` with `key`.
-pub fn sign_statement(statement: &Statement, key: &PrivateKey, material: &Material) -> Result<Bundle, SignError> {
+pub fn sign_statement(
+    statement: &Statement,
+    key: &PrivateKey,
+    material: &Material,
+) -> Result<Bundle, SignError> {
     let verification_material = match material {
         Material::KeyHint => VerificationMaterial {
             public_key: Some(PublicKeyIdentifier {
@@ -45,8 +52,9 @@ pub fn sign_statement(statement: &Statement, key: &PrivateKey, material: &Materi
                 .ok_or_else(|| SignError::Certificate("no certificate given".into()))?;
             let cert = <x509_cert::Certificate as x509_cert::der::Decode>::from_der(leaf)
                 .map_err(|e| SignError::Certificate(e.to_string()))?;
-            let spki = x509_cert::der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
-                .map_err(|e| SignError::Certificate(e.to_string()))?;
+            let spki =
+                x509_cert::der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+                    .map_err(|e| SignError::Certificate(e.to_string()))?;
             let cert_key = PublicKey::from_spki_der(&spki)
                 .map_err(|e| SignError::Certificate(e.to_string()))?;
             if cert_key != key.public_key() {

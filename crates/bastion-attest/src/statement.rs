@@ -62,10 +62,11 @@ impl Statement {
             // An integer: model_signing 1.1.1 writes a float here and then cannot read it.
             serialization["shard_size"] = json!(shard_size);
         }
+        let algorithm = resource_algorithm(s.method);
         let resources: Vec<Value> = manifest
             .resources()
             .iter()
-            .map(|r| json!({"name": r.name(), "algorithm": HASH_TYPE, "digest": hex::encode(r.digest)}))
+            .map(|r| json!({"name": r.name(), "algorithm": algorithm, "digest": hex::encode(r.digest)}))
             .collect();
         Self::new(
             vec![Subject::sha256(
@@ -115,21 +116,24 @@ impl Statement {
         let mut resources = Vec::with_capacity(listed.len());
         for (i, r) in listed.iter().enumerate() {
             let field = |k: &str| {
-                r.get(k)
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| format!("predicate.resources[{i}].{k} is missing or not a string"))
+                r.get(k).and_then(Value::as_str).ok_or_else(|| {
+                    format!("predicate.resources[{i}].{k} is missing or not a string")
+                })
             };
             let name = field("name")?;
             let algorithm = field("algorithm")?;
-            if algorithm != HASH_TYPE {
+            if algorithm != HASH_TYPE && algorithm != resource_algorithm(serialization.method) {
                 return Err(format!(
-                    "predicate.resources[{i}] ({name}) uses {algorithm:?}; only sha256 is supported"
+                    "predicate.resources[{i}] ({name}) uses {algorithm:?}; expected {:?}",
+                    resource_algorithm(serialization.method)
                 ));
             }
             let digest = hex::decode(field("digest")?)
                 .ok()
                 .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                .ok_or_else(|| format!("predicate.resources[{i}] ({name}): digest is not 64 hex characters"))?;
+                .ok_or_else(|| {
+                    format!("predicate.resources[{i}] ({name}): digest is not 64 hex characters")
+                })?;
             let (components, range) = Resource::parse_name(name, serialization.method)?;
             resources.push(Resource {
                 components,
@@ -149,6 +153,15 @@ impl Statement {
             manifest.serialization.clone(),
             manifest.resources().to_vec(),
         ))
+    }
+}
+
+/// The algorithm name `model_signing` gives each resource: the hash for whole files, the hash
+/// and shard size for shards (its verifier compares the name too).
+fn resource_algorithm(method: Method) -> String {
+    match method {
+        Method::Files => HASH_TYPE.to_owned(),
+        Method::Shards { shard_size } => format!("{HASH_TYPE}-sharded-{shard_size}"),
     }
 }
 

@@ -112,8 +112,9 @@ pub fn verify_bundle(bundle: &Bundle, trust: &Trust) -> Result<Statement, Verify
     let signed = pae(&envelope.payload_type, &payload);
     let mut any = false;
     for (i, s) in envelope.signatures.iter().enumerate() {
-        let sig = unb64(&s.sig)
-            .map_err(|e| VerifyError::Malformed(format!("dsseEnvelope.signatures[{i}].sig: {e}")))?;
+        let sig = unb64(&s.sig).map_err(|e| {
+            VerifyError::Malformed(format!("dsseEnvelope.signatures[{i}].sig: {e}"))
+        })?;
         any |= key.verify(&signed, &sig);
     }
     if !any {

@@ -46,8 +46,14 @@ fn every_key_type_signs_and_verifies_a_folder() {
     let root = model(dir.path());
     for alg in KeyAlgorithm::ALL {
         let key = PrivateKey::generate(alg).unwrap();
-        let (manifest, bundle) =
-            sign_model(&root, &HashOptions::default(), &key, &Material::KeyHint, &none).unwrap();
+        let (manifest, bundle) = sign_model(
+            &root,
+            &HashOptions::default(),
+            &key,
+            &Material::KeyHint,
+            &none,
+        )
+        .unwrap();
         let json = bundle.to_json();
         let back = Bundle::from_json(json.as_bytes()).unwrap();
         let trust = Trust::Key(key.public_key());
@@ -80,8 +86,14 @@ fn tampering_is_reported_precisely() {
     let dir = tempfile::tempdir().unwrap();
     let root = model(dir.path());
     let key = PrivateKey::from_pem(include_str!("data/p256-sec1.pem")).unwrap();
-    let (_, bundle) =
-        sign_model(&root, &HashOptions::default(), &key, &Material::KeyHint, &none).unwrap();
+    let (_, bundle) = sign_model(
+        &root,
+        &HashOptions::default(),
+        &key,
+        &Material::KeyHint,
+        &none,
+    )
+    .unwrap();
     let trust = Trust::Key(key.public_key());
 
     // One changed byte in a 3 MiB file.
@@ -130,7 +142,11 @@ fn tampering_is_reported_precisely() {
     write(&root, "a.txt", b"");
 
     // A wrong key: the hint says so; without the hint the signature fails.
-    let other = Trust::Key(PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap().public_key());
+    let other = Trust::Key(
+        PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+            .unwrap()
+            .public_key(),
+    );
     assert!(matches!(
         verify(&root, &bundle, &other),
         Err(VerifyError::KeyMismatch { .. })
@@ -190,14 +206,23 @@ fn malformed_bundles_are_refused_with_the_reason() {
     let root = model(dir.path());
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
     let trust = Trust::Key(key.public_key());
-    let (manifest, good) =
-        sign_model(&root, &HashOptions::default(), &key, &Material::KeyHint, &none).unwrap();
+    let (manifest, good) = sign_model(
+        &root,
+        &HashOptions::default(),
+        &key,
+        &Material::KeyHint,
+        &none,
+    )
+    .unwrap();
 
     for (text, expect) in [
         ("", "not a Sigstore bundle"),
         ("{}", "missing field"),
         ("[1,2]", "not a Sigstore bundle"),
-        (r#"{"mediaType":"application/json","verificationMaterial":{},"dsseEnvelope":{"payload":"","payloadType":"","signatures":[]}}"#, "mediaType"),
+        (
+            r#"{"mediaType":"application/json","verificationMaterial":{},"dsseEnvelope":{"payload":"","payloadType":"","signatures":[]}}"#,
+            "mediaType",
+        ),
     ] {
         let err = Bundle::from_json(text.as_bytes()).unwrap_err();
         assert!(err.contains(expect), "{text}: {err}");
@@ -214,36 +239,68 @@ fn malformed_bundles_are_refused_with_the_reason() {
     // Signature not base64.
     let mut garbled = good.clone();
     garbled.dsse_envelope.signatures[0].sig = "%%%".into();
-    assert!(matches!(verify(&root, &garbled, &trust), Err(VerifyError::Malformed(m)) if m.contains("signatures[0].sig")));
+    assert!(
+        matches!(verify(&root, &garbled, &trust), Err(VerifyError::Malformed(m)) if m.contains("signatures[0].sig"))
+    );
     // No signature at all.
     let mut unsigned = good.clone();
     unsigned.dsse_envelope.signatures.clear();
-    assert!(matches!(verify(&root, &unsigned, &trust), Err(VerifyError::NoSignature)));
+    assert!(matches!(
+        verify(&root, &unsigned, &trust),
+        Err(VerifyError::NoSignature)
+    ));
     // Payload changed after signing.
     let mut swapped = good.clone();
-    swapped.dsse_envelope.payload = bastion_attest::dsse::Envelope::sign(IN_TOTO_PAYLOAD_TYPE, b"{}", |_| vec![]).payload;
-    assert!(matches!(verify(&root, &swapped, &trust), Err(VerifyError::BadSignature(_))));
+    swapped.dsse_envelope.payload =
+        bastion_attest::dsse::Envelope::sign(IN_TOTO_PAYLOAD_TYPE, b"{}", |_| vec![]).payload;
+    assert!(matches!(
+        verify(&root, &swapped, &trust),
+        Err(VerifyError::BadSignature(_))
+    ));
 
     // Wrong payload type, even if correctly signed.
     let statement = serde_json::to_vec(&Statement::for_manifest(&manifest)).unwrap();
     let typed = bundle_over(&statement, "application/json", &key);
-    assert!(matches!(verify(&root, &typed, &trust), Err(VerifyError::PayloadType(t)) if t == "application/json"));
+    assert!(
+        matches!(verify(&root, &typed, &trust), Err(VerifyError::PayloadType(t)) if t == "application/json")
+    );
 
     // Signed, but not a statement / wrong predicate / inconsistent root digest.
     let not_json = bundle_over(b"not json", IN_TOTO_PAYLOAD_TYPE, &key);
-    assert!(matches!(verify(&root, &not_json, &trust), Err(VerifyError::Statement(_))));
+    assert!(matches!(
+        verify(&root, &not_json, &trust),
+        Err(VerifyError::Statement(_))
+    ));
     let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
     value["predicateType"] = "https://slsa.dev/provenance/v1".into();
-    let other_predicate = bundle_over(&serde_json::to_vec(&value).unwrap(), IN_TOTO_PAYLOAD_TYPE, &key);
-    assert!(matches!(verify(&root, &other_predicate, &trust), Err(VerifyError::Statement(m)) if m.contains("predicateType")));
+    let other_predicate = bundle_over(
+        &serde_json::to_vec(&value).unwrap(),
+        IN_TOTO_PAYLOAD_TYPE,
+        &key,
+    );
+    assert!(
+        matches!(verify(&root, &other_predicate, &trust), Err(VerifyError::Statement(m)) if m.contains("predicateType"))
+    );
     let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
     value["subject"][0]["digest"]["sha256"] = "00".repeat(32).into();
-    let inconsistent = bundle_over(&serde_json::to_vec(&value).unwrap(), IN_TOTO_PAYLOAD_TYPE, &key);
-    assert!(matches!(verify(&root, &inconsistent, &trust), Err(VerifyError::Statement(m)) if m.contains("inconsistent")));
+    let inconsistent = bundle_over(
+        &serde_json::to_vec(&value).unwrap(),
+        IN_TOTO_PAYLOAD_TYPE,
+        &key,
+    );
+    assert!(
+        matches!(verify(&root, &inconsistent, &trust), Err(VerifyError::Statement(m)) if m.contains("inconsistent"))
+    );
     let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
     value["predicate"]["serialization"]["hash_type"] = "blake2".into();
-    let blake = bundle_over(&serde_json::to_vec(&value).unwrap(), IN_TOTO_PAYLOAD_TYPE, &key);
-    assert!(matches!(verify(&root, &blake, &trust), Err(VerifyError::Statement(m)) if m.contains("blake2")));
+    let blake = bundle_over(
+        &serde_json::to_vec(&value).unwrap(),
+        IN_TOTO_PAYLOAD_TYPE,
+        &key,
+    );
+    assert!(
+        matches!(verify(&root, &blake, &trust), Err(VerifyError::Statement(m)) if m.contains("blake2"))
+    );
 }
 
 #[test]
@@ -252,14 +309,20 @@ fn accepts_model_signing_float_shard_size() {
     let root = model(dir.path());
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
     let options = HashOptions {
-        method: Method::Shards { shard_size: 1_000_000 },
+        method: Method::Shards {
+            shard_size: 1_000_000,
+        },
         ..HashOptions::default()
     };
     let manifest = hash_model(&root, &options, &none).unwrap();
     let mut value = serde_json::to_value(Statement::for_manifest(&manifest)).unwrap();
     assert_eq!(value["predicate"]["serialization"]["shard_size"], 1_000_000);
     value["predicate"]["serialization"]["shard_size"] = serde_json::json!(1_000_000.0);
-    let bundle = bundle_over(&serde_json::to_vec(&value).unwrap(), IN_TOTO_PAYLOAD_TYPE, &key);
+    let bundle = bundle_over(
+        &serde_json::to_vec(&value).unwrap(),
+        IN_TOTO_PAYLOAD_TYPE,
+        &key,
+    );
     verify(&root, &bundle, &Trust::Key(key.public_key())).unwrap();
 }
 
@@ -320,10 +383,20 @@ mod chains {
         let chain = Material::Certificates(vec![pki.leaf.clone(), pki.intermediate.clone()]);
         let (_, bundle) =
             sign_model(&root, &HashOptions::default(), &pki.leaf_key, &chain, &none).unwrap();
-        assert!(bundle.verification_material.x509_certificate_chain.is_some());
+        assert!(
+            bundle
+                .verification_material
+                .x509_certificate_chain
+                .is_some()
+        );
         verify(&root, &bundle, &Trust::Roots(vec![pki.root.clone()])).unwrap();
         // The intermediate given as the anchor also works.
-        verify(&root, &bundle, &Trust::Roots(vec![pki.intermediate.clone()])).unwrap();
+        verify(
+            &root,
+            &bundle,
+            &Trust::Roots(vec![pki.intermediate.clone()]),
+        )
+        .unwrap();
 
         // Another PKI's root does not.
         let stranger = make_pki(Some(KeyUsagePurpose::DigitalSignature), false);
@@ -342,9 +415,14 @@ mod chains {
         assert!(verify(&root, &short, &Trust::Roots(vec![pki.root.clone()])).is_err());
 
         // A key bundle checked against roots, and a key that is not the certificate's.
-        let (_, keyed) =
-            sign_model(&root, &HashOptions::default(), &pki.leaf_key, &Material::KeyHint, &none)
-                .unwrap();
+        let (_, keyed) = sign_model(
+            &root,
+            &HashOptions::default(),
+            &pki.leaf_key,
+            &Material::KeyHint,
+            &none,
+        )
+        .unwrap();
         assert!(matches!(
             verify(&root, &keyed, &Trust::Roots(vec![pki.root.clone()])),
             Err(VerifyError::NoCertificates)
@@ -358,16 +436,31 @@ mod chains {
         let dir = tempfile::tempdir().unwrap();
         let root = model(dir.path());
         let server_only = make_pki(Some(KeyUsagePurpose::KeyEncipherment), false);
-        let chain = Material::Certificates(vec![server_only.leaf.clone(), server_only.intermediate.clone()]);
-        let (_, bundle) =
-            sign_model(&root, &HashOptions::default(), &server_only.leaf_key, &chain, &none).unwrap();
+        let chain = Material::Certificates(vec![
+            server_only.leaf.clone(),
+            server_only.intermediate.clone(),
+        ]);
+        let (_, bundle) = sign_model(
+            &root,
+            &HashOptions::default(),
+            &server_only.leaf_key,
+            &chain,
+            &none,
+        )
+        .unwrap();
         let err = verify(&root, &bundle, &Trust::Roots(vec![server_only.root])).unwrap_err();
         assert!(err.to_string().contains("may not sign"), "{err}");
 
         let code = make_pki(None, true);
         let chain = Material::Certificates(vec![code.leaf.clone(), code.intermediate.clone()]);
-        let (_, bundle) =
-            sign_model(&root, &HashOptions::default(), &code.leaf_key, &chain, &none).unwrap();
+        let (_, bundle) = sign_model(
+            &root,
+            &HashOptions::default(),
+            &code.leaf_key,
+            &chain,
+            &none,
+        )
+        .unwrap();
         verify(&root, &bundle, &Trust::Roots(vec![code.root])).unwrap();
     }
 
@@ -383,7 +476,10 @@ mod chains {
             c.certificates[0].raw_bytes = "AAAA".into();
         }
         let err = verify(&root, &bundle, &Trust::Roots(vec![pki.root])).unwrap_err();
-        assert!(err.to_string().contains("not a DER X.509 certificate"), "{err}");
+        assert!(
+            err.to_string().contains("not a DER X.509 certificate"),
+            "{err}"
+        );
     }
 }
 

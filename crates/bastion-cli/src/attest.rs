@@ -174,7 +174,10 @@ fn total_size(path: &Path) -> u64 {
 /// The signature path relative to the model, when it lies inside it (so it is not signed).
 fn inside(model: &Path, file: &Path) -> Option<String> {
     let model = model.canonicalize().ok()?;
-    let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dir = parent.canonicalize().ok()?;
     let rel = dir.strip_prefix(&model).ok()?;
     let name = file.file_name()?.to_str()?;
@@ -283,14 +286,19 @@ pub fn verify(home: &Path, args: &VerifyArgs) -> Result<i32> {
                 .with_context(|| format!("reading the public key {}", k.display()))?,
         ),
         (None, false) => Trust::Roots(read_certificates(&args.certificate_chain)?),
-        (None, true) => bail!("give the signer's --key, or --certificate-chain for a certificate bundle"),
+        (None, true) => {
+            bail!("give the signer's --key, or --certificate-chain for a certificate bundle")
+        }
     };
     let text = std::fs::read(&args.signature)
         .with_context(|| format!("reading the signature {}", args.signature.display()))?;
     let bundle = match Bundle::from_json(&text) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("Verification failed: malformed bundle {}: {e}", args.signature.display());
+            eprintln!(
+                "Verification failed: malformed bundle {}: {e}",
+                args.signature.display()
+            );
             return Ok(1);
         }
     };
@@ -345,7 +353,10 @@ async fn resolve(meta: &MetaStore, reference: &str) -> Result<(String, String)> 
     Ok((v.name, v.version))
 }
 
-async fn open_registry(home: &Path, args: &RegistryArgs) -> Result<(MetaStore, Box<dyn bastion_store::BlobStore>)> {
+async fn open_registry(
+    home: &Path,
+    args: &RegistryArgs,
+) -> Result<(MetaStore, Box<dyn bastion_store::BlobStore>)> {
     let file = FileConfig::load(None, home)?;
     let meta = open_store(home, &file, &args.store).await?;
     let destination = args
@@ -383,6 +394,10 @@ async fn verify_registered(home: &Path, reference: &str, args: &VerifyArgs) -> R
     }
 }
 
+fn is_sha256(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
 }
@@ -408,7 +423,10 @@ fn folder_bom(path: &Path, args: &BomArgs) -> Result<ModelBom> {
     let manifest = hash_model(path, &HashOptions::default(), &|_| {})
         .with_context(|| format!("hashing {}", path.display()))?;
     Ok(ModelBom {
-        name: args.name.clone().unwrap_or_else(|| manifest.model_name.clone()),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| manifest.model_name.clone()),
         version: args.version.clone(),
         root_sha256: Some(manifest.root_digest_hex()),
         files: manifest
@@ -443,12 +461,23 @@ async fn registered_bom(home: &Path, reference: &str, args: &RegistryArgs) -> Re
         .model_version_evidence(&meta, &name, &version)
         .await?;
     let mut tags: BTreeMap<String, String> = BTreeMap::new();
-    for t in rm.tags.iter().chain(run.iter().flat_map(|r| r.data.tags.iter())).chain(mv.tags.iter()) {
+    for t in rm
+        .tags
+        .iter()
+        .chain(run.iter().flat_map(|r| r.data.tags.iter()))
+        .chain(mv.tags.iter())
+    {
         tags.insert(t.key.clone(), t.value.clone());
     }
     let lines = |key: &str| -> Vec<String> {
         tags.get(key)
-            .map(|v| v.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+            .map(|v| {
+                v.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let [users, use_cases, limitations, ethical] = CONSIDERATION_TAGS.map(lines);
@@ -460,10 +489,13 @@ async fn registered_bom(home: &Path, reference: &str, args: &RegistryArgs) -> Re
     if let Some(q) = meta.model_version_quarantine(&name, &version).await? {
         properties.insert("bastion:quarantine".to_owned(), q);
     }
-    let description = [mv.description.as_str(), rm.description.as_deref().unwrap_or("")]
-        .into_iter()
-        .find(|d| !d.is_empty())
-        .map(str::to_owned);
+    let description = [
+        mv.description.as_str(),
+        rm.description.as_deref().unwrap_or(""),
+    ]
+    .into_iter()
+    .find(|d| !d.is_empty())
+    .map(str::to_owned);
     Ok(ModelBom {
         name: name.clone(),
         version: version.clone(),
@@ -486,8 +518,10 @@ async fn registered_bom(home: &Path, reference: &str, args: &RegistryArgs) -> Re
             .flat_map(|r| r.inputs.dataset_inputs.iter())
             .map(|d| DatasetRef {
                 name: d.dataset.name.clone(),
-                sha256: (d.dataset.digest.len() == 64).then(|| d.dataset.digest.clone()),
-                source: (!d.dataset.source.is_empty()).then(|| d.dataset.source.clone()),
+                sha256: is_sha256(&d.dataset.digest).then(|| d.dataset.digest.clone()),
+                other_digest: (!is_sha256(&d.dataset.digest) && !d.dataset.digest.is_empty())
+                    .then(|| d.dataset.digest.clone()),
+                source: d.dataset.source_uri(),
                 context: d
                     .tags
                     .iter()

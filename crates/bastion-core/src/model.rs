@@ -235,6 +235,30 @@ pub struct Dataset {
     pub profile: Option<String>,
 }
 
+impl Dataset {
+    /// Where the data came from, as a URI: MLflow clients write `source` as JSON
+    /// (`{"uri": "s3://…"}`) or as a plain URI. `None` when it names no URI.
+    pub fn source_uri(&self) -> Option<String> {
+        let text = self.source.trim();
+        let candidate = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => ["uri", "url", "path"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|u| u.as_str()).map(str::to_owned))?,
+            Err(_) => text.to_owned(),
+        };
+        let scheme = candidate.split_once(':').map(|(s, _)| s)?;
+        let valid = !scheme.is_empty()
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && !candidate
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+        valid.then_some(candidate)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetInput {
     #[serde(default, skip_serializing_if = "is_empty")]
@@ -438,5 +462,38 @@ mod tests {
         assert_eq!(Stage::parse("staging").unwrap(), Stage::Staging);
         assert!(Stage::parse("prod").is_err());
         assert_eq!(ViewType::parse("3").unwrap(), ViewType::All);
+    }
+}
+
+#[cfg(test)]
+mod dataset_tests {
+    use super::Dataset;
+
+    fn with_source(source: &str) -> Dataset {
+        Dataset {
+            name: "d".into(),
+            digest: "x".into(),
+            source_type: "s3".into(),
+            source: source.into(),
+            schema: None,
+            profile: None,
+        }
+    }
+
+    #[test]
+    fn source_uri_reads_mlflow_json_and_plain_uris() {
+        assert_eq!(
+            with_source(r#"{"uri": "s3://b/k.csv"}"#)
+                .source_uri()
+                .as_deref(),
+            Some("s3://b/k.csv")
+        );
+        assert_eq!(
+            with_source("https://x/y").source_uri().as_deref(),
+            Some("https://x/y")
+        );
+        assert_eq!(with_source("a local file").source_uri(), None);
+        assert_eq!(with_source(r#"{"tags": 1}"#).source_uri(), None);
+        assert_eq!(with_source("").source_uri(), None);
     }
 }

@@ -131,9 +131,8 @@ impl Attestor {
     /// written beside it.
     pub fn load_or_create(home: &Path) -> Result<Self, EvidenceError> {
         let path = home.join(SIGNING_KEY_FILE);
-        let key_err = |e: &dyn std::fmt::Display| {
-            EvidenceError::Key(format!("{}: {e}", path.display()))
-        };
+        let key_err =
+            |e: &dyn std::fmt::Display| EvidenceError::Key(format!("{}: {e}", path.display()));
         let key = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 bastion_store::keys::check_private(&path).map_err(|e| key_err(&e))?;
@@ -252,18 +251,19 @@ impl Attestor {
             }
             for input in &run.inputs.dataset_inputs {
                 let d = &input.dataset;
-                let algorithm = if d.digest.len() == 64 && d.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    "sha256"
-                } else {
-                    "mlflowDatasetDigest"
-                };
+                let algorithm =
+                    if d.digest.len() == 64 && d.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        "sha256"
+                    } else {
+                        "mlflowDatasetDigest"
+                    };
                 let context = input
                     .tags
                     .iter()
                     .find(|t| t.key == "mlflow.data.context")
                     .map(|t| t.value.clone());
                 dependencies.push(ResourceDescriptor {
-                    uri: (!d.source.is_empty()).then(|| d.source.clone()),
+                    uri: d.source_uri(),
                     name: Some(d.name.clone()),
                     digest: BTreeMap::from([(algorithm.to_owned(), d.digest.clone())]),
                     annotations: Some(json!({"kind": "dataset", "source_type": d.source_type, "context": context})),
@@ -316,13 +316,14 @@ impl Attestor {
                     )]),
                 },
                 metadata: BuildMetadata {
-                    invocation_id: run
-                        .as_ref()
-                        .map_or_else(|| format!("models:/{name}/{version}"), |r| r.info.run_id.clone()),
-                    started_on: Some(
-                        run.as_ref()
-                            .map_or_else(|| registered.clone(), |r| bastion_core::time::rfc3339(r.info.start_time)),
+                    invocation_id: run.as_ref().map_or_else(
+                        || format!("models:/{name}/{version}"),
+                        |r| r.info.run_id.clone(),
                     ),
+                    started_on: Some(run.as_ref().map_or_else(
+                        || registered.clone(),
+                        |r| bastion_core::time::rfc3339(r.info.start_time),
+                    )),
                     finished_on: Some(
                         run.as_ref()
                             .and_then(|r| r.info.end_time)
@@ -348,8 +349,12 @@ impl Attestor {
         let root = meta.model_version_root_digest(name, version).await?;
         let (mut signature, mut provenance) = (None, None);
         if let Some(root) = &root {
-            signature = latest(meta, root, SIGNATURE).await?.map(|e| e.body["bundle"].clone());
-            provenance = latest(meta, root, PROVENANCE).await?.map(|e| e.body["bundle"].clone());
+            signature = latest(meta, root, SIGNATURE)
+                .await?
+                .map(|e| e.body["bundle"].clone());
+            provenance = latest(meta, root, PROVENANCE)
+                .await?
+                .map(|e| e.body["bundle"].clone());
         }
         Ok(VersionAttestations {
             root_digest: root.map(|r| r.hex()),
@@ -422,7 +427,9 @@ impl Attestor {
             Some(e) => check_provenance(&e, &trust, &root),
         };
         match current_manifest(meta, name, version).await? {
-            None => out.mismatches.push("the version's files are no longer listed".to_owned()),
+            None => out
+                .mismatches
+                .push("the version's files are no longer listed".to_owned()),
             Some((current, files)) => {
                 out.current_root_digest = Some(current.root_digest_hex());
                 if let Some(signed) = &signed {
@@ -448,11 +455,16 @@ impl Attestor {
                 .unwrap_or_else(|| format!("signature: {}", out.signature.detail));
             let more = out.mismatches.len().saturating_sub(1);
             let reason = if more > 0 {
-                format!("quarantined by Bastion: the files no longer match their signature: {first} (and {more} more)")
+                format!(
+                    "quarantined by Bastion: the files no longer match their signature: {first} (and {more} more)"
+                )
             } else {
-                format!("quarantined by Bastion: the files no longer match their signature: {first}")
+                format!(
+                    "quarantined by Bastion: the files no longer match their signature: {first}"
+                )
             };
-            meta.quarantine_model_version(name, version, &reason).await?;
+            meta.quarantine_model_version(name, version, &reason)
+                .await?;
             tracing::warn!(model = name, version, by = actor, %reason, "model version quarantined");
             out.quarantine = Some(reason);
         }
@@ -461,7 +473,11 @@ impl Attestor {
 }
 
 /// The newest evidence of `kind` on `root`, from any version of the tool.
-async fn latest(meta: &MetaStore, root: &Digest, kind: &str) -> Result<Option<Evidence>, EvidenceError> {
+async fn latest(
+    meta: &MetaStore,
+    root: &Digest,
+    kind: &str,
+) -> Result<Option<Evidence>, EvidenceError> {
     Ok(meta
         .evidence_for(root)
         .await?
@@ -482,7 +498,9 @@ fn signed_manifest(e: &Evidence, trust: &Trust) -> Result<Manifest, String> {
 }
 
 fn check_provenance(e: &Evidence, trust: &Trust, root: &Digest) -> Check {
-    let statement = match recorded_bundle(e).and_then(|b| verify_bundle(&b, trust).map_err(|e| e.to_string())) {
+    let statement = match recorded_bundle(e)
+        .and_then(|b| verify_bundle(&b, trust).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(why) => return Check::failed(why),
     };
@@ -512,7 +530,10 @@ async fn current_manifest(
         Ok(_) => {
             return Err(EvidenceError::Unavailable(
                 format!("{name}/{version}"),
-                format!("more than {} files; too many to sign", crate::MAX_VERSION_FILES),
+                format!(
+                    "more than {} files; too many to sign",
+                    crate::MAX_VERSION_FILES
+                ),
             ));
         }
         Err(_) => return Ok(None),

@@ -222,9 +222,7 @@ impl Scans {
         let mut files = Vec::with_capacity(listed.files.len());
         for f in listed.files {
             let scan = meta.latest_evidence(&f.digest, SCAN, &self.tool).await?;
-            let review = meta
-                .latest_evidence(&f.digest, REVIEW, REVIEW_TOOL)
-                .await?;
+            let review = meta.latest_evidence(&f.digest, REVIEW, REVIEW_TOOL).await?;
             files.push(FileEvidence {
                 path: f.path,
                 digest: f.digest,

@@ -82,7 +82,12 @@ async fn registration_signs_files_and_provenance(b: Backend) {
     let s = TestServer::start(b).await;
     let (run, _, v) = registered(&s, "signed").await;
     assert_eq!(v["status"], "READY");
-    let a = v1(&s, reqwest::Method::GET, "model-versions/attestations?name=signed&version=1").await;
+    let a = v1(
+        &s,
+        reqwest::Method::GET,
+        "model-versions/attestations?name=signed&version=1",
+    )
+    .await;
     let root = a["root_digest"].as_str().unwrap().to_owned();
     let key = PublicKey::from_pem(a["public_key"].as_str().unwrap()).unwrap();
     let trust = Trust::Key(key.clone());
@@ -120,10 +125,18 @@ async fn registration_signs_files_and_provenance(b: Backend) {
         .iter()
         .find(|d| d.name.as_deref() == Some("code"))
         .unwrap();
-    assert_eq!(code.digest["gitCommit"], "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(
+        code.digest["gitCommit"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
 
     // End-to-end verification passes and re-reads every byte.
-    let r = v1(&s, reqwest::Method::POST, "model-versions/verify?name=signed&version=1").await;
+    let r = v1(
+        &s,
+        reqwest::Method::POST,
+        "model-versions/verify?name=signed&version=1",
+    )
+    .await;
     assert_eq!(r["verified"], true, "{r}");
     assert_eq!(r["files_checked"], 3);
     assert_eq!(r["bytes_checked"], 4096 + 12);
@@ -142,14 +155,25 @@ async fn changed_files_fail_verification_and_quarantine(b: Backend) {
     // An artifact overwritten after registration: the listed files no longer match.
     let (_, root, _) = registered(&s, "overwritten").await;
     put(&s, &format!("{root}/weights.bin"), &[8u8; 4096]).await;
-    let r = v1(&s, reqwest::Method::POST, "model-versions/verify?name=overwritten&version=1").await;
+    let r = v1(
+        &s,
+        reqwest::Method::POST,
+        "model-versions/verify?name=overwritten&version=1",
+    )
+    .await;
     assert_eq!(r["verified"], false);
     assert_eq!(r["signature"]["ok"], true, "{r}");
     let mismatches = r["mismatches"].to_string();
     assert!(mismatches.contains("weights.bin: content changed"), "{r}");
-    assert!(r["quarantine"].as_str().unwrap().contains("weights.bin"), "{r}");
+    assert!(
+        r["quarantine"].as_str().unwrap().contains("weights.bin"),
+        "{r}"
+    );
     let v = s
-        .ok_get("/model-versions/get", &[("name", "overwritten"), ("version", "1")])
+        .ok_get(
+            "/model-versions/get",
+            &[("name", "overwritten"), ("version", "1")],
+        )
         .await;
     assert_eq!(v["model_version"]["status"], "FAILED_REGISTRATION");
     let (st, _) = s
@@ -163,8 +187,18 @@ async fn changed_files_fail_verification_and_quarantine(b: Backend) {
     // A file added after registration is reported as extra.
     let (_, root, _) = registered(&s, "extra").await;
     put(&s, &format!("{root}/payload.py"), b"import os").await;
-    let r = v1(&s, reqwest::Method::POST, "model-versions/verify?name=extra&version=1").await;
-    assert!(r["mismatches"].to_string().contains("payload.py: not covered"), "{r}");
+    let r = v1(
+        &s,
+        reqwest::Method::POST,
+        "model-versions/verify?name=extra&version=1",
+    )
+    .await;
+    assert!(
+        r["mismatches"]
+            .to_string()
+            .contains("payload.py: not covered"),
+        "{r}"
+    );
 
     // A blob changed on disk: the stored bytes no longer hash to their digest, verification
     // says which file, and downloading it fails rather than serving the changed bytes.
@@ -176,9 +210,19 @@ async fn changed_files_fail_verification_and_quarantine(b: Backend) {
     perms.set_readonly(false);
     std::fs::set_permissions(&blob, perms).unwrap();
     std::fs::write(&blob, [9u8; 4096]).unwrap();
-    let r = v1(&s, reqwest::Method::POST, "model-versions/verify?name=corrupted&version=1").await;
+    let r = v1(
+        &s,
+        reqwest::Method::POST,
+        "model-versions/verify?name=corrupted&version=1",
+    )
+    .await;
     assert_eq!(r["verified"], false);
-    assert!(r["mismatches"].to_string().contains("weights.bin: its stored bytes changed"), "{r}");
+    assert!(
+        r["mismatches"]
+            .to_string()
+            .contains("weights.bin: its stored bytes changed"),
+        "{r}"
+    );
     assert!(r["quarantine"].is_string());
     let download = s
         .client
@@ -186,7 +230,10 @@ async fn changed_files_fail_verification_and_quarantine(b: Backend) {
         .send()
         .await
         .unwrap();
-    assert!(download.bytes().await.is_err(), "a tampered blob was served in full");
+    assert!(
+        download.bytes().await.is_err(),
+        "a tampered blob was served in full"
+    );
 }
 
 async fn remote_versions_are_reported_unsigned(b: Backend) {
@@ -199,11 +246,26 @@ async fn remote_versions_are_reported_unsigned(b: Backend) {
         json!({"name": "remote", "source": "s3://elsewhere/model"}),
     )
     .await;
-    let a = v1(&s, reqwest::Method::GET, "model-versions/attestations?name=remote&version=1").await;
+    let a = v1(
+        &s,
+        reqwest::Method::GET,
+        "model-versions/attestations?name=remote&version=1",
+    )
+    .await;
     assert_eq!(a["root_digest"], Value::Null);
     assert_eq!(a["signature"], Value::Null);
-    let r = v1(&s, reqwest::Method::POST, "model-versions/verify?name=remote&version=1").await;
+    let r = v1(
+        &s,
+        reqwest::Method::POST,
+        "model-versions/verify?name=remote&version=1",
+    )
+    .await;
     assert_eq!(r["verified"], false);
-    assert!(r["signature"]["detail"].as_str().unwrap().contains("no root digest"));
+    assert!(
+        r["signature"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no root digest")
+    );
     assert_eq!(r["quarantine"], Value::Null);
 }

@@ -160,12 +160,14 @@ impl MetaStore {
         root: &Digest,
     ) -> StoreResult<()> {
         let (pk, v, _) = self.version_row(name, version).await?;
-        sqlx::query("UPDATE model_versions SET root_digest = $1 WHERE model_pk = $2 AND version = $3")
-            .bind(root.hex())
-            .bind(pk)
-            .bind(v)
-            .write_on(self)
-            .await?;
+        sqlx::query(
+            "UPDATE model_versions SET root_digest = $1 WHERE model_pk = $2 AND version = $3",
+        )
+        .bind(root.hex())
+        .bind(pk)
+        .bind(v)
+        .write_on(self)
+        .await?;
         Ok(())
     }
 
