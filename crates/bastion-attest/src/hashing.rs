@@ -136,7 +136,7 @@ pub fn hash_model(
         }
     }
     // Largest first, so one big file does not start last and finish alone.
-    jobs.sort_by(|a, b| b.size.cmp(&a.size));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
     let resources = jobs
         .into_par_iter()
         .map(|job| hash_job(job, progress))

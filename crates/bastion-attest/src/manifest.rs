@@ -37,6 +37,9 @@ pub struct Serialization {
     pub ignore_paths: Vec<String>,
 }
 
+/// A shard's byte range `[start, end)`.
+pub type Range = (u64, u64);
+
 /// One hashed file or shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
@@ -69,7 +72,7 @@ impl Resource {
     pub fn parse_name(
         name: &str,
         method: Method,
-    ) -> Result<(Vec<String>, Option<(u64, u64)>), String> {
+    ) -> Result<(Vec<String>, Option<Range>), String> {
         match method {
             Method::Files => Ok((components(name), None)),
             Method::Shards { .. } => {
