@@ -291,10 +291,16 @@ def test_registered_versions_verify_end_to_end(creds, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert root_of(tmp_path / "server.sig") == a["root_digest"]
 
-    # And `bastion verify models:/…` checks the version in the registry itself.
+    # And `bastion verify models:/…` checks the version in the registry itself, by version or
+    # by alias.
     out = bastion("verify", f"models:/{name}/{mv.version}", *registry_args(), home=server.home)
     report = json.loads(out.stdout)
     assert report["verified"] is True and report["files_checked"] == 8, report
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", mv.version)
+    out = bastion("verify", f"models:/{name}@champion", *registry_args(), home=server.home)
+    assert json.loads(out.stdout)["version"] == mv.version
+    r = bastion("verify", f"models:/{name}@nobody", *registry_args(), home=server.home, check=False)
+    assert r.returncode == 2 and "nobody" in r.stderr, r.stderr
 
 
 @pytest.mark.skipif(bool(os.environ.get("BASTION_INTEROP_ARTIFACTS")), reason="tampers with a local blob folder")

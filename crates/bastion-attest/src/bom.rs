@@ -209,3 +209,44 @@ impl ModelBom {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_the_model_card_to_its_datasets() {
+        let bom = ModelBom {
+            name: "fraud".into(),
+            version: "3".into(),
+            root_sha256: Some("ab".repeat(32)),
+            files: vec![("model.onnx".into(), "cd".repeat(32))],
+            task: Some("classification".into()),
+            parameters: BTreeMap::from([("lr".into(), "0.1".into())]),
+            datasets: vec![DatasetRef {
+                name: "train".into(),
+                sha256: Some("ef".repeat(32)),
+                context: Some("training".into()),
+                ..DatasetRef::default()
+            }],
+            metrics: BTreeMap::from([("auc".into(), 0.9)]),
+            timestamp: "2026-11-26T00:00:00.000Z".into(),
+            serial_number: "urn:uuid:00000000-0000-4000-8000-000000000000".into(),
+            ..ModelBom::default()
+        }
+        .to_json();
+        assert_eq!(bom["specVersion"], "1.6");
+        let model = &bom["components"][0];
+        assert_eq!(model["type"], "machine-learning-model");
+        assert_eq!(model["hashes"][0]["content"], "ab".repeat(32));
+        assert_eq!(model["components"][0]["name"], "model.onnx");
+        let data = &bom["components"][1];
+        assert_eq!(data["type"], "data");
+        assert_eq!(data["hashes"][0]["content"], "ef".repeat(32));
+        let card = &model["modelCard"];
+        assert_eq!(card["modelParameters"]["datasets"][0]["ref"], data["bom-ref"]);
+        assert_eq!(card["modelParameters"]["task"], "classification");
+        assert_eq!(card["quantitativeAnalysis"]["performanceMetrics"][0]["value"], "0.9");
+        assert_eq!(bom["dependencies"][0]["dependsOn"][0], data["bom-ref"]);
+    }
+}

@@ -135,10 +135,13 @@ pub fn hash_model(
             }
         }
     }
-    // Largest first, so one big file does not start last and finish alone.
+    // Largest first, so one big file does not start last and finish alone; one job per task
+    // (rayon would otherwise hand one thread a contiguous run of the biggest files and leave
+    // the other idle once the small ones are done).
     jobs.sort_by_key(|j| std::cmp::Reverse(j.size));
     let resources = jobs
         .into_par_iter()
+        .with_max_len(1)
         .map(|job| hash_job(job, progress))
         .collect::<Result<Vec<Resource>, HashError>>()?;
     Ok(Manifest::new(model_name(path), serialization, resources))

@@ -282,21 +282,9 @@ impl PublicKey {
                 "expected a PEM public key (\"PUBLIC KEY\"), found a {label:?} block"
             )));
         }
-        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(text) {
-            return Ok(Self::P256(k));
-        }
-        if let Ok(k) = p384::ecdsa::VerifyingKey::from_public_key_pem(text) {
-            return Ok(Self::P384(k));
-        }
-        if let Ok(k) = p521::PublicKey::from_public_key_pem(text) {
-            return Self::p521_from_sec1(&k.to_sec1_bytes());
-        }
-        if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(text) {
-            return Ok(Self::Ed25519(k));
-        }
-        Err(KeyError::Unsupported(
-            "a public key that is not ECDSA P-256/P-384/P-521 or Ed25519".into(),
-        ))
+        let (_, der) = p256::pkcs8::der::Document::from_pem(text)
+            .map_err(|e| KeyError::Malformed(format!("public key PEM: {e}")))?;
+        Self::from_spki_der(der.as_bytes())
     }
 
     /// Reads a DER SubjectPublicKeyInfo (as found in a certificate).
@@ -314,7 +302,7 @@ impl PublicKey {
             return Ok(Self::Ed25519(k));
         }
         Err(KeyError::Unsupported(
-            "a certificate key that is not ECDSA P-256/P-384/P-521 or Ed25519".into(),
+            "a public key that is not ECDSA P-256/P-384/P-521 or Ed25519".into(),
         ))
     }
 

@@ -69,10 +69,7 @@ impl Resource {
     }
 
     /// Parses a resource name written by a signer, for `method`.
-    pub fn parse_name(
-        name: &str,
-        method: Method,
-    ) -> Result<(Vec<String>, Option<Range>), String> {
+    pub fn parse_name(name: &str, method: Method) -> Result<(Vec<String>, Option<Range>), String> {
         match method {
             Method::Files => Ok((components(name), None)),
             Method::Shards { .. } => {

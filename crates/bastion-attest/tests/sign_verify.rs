@@ -271,36 +271,35 @@ fn malformed_bundles_are_refused_with_the_reason() {
         verify(&root, &not_json, &trust),
         Err(VerifyError::Statement(_))
     ));
-    let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
-    value["predicateType"] = "https://slsa.dev/provenance/v1".into();
-    let other_predicate = bundle_over(
-        &serde_json::to_vec(&value).unwrap(),
-        IN_TOTO_PAYLOAD_TYPE,
-        &key,
-    );
-    assert!(
-        matches!(verify(&root, &other_predicate, &trust), Err(VerifyError::Statement(m)) if m.contains("predicateType"))
-    );
-    let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
-    value["subject"][0]["digest"]["sha256"] = "00".repeat(32).into();
-    let inconsistent = bundle_over(
-        &serde_json::to_vec(&value).unwrap(),
-        IN_TOTO_PAYLOAD_TYPE,
-        &key,
-    );
-    assert!(
-        matches!(verify(&root, &inconsistent, &trust), Err(VerifyError::Statement(m)) if m.contains("inconsistent"))
-    );
-    let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
-    value["predicate"]["serialization"]["hash_type"] = "blake2".into();
-    let blake = bundle_over(
-        &serde_json::to_vec(&value).unwrap(),
-        IN_TOTO_PAYLOAD_TYPE,
-        &key,
-    );
-    assert!(
-        matches!(verify(&root, &blake, &trust), Err(VerifyError::Statement(m)) if m.contains("blake2"))
-    );
+    // Signed correctly, but the statement itself is wrong.
+    type Mutation = fn(&mut serde_json::Value);
+    let cases: [(Mutation, &str); 3] = [
+        (
+            |v| v["predicateType"] = "https://slsa.dev/provenance/v1".into(),
+            "predicateType",
+        ),
+        (
+            |v| v["subject"][0]["digest"]["sha256"] = "00".repeat(32).into(),
+            "inconsistent",
+        ),
+        (
+            |v| v["predicate"]["serialization"]["hash_type"] = "blake2".into(),
+            "blake2",
+        ),
+    ];
+    for (mutate, expect) in cases {
+        let mut value: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+        mutate(&mut value);
+        let bad = bundle_over(
+            &serde_json::to_vec(&value).unwrap(),
+            IN_TOTO_PAYLOAD_TYPE,
+            &key,
+        );
+        assert!(
+            matches!(verify(&root, &bad, &trust), Err(VerifyError::Statement(ref m)) if m.contains(expect)),
+            "{expect}"
+        );
+    }
 }
 
 #[test]

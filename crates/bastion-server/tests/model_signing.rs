@@ -25,18 +25,6 @@ const FILES: [(&str, &[u8]); 3] = [
     ("sub/a.txt", b""),
 ];
 
-async fn put(s: &TestServer, path: &str, bytes: &[u8]) {
-    let st = s
-        .client
-        .put(s.url(&format!("{ART}/{path}")))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert!(st.is_success(), "{st}");
-}
-
 /// A run with a parameter and the three files under `model/`, registered as `name`.
 async fn registered(s: &TestServer, name: &str) -> (String, String, Value) {
     let exp = s.create_experiment(&format!("exp-{name}")).await;
@@ -53,7 +41,7 @@ async fn registered(s: &TestServer, name: &str) -> (String, String, Value) {
     .await;
     let root = format!("{exp}/{run}/artifacts/model");
     for (path, bytes) in FILES {
-        put(s, &format!("{root}/{path}"), bytes).await;
+        s.put_artifact(&format!("{root}/{path}"), bytes).await;
     }
     let _ = s
         .post("/registered-models/create", json!({ "name": name }))
@@ -154,7 +142,8 @@ async fn changed_files_fail_verification_and_quarantine(b: Backend) {
 
     // An artifact overwritten after registration: the listed files no longer match.
     let (_, root, _) = registered(&s, "overwritten").await;
-    put(&s, &format!("{root}/weights.bin"), &[8u8; 4096]).await;
+    s.put_artifact(&format!("{root}/weights.bin"), &[8u8; 4096])
+        .await;
     let r = v1(
         &s,
         reqwest::Method::POST,
@@ -186,7 +175,8 @@ async fn changed_files_fail_verification_and_quarantine(b: Backend) {
 
     // A file added after registration is reported as extra.
     let (_, root, _) = registered(&s, "extra").await;
-    put(&s, &format!("{root}/payload.py"), b"import os").await;
+    s.put_artifact(&format!("{root}/payload.py"), b"import os")
+        .await;
     let r = v1(
         &s,
         reqwest::Method::POST,

@@ -20,18 +20,6 @@ const EVIL: &[u8] = b"\x80\x02cos\nsystem\nX\x0a\x00\x00\x00echo pwned\x85R.";
 /// `{"w": [1.0, 2.0]}` as protocol-2 pickle.
 const BENIGN: &[u8] = b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01]q\x02(G?\xf0\x00\x00\x00\x00\x00\x00G@\x00\x00\x00\x00\x00\x00\x00es.";
 
-async fn put(s: &TestServer, path: &str, bytes: &[u8]) {
-    let st = s
-        .client
-        .put(s.url(&format!("{ART}/{path}")))
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert!(st.is_success(), "{st}");
-}
-
 async fn v1_get(s: &TestServer, path: &str, query: &str) -> (reqwest::StatusCode, Value) {
     s.call(
         reqwest::Method::GET,
@@ -62,8 +50,10 @@ async fn uploads_are_scanned_and_critical_versions_are_quarantined(b: Backend) {
     let exp = s.create_experiment("scan").await;
     let run = s.create_run(&exp).await;
     let root = format!("{exp}/{run}/artifacts");
-    put(&s, &format!("{root}/model/model.pkl"), EVIL).await;
-    put(&s, &format!("{root}/model/MLmodel"), b"flavors: {}\n").await;
+    s.put_artifact(&format!("{root}/model/model.pkl"), EVIL)
+        .await;
+    s.put_artifact(&format!("{root}/model/MLmodel"), b"flavors: {}\n")
+        .await;
 
     // The upload's scan is evidence on the file's digest.
     let (st, ev) = v1_get(
@@ -262,7 +252,8 @@ async fn clean_and_remote_versions_stay_ready(b: Backend) {
     let exp = s.create_experiment("clean").await;
     let run = s.create_run(&exp).await;
     let root = format!("{exp}/{run}/artifacts");
-    put(&s, &format!("{root}/model/model.pkl"), BENIGN).await;
+    s.put_artifact(&format!("{root}/model/model.pkl"), BENIGN)
+        .await;
     put(
         &s,
         &format!("{root}/model/weights/part-0.bin"),

@@ -169,6 +169,19 @@ impl TestServer {
         }
     }
 
+    /// Uploads an artifact through the MLflow artifact proxy and asserts it was stored.
+    pub async fn put_artifact(&self, path: &str, bytes: &[u8]) {
+        let st = self
+            .client
+            .put(self.url(&format!("/api/2.0/mlflow-artifacts/artifacts/{path}")))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(st.is_success(), "{path}: {st}");
+    }
+
     /// Where the local blob store keeps the blob with this hex digest (to tamper with it).
     pub fn blob_path(&self, hex: &str) -> std::path::PathBuf {
         self._dir
