@@ -244,9 +244,15 @@ mod tests {
         assert_eq!(data["type"], "data");
         assert_eq!(data["hashes"][0]["content"], "ef".repeat(32));
         let card = &model["modelCard"];
-        assert_eq!(card["modelParameters"]["datasets"][0]["ref"], data["bom-ref"]);
+        assert_eq!(
+            card["modelParameters"]["datasets"][0]["ref"],
+            data["bom-ref"]
+        );
         assert_eq!(card["modelParameters"]["task"], "classification");
-        assert_eq!(card["quantitativeAnalysis"]["performanceMetrics"][0]["value"], "0.9");
+        assert_eq!(
+            card["quantitativeAnalysis"]["performanceMetrics"][0]["value"],
+            "0.9"
+        );
         assert_eq!(bom["dependencies"][0]["dependsOn"][0], data["bom-ref"]);
     }
 }

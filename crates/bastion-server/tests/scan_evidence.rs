@@ -13,7 +13,6 @@ backend_tests!(
     clean_and_remote_versions_stay_ready
 );
 
-const ART: &str = "/api/2.0/mlflow-artifacts/artifacts";
 const V1: &str = "/api/bastion/v1";
 /// `os.system("echo pwned")` as protocol-2 pickle.
 const EVIL: &[u8] = b"\x80\x02cos\nsystem\nX\x0a\x00\x00\x00echo pwned\x85R.";
@@ -254,12 +253,8 @@ async fn clean_and_remote_versions_stay_ready(b: Backend) {
     let root = format!("{exp}/{run}/artifacts");
     s.put_artifact(&format!("{root}/model/model.pkl"), BENIGN)
         .await;
-    put(
-        &s,
-        &format!("{root}/model/weights/part-0.bin"),
-        &[7u8; 4096],
-    )
-    .await;
+    s.put_artifact(&format!("{root}/model/weights/part-0.bin"), &[7u8; 4096])
+        .await;
     let v = register(&s, "good", &format!("runs:/{run}/model"), Some(&run)).await;
     assert_eq!(v["status"], "READY", "{v}");
     let (_, e) = v1_get(&s, "model-versions/evidence", "name=good&version=1").await;

@@ -170,19 +170,43 @@ mod tests {
         use futures::StreamExt as _;
         let dir = tempfile::tempdir().unwrap();
         let store = LocalBlobStore::new(dir.path().join("blobs"), dir.path().join("tmp")).unwrap();
-        let a = store.put(body(&[b"weights"]), 100, None).await.unwrap();
-        let p = store.path_of(&a.digest);
-        let mut perms = std::fs::metadata(&p).unwrap().permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        std::fs::set_permissions(&p, perms).unwrap();
-        std::fs::write(&p, b"weighTs").unwrap();
-        let (_, mut s) = store.get(&a.digest).await.unwrap().unwrap();
-        let mut last = None;
-        while let Some(item) = s.next().await {
-            last = Some(item);
+        // Several read chunks, so the stream yields data before it can know.
+        let original = vec![1u8; 1 << 20];
+        let a = store.put(body(&[b"x"]), 100, None).await.unwrap();
+        let big = store
+            .put(
+                futures::stream::iter([Ok(bytes::Bytes::from(original.clone()))]).boxed(),
+                1 << 21,
+                None,
+            )
+            .await
+            .unwrap();
+        for (digest, tampered) in [(a.digest, vec![b'y']), (big.digest, vec![2u8; 1 << 20])] {
+            let p = store.path_of(&digest);
+            let mut perms = std::fs::metadata(&p).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&p, perms).unwrap();
+            std::fs::write(&p, &tampered).unwrap();
+            let (_, mut s) = store.get(&digest).await.unwrap().unwrap();
+            let mut received = 0;
+            let mut last = None;
+            while let Some(item) = s.next().await {
+                if let Ok(chunk) = &item {
+                    received += chunk.len();
+                }
+                last = Some(item);
+            }
+            let err = last.unwrap().unwrap_err();
+            assert!(err.to_string().contains("is corrupt"), "{err}");
+            assert!(
+                received < tampered.len(),
+                "the whole tampered blob was yielded"
+            );
         }
-        let err = last.unwrap().unwrap_err();
-        assert!(err.to_string().contains("is corrupt"), "{err}");
+        // An intact blob streams completely.
+        let b = store.put(body(&[b"fine"]), 100, None).await.unwrap();
+        let (_, s) = store.get(&b.digest).await.unwrap().unwrap();
+        assert_eq!(read_all(s).await, b"fine");
     }
 }
