@@ -357,3 +357,20 @@ def test_bom_validates_against_cyclonedx_1_6(creds, tmp_path):
     folder = tmp_path / "folder-bom.json"
     bastion("bom", str(tmp_path / "model"), "--output", str(folder))
     assert validator.validate_str(folder.read_text()) is None
+
+
+def test_a_signature_inside_the_model_is_not_part_of_it(tmp_path):
+    model = make_model(tmp_path / "model", big=1 << 20)
+    priv, pub = keypair(tmp_path, ec.SECP256R1())
+    ours = model / "bastion.sig"
+    bastion("sign", str(model), "--key", str(priv), "--signature", str(ours))
+    assert "bastion.sig" in statement(ours)["predicate"]["serialization"]["ignore_paths"]
+    assert ms("verify", "key", str(model), "--signature", str(ours), "--public_key", str(pub)).returncode == 0
+    bastion("verify", str(model), "--signature", str(ours), "--key", str(pub))
+    theirs = model / "reference.sig"
+    assert ms("sign", "key", str(model), "--private_key", str(priv), "--signature", str(theirs)).returncode == 0
+    # The reference signature covers bastion.sig (it only leaves out itself), so both sides
+    # verify it as long as bastion.sig stays.
+    bastion("verify", str(model), "--signature", str(theirs), "--key", str(pub))
+    r = bastion("verify", str(model), "--signature", str(tmp_path / "absent.sig"), "--key", str(pub), check=False)
+    assert r.returncode == 2 and "absent.sig" in r.stderr, r.stderr
