@@ -118,6 +118,24 @@ pub struct BomArgs {
     pub registry: RegistryArgs,
 }
 
+/// Writes `bytes` to `path` through a temporary file in the same folder, so an interrupted
+/// run leaves the old file or none, never a half-written one.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 fn read(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
@@ -135,8 +153,7 @@ pub fn keygen(args: &KeygenArgs) -> Result<()> {
     let pem = key.to_pem()?;
     bastion_store::keys::write_private(&private, pem.as_bytes())?;
     let public_key = key.public_key();
-    std::fs::write(&public, public_key.to_pem())
-        .with_context(|| format!("writing {}", public.display()))?;
+    write_whole(&public, public_key.to_pem().as_bytes())?;
     print_json(&json!({
         "algorithm": args.algorithm.as_str(),
         "private_key": private,
@@ -252,8 +269,7 @@ pub fn sign(args: &SignArgs) -> Result<()> {
     .with_context(|| format!("signing {}", args.model.display()))?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    std::fs::write(&args.signature, bundle.to_json())
-        .with_context(|| format!("writing {}", args.signature.display()))?;
+    write_whole(&args.signature, bundle.to_json().as_bytes())?;
     let bytes = bytes.load(Ordering::Relaxed);
     print_json(&json!({
         "signature": args.signature,
@@ -411,7 +427,7 @@ pub async fn bom(home: &Path, args: &BomArgs) -> Result<()> {
     bom.serial_number = format!("urn:uuid:{}", uuid::Uuid::new_v4());
     let text = serde_json::to_string_pretty(&bom.to_json())?;
     match &args.output {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        Some(p) => write_whole(p, text.as_bytes()),
         None => {
             println!("{text}");
             Ok(())
@@ -457,9 +473,11 @@ async fn registered_bom(home: &Path, reference: &str, args: &RegistryArgs) -> Re
         meta.get_run(&mv.run_id).await.ok()
     };
     let root = meta.model_version_root_digest(&name, &version).await?;
-    let evidence = bastion_evidence::Scans::new(bastion_scan::Policy::builtin())
-        .model_version_evidence(&meta, &name, &version)
-        .await?;
+    // A version whose files this server does not store has none to list.
+    let files = bastion_evidence::version_files(&meta, &name, &version)
+        .await?
+        .map(|listed| listed.files)
+        .unwrap_or_default();
     let mut tags: BTreeMap<String, String> = BTreeMap::new();
     for t in rm
         .tags
@@ -501,8 +519,7 @@ async fn registered_bom(home: &Path, reference: &str, args: &RegistryArgs) -> Re
         version: version.clone(),
         description,
         root_sha256: root.map(|r| r.hex()),
-        files: evidence
-            .files
+        files: files
             .iter()
             .map(|f| (f.path.clone(), f.digest.hex()))
             .collect(),

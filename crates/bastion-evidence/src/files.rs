@@ -15,7 +15,7 @@ pub struct VersionFile {
     pub size: i64,
 }
 
-pub(crate) struct VersionFiles {
+pub struct VersionFiles {
     /// The source folder (its last segment names the model in signatures).
     pub root: RelPath,
     pub files: Vec<VersionFile>,
@@ -24,7 +24,7 @@ pub(crate) struct VersionFiles {
 }
 
 /// The version's files, or why they cannot be listed (they are not stored by this server).
-pub(crate) async fn version_files(
+pub async fn version_files(
     meta: &MetaStore,
     name: &str,
     version: &str,

@@ -15,7 +15,7 @@ mod attest;
 mod files;
 
 pub use attest::{Attestor, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification};
-pub use files::VersionFile;
+pub use files::{VersionFile, VersionFiles, version_files};
 
 /// The evidence kind of a model-file scan.
 pub const SCAN: &str = "scan";

@@ -23,6 +23,19 @@ pub struct ObjectBlobStore {
 }
 
 impl ObjectBlobStore {
+    /// The object's bytes as the bucket returns them; callers check the digest.
+    async fn unverified(&self, digest: &Digest) -> Result<Option<(u64, ByteStream)>, BlobError> {
+        match self.store.get(&self.key(digest)).await {
+            Ok(result) => {
+                let size = result.meta.size;
+                let stream = result.into_stream().map_err(std::io::Error::other).boxed();
+                Ok(Some((size, stream)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// `s3://bucket/prefix`; endpoint, region and credentials come from the usual `AWS_*`
     /// environment variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP` for a local test server).
     pub fn s3(uri: &str, tmp: PathBuf) -> Result<Self, BlobError> {
@@ -112,19 +125,14 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn get(&self, digest: &Digest) -> Result<Option<(u64, ByteStream)>, BlobError> {
-        match self.store.get(&self.key(digest)).await {
-            Ok(result) => {
-                let size = result.meta.size;
-                let stream = result.into_stream().map_err(std::io::Error::other).boxed();
-                Ok(Some((size, super::verifying(*digest, stream))))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self
+            .unverified(digest)
+            .await?
+            .map(|(size, stream)| (size, super::verifying(*digest, stream))))
     }
 
     async fn local_file(&self, digest: &Digest) -> Result<Option<LocalBlob>, BlobError> {
-        let Some((_, stream)) = self.get(digest).await? else {
+        let Some((_, stream)) = self.unverified(digest).await? else {
             return Ok(None);
         };
         // The copy is hashed as it arrives: bytes that are not the blob are refused.
