@@ -1,0 +1,18 @@
+//! Tabular data checks for Bastion. Files and bytes in, reports out: this crate knows
+//! nothing of the registry, SQL or HTTP, and never evaluates what it reads.
+
+pub mod drift;
+pub mod error;
+pub mod ingest;
+pub mod pii;
+pub mod poison;
+pub mod profile;
+pub mod read;
+pub mod report;
+pub mod schema;
+pub mod sketch;
+pub mod stats;
+pub mod validate;
+pub mod values;
+
+pub use error::{DataError, DataResult};
