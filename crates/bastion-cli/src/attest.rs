@@ -120,7 +120,7 @@ pub struct BomArgs {
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, so an interrupted
 /// run leaves the old file or none, never a half-written one.
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
     let dir = path
         .parent()
@@ -369,7 +369,7 @@ async fn resolve(meta: &MetaStore, reference: &str) -> Result<(String, String)> 
     Ok((v.name, v.version))
 }
 
-async fn open_registry(
+pub(crate) async fn open_registry(
     home: &Path,
     args: &RegistryArgs,
 ) -> Result<(MetaStore, Box<dyn bastion_store::BlobStore>)> {
@@ -414,7 +414,7 @@ fn is_sha256(digest: &str) -> bool {
     digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn whoami() -> String {
+pub(crate) fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
 }
 

@@ -4,6 +4,7 @@
 mod attest;
 mod audit;
 mod config;
+mod data;
 mod identity;
 mod scan;
 mod server;
@@ -77,6 +78,10 @@ enum Command {
     Verify(attest::VerifyArgs),
     /// Write a CycloneDX 1.6 ML-BOM of a registered version or a model folder.
     Bom(attest::BomArgs),
+    /// Versioned datasets and their checks: profile, validation, drift, PII, poisoning.
+    /// Exits 1 when `validate` finds a failed constraint, 2 when a command could not run.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 /// Where the metadata lives, for commands that work on the store directly.
@@ -129,6 +134,19 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Command::Data(c) = cli.command {
+        // 1 means "a check failed", so an error that stopped the command is 2.
+        let code = runtime
+            .block_on(async move {
+                let home = prepare_home(&cli.home)?;
+                data::run(&home, c).await
+            })
+            .unwrap_or_else(|e| {
+                eprintln!("Error: {e:#}");
+                2
+            });
+        std::process::exit(code);
+    }
     runtime.block_on(async move {
         let home = prepare_home(&cli.home)?;
         let file = FileConfig::load(cli.config.as_deref(), &home)?;
@@ -139,14 +157,16 @@ fn main() -> Result<()> {
             Command::Grant(c) => identity::grant(&home, &file, c).await,
             Command::Audit(c) => audit::run(&home, &file, c).await,
             Command::Bom(args) => attest::bom(&home, &args).await,
-            Command::Scan(_) | Command::Verify(_) | Command::Keygen(_) | Command::Sign(_) => {
-                unreachable_scan()
-            }
+            Command::Scan(_)
+            | Command::Verify(_)
+            | Command::Keygen(_)
+            | Command::Sign(_)
+            | Command::Data(_) => unreachable_scan(),
         }
     })
 }
 
-/// `scan`, `verify`, `keygen` and `sign` returned before the runtime started.
+/// `scan`, `verify`, `keygen`, `sign` and `data` returned before this point.
 fn unreachable_scan() -> Result<()> {
     anyhow::bail!("this command is handled before the runtime starts")
 }

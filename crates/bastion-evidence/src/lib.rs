@@ -12,6 +12,7 @@ use bastion_store::meta::{Evidence, EvidenceDraft};
 use bastion_store::{BlobStore, MetaStore};
 
 mod attest;
+pub mod datasets;
 mod files;
 
 pub use attest::{Attestor, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification};

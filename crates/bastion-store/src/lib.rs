@@ -5,6 +5,7 @@
 //! the server and the CLI are two thin shells over the same calls.
 
 pub mod blob;
+pub mod crypt;
 pub mod error;
 pub mod keys;
 pub mod meta;

@@ -9,6 +9,7 @@ mod sql;
 mod artifacts;
 mod audit;
 mod audit_file;
+mod datasets;
 mod evidence;
 mod experiments;
 mod identity;
@@ -31,6 +32,9 @@ use crate::error::{StoreError, StoreResult};
 
 pub use artifacts::{ArtifactEntry, ArtifactListing};
 pub use audit::{AuditDraft, AuditQuery};
+pub use datasets::{
+    DatasetVersion, DatasetVersionDraft, parse_dataset_reference, validate_dataset_name,
+};
 pub use evidence::{Evidence, EvidenceDraft};
 pub use identity::{
     Grant, TokenDraft, TokenInfo, TokenOwner, User, UserCredentials, hash_password, validate_name,

@@ -1,0 +1,237 @@
+//! Dataset versions: ingest into the blob store (encrypted when the home has a dataset key),
+//! materialise a version as a digest-verified local Parquet file, and record the data checks
+//! as evidence on the version's digest.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bastion_core::digest::{Digest, Hasher};
+use bastion_data::ingest::{IngestOptions, IngestSummary, ingest};
+use bastion_store::crypt::DatasetCipher;
+use bastion_store::meta::{DatasetVersion, DatasetVersionDraft, Evidence, EvidenceDraft};
+use bastion_store::{BlobStore, MetaStore};
+use futures::StreamExt;
+
+use crate::EvidenceError;
+
+/// Evidence kinds of the data checks.
+pub const DATA_PROFILE: &str = "data.profile";
+pub const DATA_VALIDATION: &str = "data.validation";
+pub const DATA_PII: &str = "data.pii";
+pub const DATA_POISON: &str = "data.poison";
+pub const DATA_DRIFT: &str = "data.drift";
+pub const DATA_TOOL: &str = concat!("bastion-data ", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error(transparent)]
+    Data(#[from] bastion_data::DataError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
+    #[error(transparent)]
+    Crypt(#[from] bastion_store::crypt::CryptError),
+    #[error("{0}")]
+    Integrity(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+impl From<bastion_store::StoreError> for DatasetError {
+    fn from(e: bastion_store::StoreError) -> Self {
+        Self::Evidence(e.into())
+    }
+}
+
+impl From<bastion_store::blob::BlobError> for DatasetError {
+    fn from(e: bastion_store::blob::BlobError) -> Self {
+        Self::Evidence(e.into())
+    }
+}
+
+/// The dataset registry over a metadata store and a blob store.
+pub struct Datasets<'a> {
+    pub meta: &'a MetaStore,
+    pub blobs: &'a dyn BlobStore,
+    pub cipher: Option<Arc<DatasetCipher>>,
+    /// Where temporary files go (the home's `tmp`).
+    pub tmp: PathBuf,
+}
+
+/// A version's Parquet as a local file, removed on drop when it is a temporary copy.
+pub struct LocalParquet {
+    path: PathBuf,
+    _tmp: Option<tempfile::TempPath>,
+    _blob: Option<bastion_store::LocalBlob>,
+}
+
+impl LocalParquet {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finish(), n))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DatasetError> + Send + 'static,
+) -> Result<T, DatasetError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DatasetError::Task(e.to_string()))?
+}
+
+impl Datasets<'_> {
+    /// Ingests `input` as the next version of `name`. Nothing is recorded unless the whole
+    /// input was read: a failed ingest leaves no version behind (a blob already published
+    /// for it is content-addressed and harmless).
+    pub async fn add(
+        &self,
+        input: &Path,
+        name: &str,
+        source: &str,
+        actor: &str,
+        opts: IngestOptions,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<(DatasetVersion, IngestSummary), DatasetError> {
+        bastion_store::meta::validate_dataset_name(name)
+            .map_err(|e| DatasetError::Integrity(e.message.to_string()))?;
+        std::fs::create_dir_all(&self.tmp)?;
+        let tmp = self.tmp.clone();
+        let input = input.to_path_buf();
+        let cipher = self.cipher.clone();
+        let (parquet, summary, digest, bytes, stored) = blocking(move || {
+            let parquet = tempfile::NamedTempFile::new_in(&tmp)?;
+            let summary = ingest(&input, parquet.as_file(), &opts, progress.as_ref())?;
+            let (digest, bytes) = hash_file(parquet.path())?;
+            let stored = match &cipher {
+                Some(c) => {
+                    let ct = tempfile::NamedTempFile::new_in(&tmp)?;
+                    c.encrypt(std::fs::File::open(parquet.path())?, ct.as_file())?;
+                    Some(ct)
+                }
+                None => None,
+            };
+            Ok((parquet, summary, digest, bytes, stored))
+        })
+        .await?;
+        let upload = stored.as_ref().map(|c| c.path()).unwrap_or(parquet.path());
+        let blob = self.put_file(upload).await?;
+        let draft = DatasetVersionDraft {
+            name: name.to_string(),
+            digest,
+            blob_digest: blob,
+            encrypted: stored.is_some(),
+            bytes: bytes as i64,
+            rows: summary.rows as i64,
+            format: summary.format.as_str().to_string(),
+            source: source.to_string(),
+            source_digest: summary.source_digest,
+            schema: serde_json::to_value(&summary.columns).unwrap_or_default(),
+            files: serde_json::to_value(&summary.files).unwrap_or_default(),
+            created_by: actor.to_string(),
+        };
+        let v = self.meta.create_dataset_version(&draft).await?;
+        Ok((v, summary))
+    }
+
+    async fn put_file(&self, path: &Path) -> Result<Digest, DatasetError> {
+        let f = tokio::fs::File::open(path).await?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).boxed();
+        let stored = self.blobs.put(stream, u64::MAX, None).await?;
+        Ok(stored.digest)
+    }
+
+    /// The version's canonical Parquet as a local file whose plaintext digest was checked
+    /// against the version's digest (decrypted first when the blob is encrypted).
+    pub async fn materialize(&self, v: &DatasetVersion) -> Result<LocalParquet, DatasetError> {
+        let blob = self
+            .blobs
+            .local_file(&v.blob_digest)
+            .await?
+            .ok_or(EvidenceError::Missing(v.blob_digest))?;
+        let want = v.digest;
+        let reference = v.reference();
+        if !v.encrypted {
+            let path = blob.path().to_path_buf();
+            let check = path.clone();
+            let (got, _) = blocking(move || Ok(hash_file(&check)?)).await?;
+            if got != want {
+                return Err(DatasetError::Integrity(format!(
+                    "{reference}: the stored bytes have digest {got}, not the version's {want}"
+                )));
+            }
+            return Ok(LocalParquet {
+                path,
+                _tmp: None,
+                _blob: Some(blob),
+            });
+        }
+        let Some(cipher) = self.cipher.clone() else {
+            return Err(DatasetError::Integrity(format!(
+                "{reference} is encrypted and this home has no dataset key ({})",
+                bastion_store::crypt::DATASET_KEY_FILE
+            )));
+        };
+        std::fs::create_dir_all(&self.tmp)?;
+        let tmp = self.tmp.clone();
+        let src = blob.path().to_path_buf();
+        let out = blocking(move || {
+            let out = tempfile::NamedTempFile::new_in(&tmp)?;
+            cipher.decrypt(std::fs::File::open(&src)?, out.as_file())?;
+            let (got, _) = hash_file(out.path())?;
+            if got != want {
+                return Err(DatasetError::Integrity(format!(
+                    "{reference}: the decrypted bytes have digest {got}, not the version's {want}"
+                )));
+            }
+            Ok(out.into_temp_path())
+        })
+        .await?;
+        Ok(LocalParquet {
+            path: out.to_path_buf(),
+            _tmp: Some(out),
+            _blob: None,
+        })
+    }
+
+    /// Records a data check's result on the version's digest.
+    pub async fn record(
+        &self,
+        v: &DatasetVersion,
+        kind: &str,
+        verdict: &str,
+        body: serde_json::Value,
+        actor: &str,
+    ) -> Result<Evidence, DatasetError> {
+        let body = serde_json::json!({ "dataset": v.reference(), "result": body });
+        Ok(self
+            .meta
+            .record_evidence(&EvidenceDraft {
+                digest: v.digest,
+                kind: kind.to_string(),
+                tool: DATA_TOOL.to_string(),
+                verdict: verdict.to_string(),
+                worst: None,
+                body,
+                created_by: actor.to_string(),
+            })
+            .await?)
+    }
+}
