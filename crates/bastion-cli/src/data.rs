@@ -15,7 +15,7 @@ use bastion_data::profile::{ProfileOptions, profile_parquet};
 use bastion_data::report;
 use bastion_data::validate::{Constraints, suggest, validate_parquet};
 use bastion_evidence::datasets::{
-    DATA_DRIFT, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, Datasets,
+    DATA_DRIFT, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, Datasets, LocalParquet,
 };
 use bastion_store::crypt::{DATASET_KEY_FILE, DatasetCipher};
 use bastion_store::meta::{DatasetVersion, MetaStore, parse_dataset_reference};
@@ -209,6 +209,13 @@ impl Home {
         let (name, version) = parse_dataset_reference(reference)?;
         Ok(self.meta.get_dataset_version(&name, version).await?)
     }
+
+    /// The version and its Parquet as a verified local file.
+    async fn local(&self, reference: &str) -> Result<(DatasetVersion, LocalParquet)> {
+        let v = self.version(reference).await?;
+        let local = self.datasets().materialize(&v).await?;
+        Ok((v, local))
+    }
 }
 
 fn rows_bar(what: &str) -> indicatif::ProgressBar {
@@ -333,8 +340,7 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
             registry,
         } => {
             let h = Home::open(home, &registry).await?;
-            let v = h.version(&dataset).await?;
-            let local = h.datasets().materialize(&v).await?;
+            let (v, local) = h.local(&dataset).await?;
             let dir = output
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -384,9 +390,8 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
         }
         DataCommand::Profile(a) => {
             let h = Home::open(home, &a.registry).await?;
-            let v = h.version(&a.dataset).await?;
+            let (v, local) = h.local(&a.dataset).await?;
             let ds = h.datasets();
-            let local = ds.materialize(&v).await?;
             let path = local.path().to_path_buf();
             let bar = rows_bar("profiling");
             let b2 = bar.clone();
@@ -423,9 +428,8 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                 .with_context(|| format!("reading the constraints {}", constraints.display()))?;
             let c = Constraints::parse(&text).with_context(|| constraints.display().to_string())?;
             let h = Home::open(home, &registry).await?;
-            let v = h.version(&dataset).await?;
+            let (v, local) = h.local(&dataset).await?;
             let ds = h.datasets();
-            let local = ds.materialize(&v).await?;
             let path = local.path().to_path_buf();
             let r =
                 tokio::task::spawn_blocking(move || validate_parquet(&path, &c, SystemTime::now()))
@@ -454,8 +458,7 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
             registry,
         } => {
             let h = Home::open(home, &registry).await?;
-            let v = h.version(&dataset).await?;
-            let local = h.datasets().materialize(&v).await?;
+            let (v, local) = h.local(&dataset).await?;
             let path = local.path().to_path_buf();
             let p = tokio::task::spawn_blocking(move || {
                 profile_parquet(&path, ProfileOptions::default(), &|_| {})
@@ -471,9 +474,8 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
         }
         DataCommand::Pii(a) => {
             let h = Home::open(home, &a.registry).await?;
-            let v = h.version(&a.dataset).await?;
+            let (v, local) = h.local(&a.dataset).await?;
             let ds = h.datasets();
-            let local = ds.materialize(&v).await?;
             let path = local.path().to_path_buf();
             let r = tokio::task::spawn_blocking(move || scan_parquet(&path)).await??;
             let verdict = if r.pii_columns == 0 {
@@ -514,9 +516,8 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
         }
         DataCommand::Poison(a) => {
             let h = Home::open(home, &a.registry).await?;
-            let v = h.version(&a.dataset).await?;
+            let (v, local) = h.local(&a.dataset).await?;
             let ds = h.datasets();
-            let local = ds.materialize(&v).await?;
             let opts = PoisonOptions {
                 label: a.label.clone(),
                 k: a.k,
