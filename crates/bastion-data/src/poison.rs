@@ -123,17 +123,27 @@ fn load(path: &Path, opts: &PoisonOptions) -> DataResult<(Table, u64, u64)> {
             })?),
             None => None,
         };
-    let batches: Vec<RecordBatch> = data.batches(None)?.collect::<DataResult<Vec<_>>>()?;
-    // Take every `stride`-th row.
+    // Stream the file and keep only every `stride`-th row, so memory follows the rows
+    // checked, not the file's size.
+    let mut batches: Vec<RecordBatch> = Vec::new();
     let mut picked: Vec<(usize, usize, u64)> = Vec::new();
     let mut row = 0u64;
-    for (bi, b) in batches.iter().enumerate() {
-        for i in 0..b.num_rows() {
-            if row.is_multiple_of(stride) {
-                picked.push((bi, i, row));
-            }
-            row += 1;
+    for b in data.batches(None)? {
+        let b = b?;
+        let first = row;
+        row += b.num_rows() as u64;
+        let idx: Vec<u32> = (0..b.num_rows() as u32)
+            .filter(|&i| (first + i as u64).is_multiple_of(stride))
+            .collect();
+        if idx.is_empty() {
+            continue;
         }
+        let bi = batches.len();
+        for (k, &i) in idx.iter().enumerate() {
+            picked.push((bi, k, first + i as u64));
+        }
+        let take = arrow::array::UInt32Array::from(idx);
+        batches.push(arrow::compute::take_record_batch(&b, &take)?);
     }
     let n = picked.len();
     let mut names = Vec::new();
