@@ -342,7 +342,7 @@ fn infer_schema(path: &Path, format: Format, opts: &IngestOptions) -> DataResult
             Ok(b.schema().as_ref().clone())
         }
         Format::Csv | Format::Tsv => {
-            let r = LineLimit::open_csv(path, opts.max_line_bytes)?;
+            let r = LineLimit::open_csv(path, opts.max_line_bytes, csv_delimiter(format))?;
             let (schema, _) = csv_format(format)
                 .infer_schema(r, None)
                 .map_err(|e| located(path, e))?;
@@ -366,13 +366,14 @@ fn infer_schema(path: &Path, format: Format, opts: &IngestOptions) -> DataResult
     }
 }
 
+fn csv_delimiter(format: Format) -> u8 {
+    if format == Format::Tsv { b'\t' } else { b',' }
+}
+
 fn csv_format(format: Format) -> arrow::csv::reader::Format {
-    let f = arrow::csv::reader::Format::default().with_header(true);
-    if format == Format::Tsv {
-        f.with_delimiter(b'\t')
-    } else {
-        f
-    }
+    arrow::csv::reader::Format::default()
+        .with_header(true)
+        .with_delimiter(csv_delimiter(format))
 }
 
 /// An arrow error from reading `path`, named with the file (arrow's message already says
@@ -414,7 +415,7 @@ fn open_batches(
             })))
         }
         Format::Csv | Format::Tsv => {
-            let r = LineLimit::open_csv(path, opts.max_line_bytes)?;
+            let r = LineLimit::open_csv(path, opts.max_line_bytes, csv_delimiter(format))?;
             let mut builder = arrow::csv::ReaderBuilder::new(schema)
                 .with_format(csv_format(format))
                 .with_batch_size(BATCH_ROWS);
@@ -461,10 +462,13 @@ pub struct LineLimit<R> {
     max: usize,
     current: usize,
     line: u64,
-    /// CSV only: inside a quoted field, and the line it opened on. The CSV parser would
-    /// otherwise take an unterminated quote as one field running to the end of the file.
-    csv_quotes: bool,
+    /// CSV only: the field delimiter, whether we are inside a quoted field (and the line it
+    /// opened on), and the byte before. The CSV parser would otherwise take an unterminated
+    /// quote as one field running to the end of the file.
+    csv_delimiter: Option<u8>,
     in_quote: Option<u64>,
+    prev: u8,
+    just_closed: bool,
 }
 
 impl LineLimit<File> {
@@ -473,9 +477,9 @@ impl LineLimit<File> {
         Ok(Self::new(f, max))
     }
 
-    pub fn open_csv(path: &Path, max: usize) -> DataResult<Self> {
+    pub fn open_csv(path: &Path, max: usize, delimiter: u8) -> DataResult<Self> {
         let mut r = Self::open(path, max)?;
-        r.csv_quotes = true;
+        r.csv_delimiter = Some(delimiter);
         Ok(r)
     }
 }
@@ -487,8 +491,10 @@ impl<R: Read> LineLimit<R> {
             max,
             current: 0,
             line: 1,
-            csv_quotes: false,
+            csv_delimiter: None,
             in_quote: None,
+            prev: b'\n',
+            just_closed: false,
         }
     }
 }
@@ -505,11 +511,26 @@ impl<R: Read> Read for LineLimit<R> {
             ));
         }
         for &b in &buf[..n] {
-            if self.csv_quotes && b == b'"' {
-                self.in_quote = match self.in_quote {
-                    Some(_) => None,
-                    None => Some(self.line),
-                };
+            if let Some(delim) = self.csv_delimiter {
+                // As the CSV parser reads quotes: a quote opens a field only at its start, a
+                // doubled quote inside one is an escaped quote, and a quote in the middle of
+                // an unquoted field is an ordinary character.
+                if b == b'"' {
+                    if self.in_quote.is_some() {
+                        self.in_quote = None;
+                        self.just_closed = true;
+                    } else if self.just_closed
+                        || matches!(self.prev, b'\n' | b'\r')
+                        || self.prev == delim
+                    {
+                        // After a closing quote, a second one is `""`: still inside.
+                        self.in_quote = Some(self.line);
+                        self.just_closed = false;
+                    }
+                } else {
+                    self.just_closed = false;
+                }
+                self.prev = b;
             }
             if b == b'\n' {
                 self.current = 0;
@@ -536,6 +557,8 @@ impl<R: Read + Seek> Seek for LineLimit<R> {
         self.current = 0;
         self.line = 1;
         self.in_quote = None;
+        self.prev = b'\n';
+        self.just_closed = false;
         self.inner.seek(pos)
     }
 }

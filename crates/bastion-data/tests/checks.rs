@@ -136,6 +136,15 @@ fn malformed_input_is_refused_with_file_and_line() {
         "{e}"
     );
 
+    // Quotes the CSV parser reads as ordinary characters or escapes are not "unterminated".
+    let p = write(
+        d.path(),
+        "quotes.csv",
+        b"a,b\n12\" pipe,3\n\"say \"\"hi\"\"\",4\n\"multi\nline\",5\n",
+    );
+    let s = ingest(&p, Vec::new(), &IngestOptions::default(), &|_| {}).expect("quotes");
+    assert_eq!(s.rows, 3);
+
     let p = write(d.path(), "dup.csv", b"a,a\n1,2\n");
     assert!(ingest_err(&p).contains("appears twice"));
 
