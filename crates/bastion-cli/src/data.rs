@@ -494,8 +494,8 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                     RedactArg::Mask => Redaction::Mask,
                     RedactArg::Hash => Redaction::Hash,
                 };
-                let mut key = [0u8; 32];
-                getrandom_key(&mut key)?;
+                // A fresh key per copy: pseudonyms are consistent within one redacted copy.
+                let key: [u8; 32] = rand::random();
                 let path = local.path().to_path_buf();
                 let dir = target
                     .parent()
@@ -562,12 +562,4 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-/// A fresh key for keyed hashing: pseudonyms are consistent within one redacted copy only.
-fn getrandom_key(key: &mut [u8; 32]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(key))
-        .context("reading random bytes for the redaction key")
 }
