@@ -267,7 +267,7 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                 .display()
                 .to_string();
             let ds = h.datasets();
-            let (v, summary) = ds
+            let (v, summary, local) = ds
                 .add(
                     &a.input,
                     &a.name,
@@ -278,7 +278,6 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                 )
                 .await?;
             bar.finish_and_clear();
-            let local = ds.materialize(&v).await?;
             let path = local.path().to_path_buf();
             let (profile, pii) = tokio::task::spawn_blocking(move || {
                 let p = profile_parquet(&path, ProfileOptions::default(), &|_| {})?;

@@ -50,6 +50,51 @@ impl Hasher {
     }
 }
 
+/// `std::io::copy(&mut reader, &mut hasher)` hashes a stream.
+impl std::io::Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer that hashes what passes through it on the way to `inner`, so what is written
+/// need not be read again to learn its digest.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Hasher,
+    bytes: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Hasher::new(),
+            bytes: 0,
+        }
+    }
+    /// The digest and size of everything written.
+    pub fn finish(self) -> (Digest, u64) {
+        (self.hasher.finish(), self.bytes)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -99,6 +144,19 @@ impl fmt::Debug for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashing_writer_and_copy_agree_with_of() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data).expect("write");
+        let (d, n) = w.finish();
+        assert_eq!((d, n), (Digest::of(&data), data.len() as u64));
+        let mut h = Hasher::new();
+        std::io::copy(&mut &data[..], &mut h).expect("copy");
+        assert_eq!(h.finish(), Digest::of(&data));
+    }
 
     #[test]
     fn known_vector_and_round_trip() {

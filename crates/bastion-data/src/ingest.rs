@@ -251,17 +251,8 @@ fn list_inputs(input: &Path) -> DataResult<Vec<(PathBuf, String)>> {
 fn hash_file(path: &Path) -> DataResult<(Digest, u64)> {
     let mut f = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| DataError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((h.finish(), total))
+    let n = std::io::copy(&mut f, &mut h).map_err(|e| DataError::io(path, e))?;
+    Ok((h.finish(), n))
 }
 
 /// Infers each file's schema over all of its records and unifies them: the same column

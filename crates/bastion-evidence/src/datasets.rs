@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bastion_core::digest::{Digest, Hasher};
+use bastion_core::digest::{Digest, Hasher, HashingWriter};
 use bastion_data::ingest::{IngestOptions, IngestSummary, ingest};
 use bastion_store::crypt::DatasetCipher;
 use bastion_store::meta::{DatasetVersion, DatasetVersionDraft, Evidence, EvidenceDraft};
@@ -72,21 +72,10 @@ impl LocalParquet {
     }
 }
 
-fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+fn hash_file(path: &Path) -> std::io::Result<Digest> {
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((h.finish(), n))
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(h.finish())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -109,17 +98,18 @@ impl Datasets<'_> {
         actor: &str,
         opts: IngestOptions,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
-    ) -> Result<(DatasetVersion, IngestSummary), DatasetError> {
+    ) -> Result<(DatasetVersion, IngestSummary, LocalParquet), DatasetError> {
         bastion_store::meta::validate_dataset_name(name)
-            .map_err(|e| DatasetError::Integrity(e.message.to_string()))?;
+            .map_err(bastion_store::StoreError::from)?;
         std::fs::create_dir_all(&self.tmp)?;
         let tmp = self.tmp.clone();
         let input = input.to_path_buf();
         let cipher = self.cipher.clone();
         let (parquet, summary, digest, bytes, stored) = blocking(move || {
             let parquet = tempfile::NamedTempFile::new_in(&tmp)?;
-            let summary = ingest(&input, parquet.as_file(), &opts, progress.as_ref())?;
-            let (digest, bytes) = hash_file(parquet.path())?;
+            let mut out = HashingWriter::new(parquet.as_file());
+            let summary = ingest(&input, &mut out, &opts, progress.as_ref())?;
+            let (digest, bytes) = out.finish();
             let stored = match &cipher {
                 Some(c) => {
                     let ct = tempfile::NamedTempFile::new_in(&tmp)?;
@@ -148,7 +138,15 @@ impl Datasets<'_> {
             created_by: actor.to_string(),
         };
         let v = self.meta.create_dataset_version(&draft).await?;
-        Ok((v, summary))
+        // The plaintext just written is the version's content: checks at ingest read it
+        // instead of fetching (and decrypting) the blob again.
+        let path = parquet.path().to_path_buf();
+        let local = LocalParquet {
+            path,
+            _tmp: Some(parquet.into_temp_path()),
+            _blob: None,
+        };
+        Ok((v, summary, local))
     }
 
     async fn put_file(&self, path: &Path) -> Result<Digest, DatasetError> {
@@ -171,7 +169,7 @@ impl Datasets<'_> {
         if !v.encrypted {
             let path = blob.path().to_path_buf();
             let check = path.clone();
-            let (got, _) = blocking(move || Ok(hash_file(&check)?)).await?;
+            let got = blocking(move || Ok(hash_file(&check)?)).await?;
             if got != want {
                 return Err(DatasetError::Integrity(format!(
                     "{reference}: the stored bytes have digest {got}, not the version's {want}"
@@ -194,8 +192,9 @@ impl Datasets<'_> {
         let src = blob.path().to_path_buf();
         let out = blocking(move || {
             let out = tempfile::NamedTempFile::new_in(&tmp)?;
-            cipher.decrypt(std::fs::File::open(&src)?, out.as_file())?;
-            let (got, _) = hash_file(out.path())?;
+            let mut w = HashingWriter::new(out.as_file());
+            cipher.decrypt(std::fs::File::open(&src)?, &mut w)?;
+            let (got, _) = w.finish();
             if got != want {
                 return Err(DatasetError::Integrity(format!(
                     "{reference}: the decrypted bytes have digest {got}, not the version's {want}"
