@@ -492,18 +492,3 @@ pub fn profile_parquet(
     }
     Ok(p.finish())
 }
-
-/// Profiles batches already in memory.
-pub fn profile_batches(batches: &[RecordBatch], opts: ProfileOptions) -> DataResult<Profile> {
-    let Some(first) = batches.first() else {
-        return Ok(Profile {
-            rows: 0,
-            columns: Vec::new(),
-        });
-    };
-    let mut p = Profiler::new(&first.schema(), &[], opts);
-    for b in batches {
-        p.update(b)?;
-    }
-    Ok(p.finish())
-}

@@ -79,9 +79,4 @@ impl ParquetData {
         let reader = b.build()?;
         Ok(reader.map(|r| r.map_err(DataError::from)))
     }
-
-    /// Every batch of a file, collected; for the checks that need random access to rows.
-    pub fn read_all(self) -> DataResult<Vec<RecordBatch>> {
-        self.batches(None)?.collect()
-    }
 }

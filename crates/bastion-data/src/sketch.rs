@@ -264,11 +264,6 @@ impl TopK {
         all.truncate(k);
         (all, !self.approximate)
     }
-
-    /// Every value with its count, when all are known exactly.
-    pub fn exact_counts(&self) -> Option<Vec<ValueCount>> {
-        (!self.approximate).then(|| self.top(usize::MAX).0)
-    }
 }
 
 #[cfg(test)]

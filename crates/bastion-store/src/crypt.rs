@@ -28,8 +28,7 @@ pub enum CryptError {
     Io(#[from] std::io::Error),
 }
 
-/// The home's dataset key: an age X25519 identity, and the recipients blobs are encrypted to
-/// (its own public key plus any extra ones, e.g. an offline escrow key).
+/// The home's dataset key: an age X25519 identity; blobs are encrypted to its public key.
 pub struct DatasetCipher {
     identity: age::x25519::Identity,
     recipients: Vec<age::x25519::Recipient>,
@@ -79,13 +78,6 @@ impl DatasetCipher {
             identity,
             recipients: vec![public],
         })
-    }
-
-    pub fn add_recipient(&mut self, recipient: &str) -> Result<(), CryptError> {
-        let r = age::x25519::Recipient::from_str(recipient)
-            .map_err(|e| CryptError::Encrypt(format!("recipient '{recipient}': {e}")))?;
-        self.recipients.push(r);
-        Ok(())
     }
 
     /// The public key (`age1…`) blobs are encrypted to.
