@@ -56,15 +56,18 @@ impl fmt::Display for Permission {
 pub enum ResourceKind {
     Experiment,
     RegisteredModel,
+    /// A dataset name and all its versions.
+    Dataset,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 2] = [Self::Experiment, Self::RegisteredModel];
+    pub const ALL: [ResourceKind; 3] = [Self::Experiment, Self::RegisteredModel, Self::Dataset];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Experiment => "experiment",
             Self::RegisteredModel => "registered_model",
+            Self::Dataset => "dataset",
         }
     }
 }
@@ -76,7 +79,7 @@ impl FromStr for ResourceKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown resource kind '{s}': use experiment or registered_model")
+                format!("unknown resource kind '{s}': use experiment, registered_model or dataset")
             })
     }
 }

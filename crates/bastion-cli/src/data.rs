@@ -1,29 +1,28 @@
-//! `bastion data …`: versioned datasets and their checks on the home's stores. Every check
-//! is recorded as evidence on the version's digest. Exit codes: 0 done (and passed), 1 a
-//! check failed (`validate`), 2 the command could not run.
+//! `bastion data …`: versioned datasets and their checks, on the home's stores or, with
+//! `--server`, through a Bastion server's API (same operations, same output). Every check is
+//! recorded as evidence on the version's digest. Exit codes: 0 done (and passed), 1 a check
+//! failed (`validate`), 2 the command could not run.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
-use bastion_data::drift::{Correction, DriftOptions, diff_parquet};
+use bastion_data::drift::{Correction, DriftOptions};
 use bastion_data::ingest::{Format, IngestOptions};
-use bastion_data::pii::{Redaction, redact_parquet, scan_parquet};
-use bastion_data::poison::{PoisonOptions, check_parquet, class_balance};
-use bastion_data::profile::{ProfileOptions, profile_parquet};
+use bastion_data::pii::Redaction;
+use bastion_data::poison::PoisonOptions;
 use bastion_data::report;
-use bastion_data::validate::{Constraints, suggest, validate_parquet};
-use bastion_evidence::datasets::{
-    DATA_DRIFT, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, Datasets, LocalParquet,
-};
+use bastion_evidence::datasets::Datasets;
 use bastion_store::crypt::{DATASET_KEY_FILE, DatasetCipher};
 use bastion_store::meta::{DatasetVersion, MetaStore, parse_dataset_reference};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::attest::{RegistryArgs, open_registry, whoami, write_whole};
 use crate::print_json;
+mod remote;
+
+use remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -34,14 +33,14 @@ pub enum DataCommand {
     List {
         name: Option<String>,
         #[command(flatten)]
-        registry: RegistryArgs,
+        at: Where,
     },
     /// A version's record: digest, lineage, schema and the evidence recorded on it.
     Show {
         /// NAME@vK (or NAME for the latest).
         dataset: String,
         #[command(flatten)]
-        registry: RegistryArgs,
+        at: Where,
     },
     /// Download a version's canonical Parquet (digest-verified, decrypted if encrypted).
     Get {
@@ -49,7 +48,7 @@ pub enum DataCommand {
         #[arg(long, short)]
         output: PathBuf,
         #[command(flatten)]
-        registry: RegistryArgs,
+        at: Where,
     },
     /// Schema and row-count changes between two versions and per-column drift.
     Diff(DiffArgs),
@@ -61,7 +60,7 @@ pub enum DataCommand {
         #[arg(long, short)]
         constraints: PathBuf,
         #[command(flatten)]
-        registry: RegistryArgs,
+        at: Where,
     },
     /// Propose constraints (TOML) from a version's profile.
     Suggest {
@@ -69,7 +68,7 @@ pub enum DataCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
         #[command(flatten)]
-        registry: RegistryArgs,
+        at: Where,
     },
     /// Find personal data; with --redact, write a redacted copy.
     Pii(PiiArgs),
@@ -92,7 +91,7 @@ pub struct AddArgs {
     #[arg(long, default_value_t = 16 << 20)]
     pub max_line_bytes: usize,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub at: Where,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,7 +117,7 @@ pub struct DiffArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub at: Where,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -135,7 +134,7 @@ pub struct ReportArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub at: Where,
 }
 
 #[derive(Debug, Args)]
@@ -147,7 +146,7 @@ pub struct PiiArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub at: Where,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -170,7 +169,20 @@ pub struct PoisonArgs {
     #[arg(long, default_value_t = 20_000)]
     pub max_rows: usize,
     #[command(flatten)]
+    pub at: Where,
+}
+
+/// Where the datasets are: this home's stores, or a Bastion server.
+#[derive(Debug, Args)]
+pub struct Where {
+    #[command(flatten)]
     pub registry: RegistryArgs,
+    /// A Bastion server (http[s]://host:port) to work through instead of this home's stores.
+    #[arg(long, env = "BASTION_SERVER")]
+    pub server: Option<String>,
+    /// The API token for --server (default: $BASTION_TOKEN, then $MLFLOW_TRACKING_TOKEN).
+    #[arg(long, env = "BASTION_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 struct Home {
@@ -209,12 +221,27 @@ impl Home {
         let (name, version) = parse_dataset_reference(reference)?;
         Ok(self.meta.get_dataset_version(&name, version).await?)
     }
+}
 
-    /// The version and its Parquet as a verified local file.
-    async fn local(&self, reference: &str) -> Result<(DatasetVersion, LocalParquet)> {
-        let v = self.version(reference).await?;
-        let local = self.datasets().materialize(&v).await?;
-        Ok((v, local))
+/// The stores a command works on.
+enum Target {
+    Home(Box<Home>),
+    Remote(Remote),
+}
+
+impl Target {
+    async fn open(home: &Path, at: &Where) -> Result<Self> {
+        match &at.server {
+            Some(url) => {
+                let token = at
+                    .token
+                    .clone()
+                    .or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok())
+                    .filter(|t| !t.is_empty());
+                Ok(Self::Remote(Remote::new(url, token)?))
+            }
+            None => Ok(Self::Home(Box::new(Home::open(home, &at.registry).await?))),
+        }
     }
 }
 
@@ -239,6 +266,24 @@ fn emit(output: Option<&Path>, text: &str) -> Result<()> {
     }
 }
 
+/// A temporary file beside `output`, to be persisted over it once complete.
+fn beside(output: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
+}
+
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn pretty(v: &Value) -> Result<String> {
+    Ok(serde_json::to_string_pretty(v)?)
+}
+
 pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
     match c {
         DataCommand::Keygen => {
@@ -248,9 +293,6 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
             Ok(0)
         }
         DataCommand::Add(a) => {
-            let h = Home::open(home, &a.registry).await?;
-            let bar = rows_bar("ingesting");
-            let progress_bar = bar.clone();
             let opts = IngestOptions {
                 max_line_bytes: a.max_line_bytes,
                 format: a.format.map(|f| match f {
@@ -266,297 +308,239 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                 .unwrap_or_else(|_| a.input.clone())
                 .display()
                 .to_string();
-            let ds = h.datasets();
-            let (v, summary, local) = ds
-                .add(
-                    &a.input,
-                    &a.name,
-                    &source,
-                    &h.actor,
-                    opts,
-                    Arc::new(move |n| progress_bar.set_position(n)),
-                )
-                .await?;
-            bar.finish_and_clear();
-            let path = local.path().to_path_buf();
-            let (profile, pii) = tokio::task::spawn_blocking(move || {
-                let p = profile_parquet(&path, ProfileOptions::default(), &|_| {})?;
-                let pii = scan_parquet(&path)?;
-                Ok::<_, bastion_data::DataError>((p, pii))
-            })
-            .await??;
-            ds.record(
-                &v,
-                DATA_PROFILE,
-                "pass",
-                serde_json::to_value(&profile)?,
-                &h.actor,
-            )
-            .await?;
-            let pii_verdict = if pii.pii_columns == 0 {
-                "clean"
-            } else {
-                "findings"
+            let out = match Target::open(home, &a.at).await? {
+                Target::Home(h) => {
+                    let bar = rows_bar("ingesting");
+                    let progress_bar = bar.clone();
+                    let added = h
+                        .datasets()
+                        .add_checked(
+                            &a.input,
+                            &a.name,
+                            &source,
+                            &h.actor,
+                            opts,
+                            Arc::new(move |n| progress_bar.set_position(n)),
+                        )
+                        .await?;
+                    bar.finish_and_clear();
+                    to_value(&added)
+                }
+                Target::Remote(r) => r.add(&a.input, &a.name, &source, &opts).await?,
             };
-            ds.record(
-                &v,
-                DATA_PII,
-                pii_verdict,
-                serde_json::to_value(&pii)?,
-                &h.actor,
-            )
-            .await?;
-            print_json(&json!({
-                "dataset": v.reference(),
-                "version": v,
-                "files": summary.files,
-                "pii_columns": pii.pii_columns,
-            }))?;
+            print_json(&out)?;
             Ok(0)
         }
-        DataCommand::List { name, registry } => {
-            let h = Home::open(home, &registry).await?;
-            let list = h.meta.list_dataset_versions(name.as_deref()).await?;
+        DataCommand::List { name, at } => {
+            let list = match Target::open(home, &at).await? {
+                Target::Home(h) => to_value(&h.meta.list_dataset_versions(name.as_deref()).await?),
+                Target::Remote(r) => r.list(name.as_deref()).await?,
+            };
             print_json(&list)?;
             Ok(0)
         }
-        DataCommand::Show { dataset, registry } => {
-            let h = Home::open(home, &registry).await?;
-            let v = h.version(&dataset).await?;
-            let evidence: Vec<serde_json::Value> = h
-                .meta
-                .evidence_for(&v.digest)
-                .await?
-                .into_iter()
-                .map(|e| json!({"kind": e.kind, "tool": e.tool, "verdict": e.verdict, "created_by": e.created_by, "created_time": e.created_time}))
-                .collect();
-            print_json(&json!({ "dataset": v.reference(), "version": v, "evidence": evidence }))?;
+        DataCommand::Show { dataset, at } => {
+            let out = match Target::open(home, &at).await? {
+                Target::Home(h) => to_value(&h.datasets().show(h.version(&dataset).await?).await?),
+                Target::Remote(r) => r.show(&dataset).await?,
+            };
+            print_json(&out)?;
             Ok(0)
         }
         DataCommand::Get {
             dataset,
             output,
-            registry,
+            at,
         } => {
-            let h = Home::open(home, &registry).await?;
-            let (v, local) = h.local(&dataset).await?;
-            let dir = output
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-            std::fs::copy(local.path(), tmp.path())
-                .with_context(|| format!("writing {}", output.display()))?;
+            let tmp = beside(&output)?;
+            let (reference, digest) = match Target::open(home, &at).await? {
+                Target::Home(h) => {
+                    let v = h.version(&dataset).await?;
+                    let local = h.datasets().materialize(&v).await?;
+                    std::fs::copy(local.path(), tmp.path())
+                        .with_context(|| format!("writing {}", output.display()))?;
+                    (v.reference(), v.digest.to_string())
+                }
+                Target::Remote(r) => {
+                    let d = r.download(&dataset, "parquet", &[], tmp.path()).await?;
+                    (d.dataset, d.digest)
+                }
+            };
             tmp.persist(&output)
                 .with_context(|| format!("writing {}", output.display()))?;
-            print_json(&json!({ "dataset": v.reference(), "digest": v.digest, "output": output }))?;
+            print_json(&json!({ "dataset": reference, "digest": digest, "output": output }))?;
             Ok(0)
         }
         DataCommand::Diff(a) => {
-            let h = Home::open(home, &a.registry).await?;
-            let (va, vb) = (h.version(&a.a).await?, h.version(&a.b).await?);
-            let ds = h.datasets();
-            let (la, lb) = (ds.materialize(&va).await?, ds.materialize(&vb).await?);
             let opts = DriftOptions {
                 alpha: a.alpha,
                 correction: a.correction.parse::<Correction>()?,
                 ..Default::default()
             };
-            let (pa, pb) = (la.path().to_path_buf(), lb.path().to_path_buf());
-            let diff = tokio::task::spawn_blocking(move || diff_parquet(&pa, &pb, &opts)).await??;
-            let verdict = if diff.drift.dataset_drift {
-                "drift"
-            } else {
-                "no-drift"
-            };
-            let body = json!({ "reference": va.reference(), "diff": diff });
-            ds.record(&vb, DATA_DRIFT, verdict, body.clone(), &h.actor)
-                .await?;
-            match a.format {
-                ReportFormat::Json => {
-                    emit(a.output.as_deref(), &serde_json::to_string_pretty(&body)?)?
+            let html = matches!(a.format, ReportFormat::Html);
+            let text = match Target::open(home, &a.at).await? {
+                Target::Home(h) => {
+                    let (va, vb) = (h.version(&a.a).await?, h.version(&a.b).await?);
+                    let d = h.datasets().diff(&va, &vb, opts, &h.actor).await?;
+                    if html {
+                        report::drift_html(
+                            &format!("Drift {} → {}", d.reference, d.current),
+                            &d.diff.drift,
+                        )
+                    } else {
+                        pretty(&to_value(&d))?
+                    }
                 }
-                ReportFormat::Html => emit(
-                    a.output.as_deref(),
-                    &report::drift_html(
-                        &format!("Drift {} → {}", va.reference(), vb.reference()),
-                        &diff.drift,
-                    ),
-                )?,
-            }
+                Target::Remote(r) => {
+                    let body =
+                        json!({ "against": a.a, "correction": a.correction, "alpha": a.alpha });
+                    r.report(&a.b, "diff", &body, html).await?
+                }
+            };
+            emit(a.output.as_deref(), &text)?;
             Ok(0)
         }
         DataCommand::Profile(a) => {
-            let h = Home::open(home, &a.registry).await?;
-            let (v, local) = h.local(&a.dataset).await?;
-            let ds = h.datasets();
-            let path = local.path().to_path_buf();
-            let bar = rows_bar("profiling");
-            let b2 = bar.clone();
-            let p = tokio::task::spawn_blocking(move || {
-                profile_parquet(&path, ProfileOptions::default(), &|n| b2.set_position(n))
-            })
-            .await??;
-            bar.finish_and_clear();
-            ds.record(
-                &v,
-                DATA_PROFILE,
-                "pass",
-                serde_json::to_value(&p)?,
-                &h.actor,
-            )
-            .await?;
-            match a.format {
-                ReportFormat::Json => {
-                    emit(a.output.as_deref(), &serde_json::to_string_pretty(&p)?)?
+            let html = matches!(a.format, ReportFormat::Html);
+            let text = match Target::open(home, &a.at).await? {
+                Target::Home(h) => {
+                    let v = h.version(&a.dataset).await?;
+                    let bar = rows_bar("profiling");
+                    let b2 = bar.clone();
+                    let p = h
+                        .datasets()
+                        .profile(&v, &h.actor, Arc::new(move |n| b2.set_position(n)))
+                        .await?;
+                    bar.finish_and_clear();
+                    if html {
+                        report::profile_html(&format!("Profile of {}", v.reference()), &p)
+                    } else {
+                        pretty(&to_value(&p))?
+                    }
                 }
-                ReportFormat::Html => emit(
-                    a.output.as_deref(),
-                    &report::profile_html(&format!("Profile of {}", v.reference()), &p),
-                )?,
-            }
+                Target::Remote(r) => r.report(&a.dataset, "profile", &json!({}), html).await?,
+            };
+            emit(a.output.as_deref(), &text)?;
             Ok(0)
         }
         DataCommand::Validate {
             dataset,
             constraints,
-            registry,
+            at,
         } => {
             let text = std::fs::read_to_string(&constraints)
                 .with_context(|| format!("reading the constraints {}", constraints.display()))?;
-            let c = Constraints::parse(&text).with_context(|| constraints.display().to_string())?;
-            let h = Home::open(home, &registry).await?;
-            let (v, local) = h.local(&dataset).await?;
-            let ds = h.datasets();
-            let path = local.path().to_path_buf();
-            let r =
-                tokio::task::spawn_blocking(move || validate_parquet(&path, &c, SystemTime::now()))
-                    .await??;
-            let verdict = if r.passed { "pass" } else { "fail" };
-            ds.record(
-                &v,
-                DATA_VALIDATION,
-                verdict,
-                json!({ "constraints": text, "report": r }),
-                &h.actor,
-            )
-            .await?;
+            let r = match Target::open(home, &at).await? {
+                Target::Home(h) => {
+                    let v = h.version(&dataset).await?;
+                    to_value(
+                        &h.datasets()
+                            .validate(&v, &text, &h.actor)
+                            .await
+                            .with_context(|| constraints.display().to_string())?,
+                    )
+                }
+                Target::Remote(r) => r
+                    .post(&dataset, "validate", &json!({ "constraints": text }))
+                    .await
+                    .with_context(|| constraints.display().to_string())?,
+            };
             print_json(&r)?;
-            for f in r.results.iter().filter(|x| !x.passed) {
-                eprintln!(
-                    "FAILED {}: {} ({} rows)",
-                    f.constraint, f.description, f.failed_rows
-                );
+            let passed = r["passed"] == true;
+            for f in r["results"].as_array().into_iter().flatten() {
+                if f["passed"] == false {
+                    eprintln!(
+                        "FAILED {}: {} ({} rows)",
+                        f["constraint"].as_str().unwrap_or("?"),
+                        f["description"].as_str().unwrap_or(""),
+                        f["failed_rows"]
+                    );
+                }
             }
-            Ok(if r.passed { 0 } else { 1 })
+            Ok(if passed { 0 } else { 1 })
         }
         DataCommand::Suggest {
             dataset,
             output,
-            registry,
+            at,
         } => {
-            let h = Home::open(home, &registry).await?;
-            let (v, local) = h.local(&dataset).await?;
-            let path = local.path().to_path_buf();
-            let p = tokio::task::spawn_blocking(move || {
-                profile_parquet(&path, ProfileOptions::default(), &|_| {})
-            })
-            .await??;
-            let text = format!(
-                "# Constraints suggested from the profile of {}\n{}",
-                v.reference(),
-                suggest(&p).to_toml()
-            );
+            let text = match Target::open(home, &at).await? {
+                Target::Home(h) => h.datasets().suggest(&h.version(&dataset).await?).await?,
+                Target::Remote(r) => r.text(&dataset, "suggest").await?,
+            };
             emit(output.as_deref(), &text)?;
             Ok(0)
         }
         DataCommand::Pii(a) => {
-            let h = Home::open(home, &a.registry).await?;
-            let (v, local) = h.local(&a.dataset).await?;
-            let ds = h.datasets();
-            let path = local.path().to_path_buf();
-            let r = tokio::task::spawn_blocking(move || scan_parquet(&path)).await??;
-            let verdict = if r.pii_columns == 0 {
-                "clean"
-            } else {
-                "findings"
+            let target = match (a.redact, &a.output) {
+                (Some(how), Some(out)) => Some((
+                    match how {
+                        RedactArg::Mask => Redaction::Mask,
+                        RedactArg::Hash => Redaction::Hash,
+                    },
+                    out.clone(),
+                )),
+                (Some(_), None) => bail!("--redact needs --output FILE for the redacted copy"),
+                (None, _) => None,
             };
-            ds.record(&v, DATA_PII, verdict, serde_json::to_value(&r)?, &h.actor)
-                .await?;
-            let mut out = json!({ "dataset": v.reference(), "report": r });
-            if let Some(how) = a.redact {
-                let Some(target) = a.output.clone() else {
-                    bail!("--redact needs --output FILE for the redacted copy");
+            let at = Target::open(home, &a.at).await?;
+            let (reference, report) = match &at {
+                Target::Home(h) => {
+                    let v = h.version(&a.dataset).await?;
+                    let r = h.datasets().pii(&v, &h.actor).await?;
+                    (v.reference(), to_value(&r))
+                }
+                Target::Remote(r) => (
+                    a.dataset.clone(),
+                    r.post(&a.dataset, "pii", &json!({})).await?,
+                ),
+            };
+            let mut out = json!({ "dataset": reference, "report": report });
+            if let Some((how, path)) = target {
+                let tmp = beside(&path)?;
+                let changed = match &at {
+                    Target::Home(h) => {
+                        let v = h.version(&a.dataset).await?;
+                        h.datasets().redact(&v, how, tmp.reopen()?).await?
+                    }
+                    Target::Remote(r) => {
+                        let how = match how {
+                            Redaction::Mask => "mask",
+                            Redaction::Hash => "hash",
+                        };
+                        r.download(&a.dataset, "redacted", &[("how", how)], tmp.path())
+                            .await?
+                            .values_changed
+                    }
                 };
-                let how = match how {
-                    RedactArg::Mask => Redaction::Mask,
-                    RedactArg::Hash => Redaction::Hash,
-                };
-                // A fresh key per copy: pseudonyms are consistent within one redacted copy.
-                let key: [u8; 32] = rand::random();
-                let path = local.path().to_path_buf();
-                let dir = target
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .to_path_buf();
-                let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-                let file = tmp.reopen()?;
-                let changed =
-                    tokio::task::spawn_blocking(move || redact_parquet(&path, file, how, &key))
-                        .await??;
-                tmp.persist(&target)
-                    .with_context(|| format!("writing {}", target.display()))?;
-                out["redacted"] = json!({ "output": target, "values_changed": changed });
+                tmp.persist(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                out["redacted"] = json!({ "output": path, "values_changed": changed });
             }
             print_json(&out)?;
             Ok(0)
         }
         DataCommand::Poison(a) => {
-            let h = Home::open(home, &a.registry).await?;
-            let (v, local) = h.local(&a.dataset).await?;
-            let ds = h.datasets();
-            let opts = PoisonOptions {
-                label: a.label.clone(),
-                k: a.k,
-                max_rows: a.max_rows,
-                ..Default::default()
-            };
-            let path = local.path().to_path_buf();
-            let r = tokio::task::spawn_blocking(move || check_parquet(&path, &opts)).await??;
-            let against = match (&a.against, v.parent_version) {
-                (Some(r), _) => Some(h.version(r).await?),
-                (None, Some(p)) => Some(h.meta.get_dataset_version(&v.name, Some(p)).await?),
-                (None, None) => None,
-            };
-            let balance = match (&a.label, against) {
-                (Some(label), Some(prev)) => {
-                    let lp = ds.materialize(&prev).await?;
-                    let (pa, pb, l) = (
-                        lp.path().to_path_buf(),
-                        local.path().to_path_buf(),
-                        label.clone(),
-                    );
-                    let b =
-                        tokio::task::spawn_blocking(move || class_balance(&pa, &pb, &l)).await??;
-                    Some(json!({ "reference": prev.reference(), "label": b }))
+            let body = match Target::open(home, &a.at).await? {
+                Target::Home(h) => {
+                    let v = h.version(&a.dataset).await?;
+                    let opts = PoisonOptions {
+                        label: a.label.clone(),
+                        k: a.k,
+                        max_rows: a.max_rows,
+                        ..Default::default()
+                    };
+                    let against = match &a.against {
+                        Some(r) => Some(h.version(r).await?),
+                        None => None,
+                    };
+                    h.datasets().poison(&v, opts, against, &h.actor).await?
                 }
-                _ => None,
+                Target::Remote(r) => {
+                    let body = json!({ "label": a.label, "against": a.against, "k": a.k, "max_rows": a.max_rows });
+                    r.post(&a.dataset, "poison", &body).await?
+                }
             };
-            let flagged = r.counts.values().sum::<u64>() > 0
-                || balance
-                    .as_ref()
-                    .is_some_and(|b| b["label"]["drift"] == true);
-            let body = json!({ "report": r, "class_balance": balance });
-            ds.record(
-                &v,
-                DATA_POISON,
-                if flagged { "findings" } else { "clean" },
-                body.clone(),
-                &h.actor,
-            )
-            .await?;
             print_json(&body)?;
             Ok(0)
         }

@@ -91,8 +91,8 @@ pub enum TokenCommand {
 
 #[derive(Subcommand)]
 pub enum GrantCommand {
-    /// Give `user:<name>` or `group:<name>` a permission on one experiment or registered
-    /// model (`*`: all of that kind).
+    /// Give `user:<name>` or `group:<name>` a permission on one experiment, registered model
+    /// or dataset (`*`: all of that kind).
     Set {
         principal: String,
         kind: ResourceKind,

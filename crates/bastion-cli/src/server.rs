@@ -86,6 +86,14 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
         oidc,
         Some(Arc::new(audit_key)),
         Arc::new(attestor),
+    )
+    .with_datasets(
+        bastion_store::crypt::DatasetCipher::load(
+            &home.join(bastion_store::crypt::DATASET_KEY_FILE),
+        )
+        .context("loading the dataset encryption key")?
+        .map(Arc::new),
+        home.join("tmp"),
     );
     if let (Some(url), Some(oidc_file)) = (jwks_url, file.auth.oidc.clone()) {
         tokio::spawn(refresh_jwks(state.clone(), url, oidc_file));

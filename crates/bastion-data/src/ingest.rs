@@ -197,7 +197,7 @@ pub fn ingest(
 
 /// The files to read: the file itself, or every regular file under the folder (hidden names
 /// skipped), in path order. Symbolic links are refused rather than followed.
-fn list_inputs(input: &Path) -> DataResult<Vec<(PathBuf, String)>> {
+pub fn list_inputs(input: &Path) -> DataResult<Vec<(PathBuf, String)>> {
     let meta = std::fs::symlink_metadata(input).map_err(|e| DataError::io(input, e))?;
     if meta.file_type().is_symlink() {
         return Err(DataError::input(

@@ -78,7 +78,7 @@ fn hash_file(path: &Path) -> std::io::Result<Digest> {
     Ok(h.finish())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DatasetError> + Send + 'static,
 ) -> Result<T, DatasetError> {
     tokio::task::spawn_blocking(f)

@@ -233,7 +233,7 @@ async fn revoke_user_token(
 /// Grants a user (`user:<name>`) or group (`group:<name>`) a permission on one experiment or
 /// registered model (`*`: all of them), above what their role gives.
 #[utoipa::path(put, path = "/api/bastion/v1/grants", tag = "grants",
-    request_body(content = Object, description = "`{principal, resource_kind: experiment|registered_model, resource, permission: READ|EDIT|DEPLOY|MANAGE}`"),
+    request_body(content = Object, description = "`{principal, resource_kind: experiment|registered_model|dataset, resource, permission: READ|EDIT|DEPLOY|MANAGE}`"),
     responses((status = 200, description = "`{grant}`")))]
 async fn set_grant(s: Scoped, p: Params) -> JsonResult {
     let kind: ResourceKind = parse(&p, "resource_kind")?;
@@ -352,7 +352,7 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Bastion API", description = "Bastion's own API: identities, tokens, grants, the audit log and evidence (model-file scans, quarantine, signatures and provenance). Authenticate with `Authorization: Bearer <token>` (an API token or an OIDC JWT), HTTP Basic, or, when the server runs with a client CA, a client certificate whose subject CN is the user. The MLflow-compatible API lives under /api/2.0/mlflow."),
+    info(title = "Bastion API", description = "Bastion's own API: identities, tokens, grants, the audit log and evidence (model-file scans, quarantine, signatures and provenance), and versioned datasets with their checks. Authenticate with `Authorization: Bearer <token>` (an API token or an OIDC JWT), HTTP Basic, or, when the server runs with a client CA, a client certificate whose subject CN is the user. The MLflow-compatible API lives under /api/2.0/mlflow."),
     paths(whoami, list_own_tokens, create_own_token, revoke_own_token, list_users, create_user,
           get_user, update_user, delete_user, list_user_tokens, create_user_token,
           revoke_user_token, set_grant, list_grants, delete_grant, audit_entries, audit_verify,
@@ -360,7 +360,11 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
           crate::evidence::artifact_evidence, crate::evidence::version_evidence,
           crate::evidence::scan_version, crate::evidence::release_version,
           crate::evidence::version_attestations, crate::evidence::verify_version,
-          crate::evidence::signing_key),
+          crate::evidence::signing_key,
+          crate::datasets::list, crate::datasets::add, crate::datasets::show,
+          crate::datasets::download, crate::datasets::profile, crate::datasets::validate,
+          crate::datasets::suggest, crate::datasets::pii, crate::datasets::redacted,
+          crate::datasets::poison, crate::datasets::diff),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = []), ("client_certificate" = []))
 )]

@@ -93,6 +93,27 @@ impl From<bastion_evidence::EvidenceError> for ApiError {
     }
 }
 
+impl From<bastion_evidence::datasets::DatasetError> for ApiError {
+    fn from(e: bastion_evidence::datasets::DatasetError) -> Self {
+        use bastion_data::DataError;
+        use bastion_evidence::datasets::DatasetError as D;
+        use bastion_store::crypt::CryptError;
+        match e {
+            D::Evidence(e) => e.into(),
+            // What was wrong with the data or the request, with its line and column.
+            D::Data(e @ DataError::Io { .. }) => ApiError::internal(&e),
+            D::Data(e) => Error::invalid(e.to_string()).into(),
+            // A stored blob that no longer matches its digest or will not decrypt: say so.
+            D::Integrity(m) => Error::invalid_state(m).into(),
+            D::Crypt(e @ (CryptError::Decrypt(_) | CryptError::Encrypt(_))) => {
+                tracing::error!(error = %e, "dataset blob encryption");
+                Error::invalid_state(e.to_string()).into()
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod auth;
+mod datasets;
 mod error;
 mod evidence;
 mod host;
@@ -29,9 +30,10 @@ use tower_http::trace::TraceLayer;
 pub use admin::ApiDoc;
 pub use auth::credentials::OidcConfig;
 pub use auth::limits::RateLimit;
+pub use datasets::DIGEST_HEADER;
 pub use error::{ApiError, ApiResult};
 pub use ops::prometheus;
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, DatasetSettings, ServerConfig};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,6 +44,7 @@ pub fn app(state: AppState) -> Router {
         .merge(mlflow::routes())
         .merge(admin::routes())
         .merge(evidence::routes())
+        .merge(datasets::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)

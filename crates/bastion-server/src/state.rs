@@ -76,6 +76,14 @@ pub struct AppState {
     pub scans: Arc<bastion_evidence::Scans>,
     /// Signs registered model versions and verifies them.
     pub attestor: Arc<bastion_evidence::Attestor>,
+    pub datasets: Arc<DatasetSettings>,
+}
+
+/// How dataset blobs are stored: encrypted when the home has a dataset key, and where
+/// uploads and decrypted copies are staged.
+pub struct DatasetSettings {
+    pub cipher: Option<Arc<bastion_store::crypt::DatasetCipher>>,
+    pub tmp: std::path::PathBuf,
 }
 
 impl AppState {
@@ -102,7 +110,21 @@ impl AppState {
             audit_key,
             scans: Arc::new(bastion_evidence::Scans::new(bastion_scan::Policy::builtin())),
             attestor,
+            datasets: Arc::new(DatasetSettings {
+                cipher: None,
+                tmp: std::env::temp_dir().join("bastion"),
+            }),
         }
+    }
+
+    /// Stages dataset uploads in `tmp` (the home's) and encrypts dataset blobs with `cipher`.
+    pub fn with_datasets(
+        mut self,
+        cipher: Option<Arc<bastion_store::crypt::DatasetCipher>>,
+        tmp: std::path::PathBuf,
+    ) -> Self {
+        self.datasets = Arc::new(DatasetSettings { cipher, tmp });
+        self
     }
 }
 

@@ -217,6 +217,7 @@ fn request(row: &Row, f: &Fixture, caller: &str) -> (String, Value) {
         )
         .replace("{token_id}", &f.token_id)
         .replace("{seq}", "0")
+        .replace("{version}", "1")
         .replace("{name}", &f.user);
     let params = json!({
         "experiment_id": f.experiment,

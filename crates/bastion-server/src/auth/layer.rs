@@ -66,9 +66,9 @@ fn draft(
 }
 
 /// Whether the body of this route is streamed to the handler rather than read here (artifact
-/// uploads can be gigabytes; their content is addressed by digest anyway).
+/// and dataset uploads can be gigabytes; their content is addressed by digest anyway).
 fn streams_body(rule: &Rule) -> bool {
-    rule.action == "artifacts.upload"
+    matches!(rule.action, "artifacts.upload" | "datasets.add")
 }
 
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {

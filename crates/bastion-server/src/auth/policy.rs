@@ -33,6 +33,8 @@ pub enum Target {
     ArtifactPath,
     /// `name`: a registered model.
     RegisteredModel,
+    /// the `{name}` path segment: a dataset.
+    Dataset,
     /// every resource of a kind (creating one, searching them).
     AllOf(ResourceKind),
 }
@@ -88,6 +90,7 @@ use Target::*;
 
 const EXP: ResourceKind = ResourceKind::Experiment;
 const MODEL: ResourceKind = ResourceKind::RegisteredModel;
+const DATASET: ResourceKind = ResourceKind::Dataset;
 const IDENT: Access = Capability(bastion_auth::Capability::ManageIdentities);
 const AUDIT: Access = Capability(bastion_auth::Capability::ReadAudit);
 
@@ -194,6 +197,18 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/api/bastion/v1/model-versions/attestations" "attest.model-version" read => Resource(RegisteredModel, Read);
         POST "/api/bastion/v1/model-versions/verify" "attest.verify-model-version" write => Resource(RegisteredModel, Edit);
         GET "/api/bastion/v1/signing-key" "attest.signing-key" read => Authenticated;
+        // datasets
+        GET "/api/bastion/v1/datasets" "datasets.list" read => Resource(AllOf(DATASET), Read);
+        POST "/api/bastion/v1/datasets/{name}/versions" "datasets.add" write => Resource(Dataset, Edit);
+        GET "/api/bastion/v1/datasets/{name}/versions/{version}" "datasets.show" read => Resource(Dataset, Read);
+        GET "/api/bastion/v1/datasets/{name}/versions/{version}/parquet" "datasets.get" read => Resource(Dataset, Read);
+        POST "/api/bastion/v1/datasets/{name}/versions/{version}/profile" "datasets.profile" write => Resource(Dataset, Edit);
+        POST "/api/bastion/v1/datasets/{name}/versions/{version}/validate" "datasets.validate" write => Resource(Dataset, Edit);
+        GET "/api/bastion/v1/datasets/{name}/versions/{version}/suggest" "datasets.suggest" read => Resource(Dataset, Read);
+        POST "/api/bastion/v1/datasets/{name}/versions/{version}/pii" "datasets.pii" write => Resource(Dataset, Edit);
+        GET "/api/bastion/v1/datasets/{name}/versions/{version}/redacted" "datasets.redacted" read => Resource(Dataset, Read);
+        POST "/api/bastion/v1/datasets/{name}/versions/{version}/poison" "datasets.poison" write => Resource(Dataset, Edit);
+        POST "/api/bastion/v1/datasets/{name}/versions/{version}/diff" "datasets.diff" write => Resource(Dataset, Edit);
     }
 });
 
@@ -398,6 +413,11 @@ impl Authorizer {
                 let name = params.str("name")?;
                 let ok = self.permission(who, MODEL, &name).await? >= needed;
                 return Ok((ok, format!("registered_model:{name}")));
+            }
+            Target::Dataset => {
+                let name = path_params.get("name").cloned().unwrap_or_default();
+                let ok = self.permission(who, DATASET, &name).await? >= needed;
+                return Ok((ok, format!("dataset:{name}")));
             }
             Target::AllOf(kind) => {
                 let ok = self.permission(who, kind, "*").await? >= needed;

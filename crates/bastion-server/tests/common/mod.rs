@@ -82,8 +82,14 @@ impl TestServer {
             },
             None,
             None,
+            false,
         )
         .await
+    }
+
+    /// An `--insecure` server whose home has a dataset key: dataset blobs are stored encrypted.
+    pub async fn start_with_dataset_key(backend: Backend) -> Self {
+        Self::start_full(backend, |c| c.insecure = true, None, None, true).await
     }
 
     /// A server that requires authentication, as `bastion server` runs by default.
@@ -92,13 +98,13 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
         oidc: Option<bastion_server::OidcConfig>,
     ) -> Self {
-        Self::start_full(backend, tweak, oidc, None).await
+        Self::start_full(backend, tweak, oidc, None, false).await
     }
 
     /// A secure server speaking HTTPS (mutual TLS if `tls` asks for client certificates) at
     /// `https://127.0.0.1:PORT`.
     pub async fn start_tls(backend: Backend, tls: Arc<rustls::ServerConfig>) -> Self {
-        Self::start_full(backend, |_| {}, None, Some(tls)).await
+        Self::start_full(backend, |_| {}, None, Some(tls), false).await
     }
 
     async fn start_full(
@@ -106,6 +112,7 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
         oidc: Option<bastion_server::OidcConfig>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        dataset_key: bool,
     ) -> Self {
         // reqwest is built without a default TLS provider (the workspace uses ring's).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -144,6 +151,13 @@ impl TestServer {
             oidc,
             Some(audit_key.clone()),
             Arc::new(bastion_evidence::Attestor::ephemeral().unwrap()),
+        )
+        .with_datasets(
+            dataset_key.then(|| {
+                let key = dir.path().join(bastion_store::crypt::DATASET_KEY_FILE);
+                Arc::new(bastion_store::crypt::DatasetCipher::create(&key).expect("dataset key"))
+            }),
+            dir.path().join("tmp"),
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let scheme = if tls.is_some() { "https" } else { "http" };

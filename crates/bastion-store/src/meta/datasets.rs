@@ -137,9 +137,11 @@ impl MetaStore {
         validate_dataset_name(&draft.name)?;
         let now = time::now_ms();
         let mut tx = self.begin_write().await?;
+        // An upsert that always touches the name's row: on PostgreSQL it holds the row lock
+        // until commit, so concurrent ingests of one dataset are numbered in turn.
         sqlx::query(
             "INSERT INTO dataset_names (name, created_by, created_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO NOTHING",
+             ON CONFLICT (name) DO UPDATE SET name = excluded.name",
         )
         .bind(&draft.name)
         .bind(&draft.created_by)

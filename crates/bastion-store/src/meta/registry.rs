@@ -528,6 +528,13 @@ impl MetaStore {
         let pk = self.model_pk(&draft.name).await?;
         let now = time::now_ms();
         let mut tx = self.begin_write().await?;
+        // Touching the model's row first locks it (PostgreSQL) until commit, so concurrent
+        // registrations number their versions one after the other instead of colliding.
+        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
+            .bind(now)
+            .bind(pk)
+            .execute(&mut *tx)
+            .await?;
         let next: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM model_versions WHERE model_pk = $1",
         )
@@ -556,11 +563,6 @@ impl MetaStore {
             &draft.tags,
         )
         .await?;
-        sqlx::query("UPDATE registered_models SET last_updated_time = $1 WHERE id = $2")
-            .bind(now)
-            .bind(pk)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         self.get_model_version(&draft.name, &next.to_string()).await
     }
