@@ -2,13 +2,14 @@
 //! histogram and top-k values, computed in one streamed pass in bounded memory.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::Schema;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::DataResult;
+use crate::error::{DataError, DataResult};
 use crate::read::ParquetData;
 use crate::schema::{ColumnSchema, Kind, columns_of};
 use crate::sketch::{Distinct, Quantiles, TopK, ValueCount, hash_bytes, hash_f64};
@@ -16,7 +17,7 @@ use crate::values::{as_f64, as_text, numeric_kind};
 
 pub const PROFILE_QUANTILES: [f64; 9] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ProfileOptions {
     pub top_k: usize,
     pub bins: usize,
@@ -474,6 +475,9 @@ fn histogram_of(q: &Quantiles, min: f64, max: f64, n: u64, bins: usize) -> Histo
 }
 
 /// Profiles a canonical Parquet file in one streamed pass; `progress` is told rows done.
+///
+/// The columns are split into groups of about equal decoded size, and each group streams its
+/// own projection of the file: decoding runs in parallel too, not only the summaries.
 pub fn profile_parquet(
     path: &Path,
     opts: ProfileOptions,
@@ -482,13 +486,93 @@ pub fn profile_parquet(
     let data = ParquetData::open(path)?;
     let schema = data.schema();
     let ranges = data.numeric_ranges();
-    let mut p = Profiler::new(&schema, &ranges, opts);
-    let mut done = 0u64;
-    for batch in data.batches(None)? {
+    let rows = data.rows();
+    let groups = column_groups(&data.column_bytes(), 2 * rayon::current_num_threads());
+    let done = AtomicU64::new(0);
+    let parts = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            groups
+                .par_iter()
+                .map(|cols| profile_columns(path, &schema, &ranges, cols, opts, &done))
+                .collect::<DataResult<Vec<Profiler>>>()
+        });
+        while !worker.is_finished() {
+            progress(done.load(Ordering::Relaxed) / groups.len().max(1) as u64);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(DataError::Invalid("a profiling thread failed".into())))
+    })?;
+    progress(rows);
+    let mut columns: Vec<(usize, ColumnAcc)> = groups
+        .iter()
+        .zip(parts)
+        .flat_map(|(cols, p)| cols.iter().copied().zip(p.columns))
+        .collect();
+    columns.sort_by_key(|(i, _)| *i);
+    let whole = Profiler {
+        columns: columns.into_iter().map(|(_, c)| c).collect(),
+        rows,
+        opts,
+    };
+    Ok(whole.finish())
+}
+
+fn profile_columns(
+    path: &Path,
+    schema: &Schema,
+    ranges: &[Option<(f64, f64)>],
+    cols: &[usize],
+    opts: ProfileOptions,
+    done: &AtomicU64,
+) -> DataResult<Profiler> {
+    let sub = schema.project(cols)?;
+    let sub_ranges: Vec<Option<(f64, f64)>> = cols
+        .iter()
+        .map(|&i| ranges.get(i).copied().flatten())
+        .collect();
+    let mut p = Profiler::new(&sub, &sub_ranges, opts);
+    for batch in ParquetData::open(path)?.batches(Some(cols))? {
         let batch = batch?;
-        done += batch.num_rows() as u64;
+        done.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         p.update(&batch)?;
-        progress(done);
     }
-    Ok(p.finish())
+    Ok(p)
+}
+
+/// Splits columns into at most `k` groups of about equal cost (largest first, each to the
+/// lightest group), each group's columns in file order.
+fn column_groups(cost: &[u64], k: usize) -> Vec<Vec<usize>> {
+    let k = k.clamp(1, cost.len().max(1));
+    let mut order: Vec<usize> = (0..cost.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost[i]));
+    let mut groups: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); k];
+    for i in order {
+        if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+            g.0 += cost[i];
+            g.1.push(i);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|(_, mut cols)| {
+            cols.sort_unstable();
+            cols
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column_groups;
+
+    #[test]
+    fn column_groups_balance_cost_and_keep_file_order() {
+        let g = column_groups(&[100, 1, 1, 50, 50, 1], 2);
+        assert_eq!(g, vec![vec![0, 1, 5], vec![2, 3, 4]]);
+        assert_eq!(column_groups(&[5, 5], 8), vec![vec![0], vec![1]]);
+        assert!(column_groups(&[], 4).is_empty());
+    }
 }

@@ -66,6 +66,25 @@ impl ParquetData {
             .collect()
     }
 
+    /// Per top-level column, its uncompressed size in bytes over all row groups (a cost
+    /// estimate for splitting work; 1 for every column of a nested schema).
+    pub fn column_bytes(&self) -> Vec<u64> {
+        let n = self.builder.schema().fields().len();
+        let meta = self.builder.metadata();
+        if meta.file_metadata().schema_descr().num_columns() != n {
+            return vec![1; n];
+        }
+        (0..n)
+            .map(|c| {
+                meta.row_groups()
+                    .iter()
+                    .map(|rg| rg.column(c).uncompressed_size().max(0) as u64)
+                    .sum::<u64>()
+                    .max(1)
+            })
+            .collect()
+    }
+
     /// Batches of the named columns (all when `columns` is `None`).
     pub fn batches(
         self,
