@@ -2,10 +2,12 @@
 //! warning, `bastion user/token/grant`, and `bastion audit` log / sign / prove / check /
 //! consistency / verify — including verify naming the first entry edited behind its back.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
+
+mod common;
+
+use common::json_of;
 
 use serde_json::Value;
 use sqlx::Connection;
@@ -20,52 +22,12 @@ fn bastion(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Starts the server, collects stdout up to the "listening" line, stops it; returns
 /// (stdout, stderr).
 fn start_and_stop(home: &Path, extra: &[&str]) -> (String, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bastion"))
-        .arg("--home")
-        .arg(home)
-        .args(["server", "--port", &port])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("listening") {
-                break;
-            }
-        }
-        let _ = tx.send(seen);
-    });
-    let out = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    child.kill().unwrap();
-    let rest = child.wait_with_output().unwrap();
-    (out, String::from_utf8_lossy(&rest.stderr).into_owned())
+    let r = common::start_server(home, extra);
+    let out = r.stdout.clone();
+    (out, r.stop())
 }
 
 #[test]

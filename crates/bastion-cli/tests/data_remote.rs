@@ -2,64 +2,41 @@
 //! commands, the same results as on a local home (the same content digests), downloads
 //! checked against their digest, and refusals reported with the server's message.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
+
+mod common;
+
+use common::json_of;
 
 use serde_json::Value;
 
 struct Server {
-    child: Child,
+    running: Option<common::Running>,
     url: String,
     token: String,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
     }
 }
 
 /// Starts `bastion server` on a fresh home and reads its bootstrap admin token.
 fn start(home: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bastion"))
-        .arg("--home")
-        .arg(home)
-        .args(["server", "--port", &port])
-        .env_remove("BASTION_BACKEND_STORE_URI")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut token = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(t) = line.split_whitespace().find(|w| w.starts_with("bst_")) {
-                token = t.to_owned();
-            }
-            if line.contains("listening") {
-                let _ = tx.send(token.clone());
-            }
-        }
-    });
-    let token = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server start");
-    assert!(token.starts_with("bst_"), "no bootstrap token");
+    let r = common::start_server(home, &[]);
+    let token = r
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("bst_"))
+        .expect("a bootstrap token")
+        .to_owned();
     Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: r.url.clone(),
+        running: Some(r),
         token,
     }
 }
@@ -81,16 +58,6 @@ fn remote(s: &Server, client_home: &Path, args: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--server", &s.url, "--token", &s.token]);
     bastion(client_home, &all)
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn csv(n: usize, shift: f64) -> String {
