@@ -1,0 +1,467 @@
+//! Linear models, deterministic: logistic regression with an L2 penalty (binary: one weight
+//! vector and the logistic loss; three or more classes: softmax over one vector per class),
+//! fitted with L-BFGS, as scikit-learn's `LogisticRegression(solver="lbfgs")`; and linear
+//! regression (ordinary least squares, or ridge), solved exactly from the normal equations.
+//! Both expose the gradient of their loss with respect to the input, for white-box attacks.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MlError, MlResult};
+use crate::lbfgs::{self, Stop};
+
+/// Refuses empty, ragged or non-finite feature matrices, naming the first bad cell.
+pub fn check_features(what: &str, x: ArrayView2<f64>) -> MlResult<()> {
+    if x.nrows() == 0 || x.ncols() == 0 {
+        return Err(MlError::invalid(format!(
+            "{what}: the feature matrix is empty ({} rows × {} columns)",
+            x.nrows(),
+            x.ncols()
+        )));
+    }
+    for (i, row) in x.rows().into_iter().enumerate() {
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            return Err(MlError::invalid(format!(
+                "{what}: feature {j} of row {i} is {} (impute or drop it first)",
+                row[j]
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LogisticParams {
+    /// Inverse regularisation strength, as scikit-learn's `C`.
+    pub c: f64,
+    pub max_iter: usize,
+    /// Stop when the gradient's largest component is below this.
+    pub tol: f64,
+}
+
+impl Default for LogisticParams {
+    fn default() -> Self {
+        Self {
+            c: 1.0,
+            max_iter: 1000,
+            tol: 1e-8,
+        }
+    }
+}
+
+/// A fitted logistic regression. `coef` is `classes × features` (one row for two classes,
+/// scoring class 1), `intercept` one value per row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticRegression {
+    pub classes: usize,
+    pub coef: Array2<f64>,
+    pub intercept: Array1<f64>,
+}
+
+/// How a fit went: the objective per iteration and why it stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub iterations: usize,
+    pub stop: Stop,
+    pub loss: Vec<f64>,
+}
+
+fn softmax_in_place(z: &mut [f64]) {
+    let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    let mut sum = 0.0;
+    for v in z.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    z.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// log(1 + e^z) without overflow.
+fn log1p_exp(z: f64) -> f64 {
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl LogisticRegression {
+    /// Fits on `x` (n × d, finite) and labels `y` in `0..classes`.
+    pub fn fit(
+        x: ArrayView2<f64>,
+        y: &[usize],
+        classes: usize,
+        p: LogisticParams,
+    ) -> MlResult<(Self, FitReport)> {
+        check_features("logistic regression", x)?;
+        let (n, d) = x.dim();
+        if y.len() != n {
+            return Err(MlError::invalid(format!(
+                "logistic regression: {n} rows but {} labels",
+                y.len()
+            )));
+        }
+        if let Some(i) = y.iter().position(|&c| c >= classes) {
+            return Err(MlError::invalid(format!(
+                "logistic regression: label {} at row {i} is not one of {classes} classes",
+                y[i]
+            )));
+        }
+        let mut seen = vec![false; classes];
+        y.iter().for_each(|&c| seen[c] = true);
+        if seen.iter().filter(|&&s| s).count() < 2 {
+            return Err(MlError::invalid(
+                "logistic regression: the target holds a single class; there is nothing to separate",
+            ));
+        }
+        if !(p.c > 0.0 && p.c.is_finite()) {
+            return Err(MlError::invalid("logistic regression: C must be positive"));
+        }
+        let rows = if classes == 2 { 1 } else { classes };
+        let width = d + 1;
+        let inv_n = 1.0 / n as f64;
+        let penalty = inv_n / p.c;
+        // Parameters: for each output row, d weights then the intercept (not penalised).
+        let objective = |w: &[f64], g: &mut [f64]| -> f64 {
+            g.iter_mut().for_each(|v| *v = 0.0);
+            let mut loss = 0.0;
+            let mut z = vec![0.0; rows];
+            for (i, xi) in x.rows().into_iter().enumerate() {
+                for (r, zr) in z.iter_mut().enumerate() {
+                    let wr = &w[r * width..(r + 1) * width];
+                    *zr = wr[d] + xi.iter().zip(wr).map(|(a, b)| a * b).sum::<f64>();
+                }
+                if rows == 1 {
+                    let t = if y[i] == 1 { 1.0 } else { 0.0 };
+                    // -log σ(z) for t = 1, -log(1 - σ(z)) for t = 0.
+                    loss += log1p_exp(z[0]) - t * z[0];
+                    z[0] = sigmoid(z[0]) - t;
+                } else {
+                    let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                    let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                    loss += lse - z[y[i]];
+                    softmax_in_place(&mut z);
+                    z[y[i]] -= 1.0;
+                }
+                for (r, &err) in z.iter().enumerate() {
+                    let gr = &mut g[r * width..(r + 1) * width];
+                    for (gj, xj) in gr.iter_mut().zip(xi.iter()) {
+                        *gj += err * xj;
+                    }
+                    gr[d] += err;
+                }
+            }
+            let mut reg = 0.0;
+            for r in 0..rows {
+                for j in 0..d {
+                    let k = r * width + j;
+                    reg += w[k] * w[k];
+                    g[k] = g[k] * inv_n + penalty * w[k];
+                }
+                g[r * width + d] *= inv_n;
+            }
+            loss * inv_n + 0.5 * penalty * reg
+        };
+        let out = lbfgs::minimize(objective, vec![0.0; rows * width], p.max_iter, p.tol);
+        let w = Array2::from_shape_vec((rows, width), out.x)
+            .map_err(|e| MlError::invalid(format!("logistic regression: {e}")))?;
+        let model = Self {
+            classes,
+            coef: w.slice(ndarray::s![.., ..d]).to_owned(),
+            intercept: w.column(d).to_owned(),
+        };
+        Ok((
+            model,
+            FitReport {
+                iterations: out.iterations,
+                stop: out.stop,
+                loss: out.trace,
+            },
+        ))
+    }
+
+    pub fn features(&self) -> usize {
+        self.coef.ncols()
+    }
+
+    fn check_input(&self, x: ArrayView2<f64>) -> MlResult<()> {
+        check_features("logistic regression", x)?;
+        if x.ncols() != self.features() {
+            return Err(MlError::invalid(format!(
+                "logistic regression: the model takes {} features, the input has {}",
+                self.features(),
+                x.ncols()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Class probabilities, `n × classes`.
+    pub fn predict_proba(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
+        self.check_input(x)?;
+        let z = x.dot(&self.coef.t()) + &self.intercept;
+        let mut out = Array2::zeros((x.nrows(), self.classes));
+        for (i, zi) in z.rows().into_iter().enumerate() {
+            if self.classes == 2 {
+                let p1 = sigmoid(zi[0]);
+                out[[i, 0]] = 1.0 - p1;
+                out[[i, 1]] = p1;
+            } else {
+                let mut row = zi.to_vec();
+                softmax_in_place(&mut row);
+                out.row_mut(i).assign(&Array1::from(row));
+            }
+        }
+        Ok(out)
+    }
+
+    /// ∂ (cross-entropy of `target`) / ∂ x, per row: `(p − onehot(target))·W`.
+    pub fn input_gradient(&self, x: ArrayView2<f64>, target: &[usize]) -> MlResult<Array2<f64>> {
+        let p = self.predict_proba(x)?;
+        if target.len() != x.nrows() || target.iter().any(|&t| t >= self.classes) {
+            return Err(MlError::invalid(
+                "input gradient: one target class in range per row is needed",
+            ));
+        }
+        let mut err = p;
+        for (i, &t) in target.iter().enumerate() {
+            err[[i, t]] -= 1.0;
+        }
+        Ok(if self.classes == 2 {
+            // One weight row scores class 1: dL/dz = p1 − t.
+            let e = err.column(1).to_owned().insert_axis(Axis(1));
+            e.dot(&self.coef)
+        } else {
+            err.dot(&self.coef)
+        })
+    }
+}
+
+/// Least squares with an optional ridge penalty `alpha·‖w‖²` (the intercept unpenalised).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearRegression {
+    pub coef: Array1<f64>,
+    pub intercept: f64,
+}
+
+impl LinearRegression {
+    pub fn fit(x: ArrayView2<f64>, y: &[f64], alpha: f64) -> MlResult<Self> {
+        check_features("linear regression", x)?;
+        let (n, d) = x.dim();
+        if y.len() != n {
+            return Err(MlError::invalid(format!(
+                "linear regression: {n} rows but {} targets",
+                y.len()
+            )));
+        }
+        if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+            return Err(MlError::invalid(format!(
+                "linear regression: target at row {i} is {}",
+                y[i]
+            )));
+        }
+        if !(alpha >= 0.0 && alpha.is_finite()) {
+            return Err(MlError::invalid("linear regression: alpha must be ≥ 0"));
+        }
+        // Centre, so the intercept drops out of the normal equations.
+        let mean_x = x.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(d));
+        let mean_y = y.iter().sum::<f64>() / n as f64;
+        let xc = &x - &mean_x;
+        let yc = Array1::from_iter(y.iter().map(|v| v - mean_y));
+        let mut a = xc.t().dot(&xc);
+        for j in 0..d {
+            a[[j, j]] += alpha;
+        }
+        let b = xc.t().dot(&yc);
+        let coef = solve_spd(a, b).ok_or_else(|| {
+            MlError::invalid(
+                "linear regression: the features are collinear (the normal equations are singular); use ridge (alpha > 0) or drop a feature",
+            )
+        })?;
+        let intercept = mean_y - mean_x.dot(&coef);
+        Ok(Self { coef, intercept })
+    }
+
+    pub fn predict(&self, x: ArrayView2<f64>) -> MlResult<Array1<f64>> {
+        check_features("linear regression", x)?;
+        if x.ncols() != self.coef.len() {
+            return Err(MlError::invalid(format!(
+                "linear regression: the model takes {} features, the input has {}",
+                self.coef.len(),
+                x.ncols()
+            )));
+        }
+        Ok(x.dot(&self.coef) + self.intercept)
+    }
+
+    /// ∂ (½(ŷ − y)²) / ∂ x per row: `(ŷ − y)·w`.
+    pub fn input_gradient(&self, x: ArrayView2<f64>, y: &[f64]) -> MlResult<Array2<f64>> {
+        let pred = self.predict(x)?;
+        if y.len() != x.nrows() {
+            return Err(MlError::invalid(
+                "input gradient: one target per row is needed",
+            ));
+        }
+        let err = Array1::from_iter(pred.iter().zip(y).map(|(p, t)| p - t));
+        Ok(err
+            .insert_axis(Axis(1))
+            .dot(&self.coef.view().insert_axis(Axis(0))))
+    }
+}
+
+/// Solves `a·x = b` for symmetric positive definite `a` by Cholesky; `None` when `a` is not
+/// (numerically) positive definite.
+fn solve_spd(a: Array2<f64>, b: Array1<f64>) -> Option<Array1<f64>> {
+    let d = b.len();
+    let scale = (0..d).map(|i| a[[i, i]].abs()).fold(0.0, f64::max).max(1.0);
+    let mut l = Array2::<f64>::zeros((d, d));
+    for i in 0..d {
+        for j in 0..=i {
+            let s = a[[i, j]] - (0..j).map(|k| l[[i, k]] * l[[j, k]]).sum::<f64>();
+            if i == j {
+                if s <= 1e-12 * scale {
+                    return None;
+                }
+                l[[i, i]] = s.sqrt();
+            } else {
+                l[[i, j]] = s / l[[j, j]];
+            }
+        }
+    }
+    let mut z = vec![0.0; d];
+    for i in 0..d {
+        z[i] = (b[i] - (0..i).map(|k| l[[i, k]] * z[k]).sum::<f64>()) / l[[i, i]];
+    }
+    let mut x = Array1::zeros(d);
+    for i in (0..d).rev() {
+        x[i] = (z[i] - (i + 1..d).map(|k| l[[k, i]] * x[k]).sum::<f64>()) / l[[i, i]];
+    }
+    Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Three Gaussian blobs in 2-D.
+    fn blobs(n: usize, seed: u64) -> (Array2<f64>, Vec<usize>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centres = [(0.0, 0.0), (4.0, 0.0), (0.0, 4.0)];
+        let mut x = Array2::zeros((n, 2));
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = i % 3;
+            x[[i, 0]] = centres[c].0 + rng.random_range(-1.5..1.5);
+            x[[i, 1]] = centres[c].1 + rng.random_range(-1.5..1.5);
+            y.push(c);
+        }
+        (x, y)
+    }
+
+    #[test]
+    fn softmax_regression_separates_blobs_and_is_deterministic() {
+        let (x, y) = blobs(300, 7);
+        let (m, report) =
+            LogisticRegression::fit(x.view(), &y, 3, LogisticParams::default()).unwrap();
+        assert_eq!(report.stop, Stop::Converged);
+        let p = m.predict_proba(x.view()).unwrap();
+        let pred: Vec<usize> = p
+            .rows()
+            .into_iter()
+            .map(|r| (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+            .collect();
+        assert!(crate::metrics::accuracy(&y, &pred).unwrap() > 0.97);
+        let (again, _) =
+            LogisticRegression::fit(x.view(), &y, 3, LogisticParams::default()).unwrap();
+        assert_eq!(m, again);
+        for r in p.rows() {
+            assert!((r.sum() - 1.0).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn input_gradients_match_finite_differences() {
+        let (x, y) = blobs(90, 3);
+        for classes in [2usize, 3] {
+            let y: Vec<usize> = y.iter().map(|&c| c % classes).collect();
+            let (m, _) =
+                LogisticRegression::fit(x.view(), &y, classes, LogisticParams::default()).unwrap();
+            let row = x.slice(ndarray::s![5..6, ..]).to_owned();
+            let g = m.input_gradient(row.view(), &y[5..6]).unwrap();
+            let loss = |r: &Array2<f64>| -m.predict_proba(r.view()).unwrap()[[0, y[5]]].ln();
+            for j in 0..2 {
+                let h = 1e-6;
+                let (mut a, mut b) = (row.clone(), row.clone());
+                a[[0, j]] += h;
+                b[[0, j]] -= h;
+                let numeric = (loss(&a) - loss(&b)) / (2.0 * h);
+                assert!(
+                    (numeric - g[[0, j]]).abs() < 1e-6,
+                    "{numeric} vs {}",
+                    g[[0, j]]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn least_squares_recovers_exact_coefficients() {
+        let x = array![[1.0, 2.0], [2.0, 1.0], [3.0, 5.0], [4.0, 2.0], [0.5, -1.0]];
+        let y: Vec<f64> = x
+            .rows()
+            .into_iter()
+            .map(|r| 3.0 - 2.0 * r[0] + 0.5 * r[1])
+            .collect();
+        let m = LinearRegression::fit(x.view(), &y, 0.0).unwrap();
+        assert!((m.coef[0] + 2.0).abs() < 1e-10 && (m.coef[1] - 0.5).abs() < 1e-10);
+        assert!((m.intercept - 3.0).abs() < 1e-10);
+        let ridge = LinearRegression::fit(x.view(), &y, 10.0).unwrap();
+        assert!(ridge.coef[0].abs() < 2.0, "ridge shrinks");
+        let g = m.input_gradient(x.view(), &y).unwrap();
+        assert!(
+            g.iter().all(|v| v.abs() < 1e-9),
+            "zero error, zero gradient"
+        );
+    }
+
+    #[test]
+    fn bad_training_input_is_named() {
+        let x = array![[1.0, f64::NAN], [2.0, 1.0]];
+        let e = LogisticRegression::fit(x.view(), &[0, 1], 2, LogisticParams::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("feature 1 of row 0"), "{e}");
+        let x = array![[1.0], [2.0], [3.0]];
+        let e = LogisticRegression::fit(x.view(), &[1, 1, 1], 2, LogisticParams::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("single class"), "{e}");
+        let e = LinearRegression::fit(
+            array![[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]].view(),
+            &[1.0, 2.0, 3.0],
+            0.0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("collinear"), "{e}");
+        let (m, _) =
+            LogisticRegression::fit(x.view(), &[0, 1, 1], 2, LogisticParams::default()).unwrap();
+        let e = m
+            .predict_proba(array![[1.0, 2.0]].view())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("takes 1 features"), "{e}");
+    }
+}

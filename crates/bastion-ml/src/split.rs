@@ -1,0 +1,133 @@
+//! Which rows train and which test: seeded k-fold and stratified k-fold splits, and rows
+//! grouped by the value of a column (slices), so metrics can be compared across groups.
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{MlError, MlResult};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fold {
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+fn check(n: usize, k: usize) -> MlResult<()> {
+    if k < 2 {
+        return Err(MlError::invalid(format!(
+            "cross-validation needs at least 2 folds, got {k}"
+        )));
+    }
+    if k > n {
+        return Err(MlError::invalid(format!(
+            "cross-validation: {k} folds but only {n} rows"
+        )));
+    }
+    Ok(())
+}
+
+/// Folds from an assignment of each row to a fold; rows stay in ascending order in both sides.
+fn folds_of(fold_of: &[usize], k: usize) -> Vec<Fold> {
+    (0..k)
+        .map(|f| {
+            let (test, train): (Vec<usize>, Vec<usize>) =
+                (0..fold_of.len()).partition(|&i| fold_of[i] == f);
+            Fold { train, test }
+        })
+        .collect()
+}
+
+/// `k` folds over `n` rows in an order shuffled by `seed` (ChaCha8, so the split is the same
+/// on every platform and version); test folds partition the rows and differ in size by at
+/// most one.
+pub fn kfold(n: usize, k: usize, seed: u64) -> MlResult<Vec<Fold>> {
+    check(n, k)?;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut fold_of = vec![0; n];
+    for (pos, &row) in order.iter().enumerate() {
+        fold_of[row] = pos % k;
+    }
+    Ok(folds_of(&fold_of, k))
+}
+
+/// Like [`kfold`], but each class's rows are dealt across the folds in turn, so every fold
+/// holds the classes in about the proportions of the whole.
+pub fn stratified_kfold(y: &[usize], k: usize, seed: u64) -> MlResult<Vec<Fold>> {
+    check(y.len(), k)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &c) in y.iter().enumerate() {
+        by_class.entry(c).or_default().push(i);
+    }
+    let mut fold_of = vec![0; y.len()];
+    let mut pos = 0usize;
+    for rows in by_class.values_mut() {
+        rows.shuffle(&mut rng);
+        for &row in rows.iter() {
+            fold_of[row] = pos % k;
+            pos += 1;
+        }
+    }
+    Ok(folds_of(&fold_of, k))
+}
+
+/// The rows of each distinct key, keys in order.
+pub fn slices<K: Ord + Clone>(keys: &[K]) -> BTreeMap<K, Vec<usize>> {
+    let mut out: BTreeMap<K, Vec<usize>> = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        out.entry(key.clone()).or_default().push(i);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn folds_partition_the_rows(n in 2usize..300, k in 2usize..12, seed: u64) {
+            prop_assume!(k <= n);
+            let folds = kfold(n, k, seed).unwrap();
+            let mut seen = vec![0; n];
+            for f in &folds {
+                prop_assert_eq!(f.train.len() + f.test.len(), n);
+                prop_assert!(f.test.len() == n / k || f.test.len() == n / k + 1);
+                for &i in &f.test { seen[i] += 1; }
+            }
+            prop_assert!(seen.iter().all(|&c| c == 1));
+            prop_assert_eq!(kfold(n, k, seed).unwrap(), folds);
+        }
+
+        #[test]
+        fn stratified_folds_keep_class_shares(y in proptest::collection::vec(0usize..3, 30..200), k in 2usize..6, seed: u64) {
+            let folds = stratified_kfold(&y, k, seed).unwrap();
+            for c in 0..3 {
+                let total = y.iter().filter(|&&t| t == c).count();
+                for f in &folds {
+                    let in_fold = f.test.iter().filter(|&&i| y[i] == c).count();
+                    prop_assert!(in_fold == total / k || in_fold == total / k + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_fold_counts_are_refused() {
+        assert!(kfold(5, 1, 0).is_err());
+        assert!(kfold(3, 4, 0).is_err());
+        assert!(stratified_kfold(&[0, 1], 3, 0).is_err());
+    }
+
+    #[test]
+    fn slices_group_rows_by_key() {
+        let s = slices(&["b", "a", "b"]);
+        assert_eq!(s["a"], vec![1]);
+        assert_eq!(s["b"], vec![0, 2]);
+    }
+}
