@@ -1,5 +1,6 @@
 //! Bastion's models. So far: evaluation metrics with scikit-learn's definitions (`metrics`),
-//! cross-validation splits and slices (`split`), and deterministic linear models fitted with
+//! cross-validation splits and slices (`split`), preprocessing saved with a model
+//! (`preprocess`), and deterministic linear models fitted with
 //! L-BFGS or exactly (`linear`, `lbfgs`), which expose input gradients. Numbers in, numbers
 //! out: this crate knows nothing of the registry, SQL or HTTP.
 
@@ -7,6 +8,7 @@ pub mod error;
 pub mod lbfgs;
 pub mod linear;
 pub mod metrics;
+pub mod preprocess;
 pub mod split;
 
 pub use error::{MlError, MlResult};
