@@ -490,19 +490,27 @@ pub fn profile_parquet(
     let groups = column_groups(&data.column_bytes(), 2 * rayon::current_num_threads());
     let done = AtomicU64::new(0);
     let parts = std::thread::scope(|s| {
-        let worker = s.spawn(|| {
-            groups
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (groups, schema, ranges, done) = (&groups, &schema, &ranges, &done);
+        s.spawn(move || {
+            let result = groups
                 .par_iter()
-                .map(|cols| profile_columns(path, &schema, &ranges, cols, opts, &done))
-                .collect::<DataResult<Vec<Profiler>>>()
+                .map(|cols| profile_columns(path, schema, ranges, cols, opts, done))
+                .collect::<DataResult<Vec<Profiler>>>();
+            let _ = tx.send(result);
         });
-        while !worker.is_finished() {
-            progress(done.load(Ordering::Relaxed) / groups.len().max(1) as u64);
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        // Report progress while waiting, and return the moment the work is done.
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(result) => break result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    progress(done.load(Ordering::Relaxed) / groups.len().max(1) as u64)
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(DataError::Invalid("a profiling thread failed".into()));
+                }
+            }
         }
-        worker
-            .join()
-            .unwrap_or_else(|_| Err(DataError::Invalid("a profiling thread failed".into())))
     })?;
     progress(rows);
     let mut columns: Vec<(usize, ColumnAcc)> = groups
