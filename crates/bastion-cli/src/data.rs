@@ -484,23 +484,30 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                 (None, _) => None,
             };
             let at = Target::open(home, &a.at).await?;
+            // One exact version for the report and the copy, even if `name` (the latest)
+            // gains a version meanwhile.
             let (reference, report) = match &at {
                 Target::Home(h) => {
                     let v = h.version(&a.dataset).await?;
                     let r = h.datasets().pii(&v, &h.actor).await?;
                     (v.reference(), to_value(&r))
                 }
-                Target::Remote(r) => (
-                    a.dataset.clone(),
-                    r.post(&a.dataset, "pii", &json!({})).await?,
-                ),
+                Target::Remote(r) => {
+                    let shown = r.show(&a.dataset).await?;
+                    let exact = shown["dataset"]
+                        .as_str()
+                        .unwrap_or(a.dataset.as_str())
+                        .to_owned();
+                    let report = r.post(&exact, "pii", &json!({})).await?;
+                    (exact, report)
+                }
             };
             let mut out = json!({ "dataset": reference, "report": report });
             if let Some((how, path)) = target {
                 let tmp = beside(&path)?;
                 let changed = match &at {
                     Target::Home(h) => {
-                        let v = h.version(&a.dataset).await?;
+                        let v = h.version(&reference).await?;
                         h.datasets().redact(&v, how, tmp.reopen()?).await?
                     }
                     Target::Remote(r) => {
@@ -508,7 +515,7 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                             Redaction::Mask => "mask",
                             Redaction::Hash => "hash",
                         };
-                        r.download(&a.dataset, "redacted", &[("how", how)], tmp.path())
+                        r.download(&reference, "redacted", &[("how", how)], tmp.path())
                             .await?
                             .values_changed
                     }

@@ -37,6 +37,9 @@ use crate::state::{AppState, Scoped};
 
 type JsonResult = ApiResult<Json<Value>>;
 
+/// The longest CSV / JSON Lines line an upload may ask the server to accept.
+const MAX_LINE_BYTES: usize = 64 << 20;
+
 /// The header carrying a downloaded version's digest (`sha256:<hex>`), to check it by.
 pub const DIGEST_HEADER: HeaderName = HeaderName::from_static("x-bastion-digest");
 
@@ -144,10 +147,23 @@ pub(crate) async fn add(
         opts.format = Some(parse_format(&f)?);
     }
     if let Some(n) = p.opt_i64("max_line_bytes")? {
+        // A line is held whole in memory while parsed: a client may lower the bound, and raise
+        // it only up to the server's ceiling.
         opts.max_line_bytes = usize::try_from(n)
             .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| Error::invalid("max_line_bytes must be positive"))?;
+            .filter(|n| (1..=MAX_LINE_BYTES).contains(n))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "max_line_bytes must be between 1 and {MAX_LINE_BYTES}"
+                ))
+            })?;
+    }
+    let source = p.opt_str("source")?;
+    if source
+        .as_ref()
+        .is_some_and(|s| s.len() > 4096 || s.contains('\0'))
+    {
+        return Err(Error::invalid("source must be at most 4096 bytes, without NUL").into());
     }
     tokio::fs::create_dir_all(&s.datasets.tmp)
         .await
@@ -172,7 +188,7 @@ pub(crate) async fn add(
         receive(req.into_body(), &path, limit, &mut 0).await?;
         (path, format!("upload:{file}"))
     };
-    let source = p.opt_str("source")?.unwrap_or(default_source);
+    let source = source.unwrap_or(default_source);
     let added = s
         .datasets()
         .add_checked(
@@ -252,6 +268,8 @@ async fn receive(body: Body, path: &FsPath, limit: u64, total: &mut u64) -> ApiR
 async fn receive_folder(mut mp: Multipart, dir: &FsPath, limit: u64) -> ApiResult<()> {
     let mut total = 0u64;
     let mut files = 0usize;
+    let mut files_seen = std::collections::HashSet::new();
+    let mut folders_seen = std::collections::HashSet::new();
     let malformed = |e: axum::extract::multipart::MultipartError| {
         ApiError::from(Error::invalid(format!("Malformed multipart body: {e}")))
     };
@@ -267,12 +285,34 @@ async fn receive_folder(mut mp: Multipart, dir: &FsPath, limit: u64) -> ApiResul
         if rel.is_root() {
             return Err(Error::invalid("Every part of a folder upload needs a filename").into());
         }
+        // Each name is a file once, and never also a folder of another part.
+        let name = rel.as_str().to_owned();
+        if files_seen.contains(&name) {
+            return Err(Error::invalid(format!("The upload names '{rel}' twice")).into());
+        }
+        let ancestors: Vec<String> = name
+            .match_indices('/')
+            .map(|(i, _)| name[..i].to_owned())
+            .collect();
+        let clash = if folders_seen.contains(&name) {
+            Some(name.as_str())
+        } else {
+            ancestors
+                .iter()
+                .find(|a| files_seen.contains(*a))
+                .map(String::as_str)
+        };
+        if let Some(c) = clash {
+            return Err(Error::invalid(format!(
+                "The upload uses '{c}' both as a file and as a folder"
+            ))
+            .into());
+        }
+        files_seen.insert(name);
+        folders_seen.extend(ancestors);
         let path: PathBuf = rel.segments().fold(dir.to_path_buf(), |p, s| p.join(s));
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(internal)?;
-        }
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Err(Error::invalid(format!("The upload names '{rel}' twice")).into());
         }
         let mut out = tokio::fs::File::create(&path).await.map_err(internal)?;
         while let Some(chunk) = field.chunk().await.map_err(malformed)? {

@@ -432,6 +432,32 @@ async fn hostile_and_malformed_uploads_store_nothing(b: Backend) {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _) = upload(&s, "evil", &csv(3, 0.0), "filename=dir/x.csv").await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
+    // One name as both a file and a folder, in either order.
+    for parts in [["a", "a/b.csv"], ["a/b.csv", "a"]] {
+        let form = multipart(&[(parts[0], csv(3, 0.0)), (parts[1], csv(3, 0.0))]);
+        let (st, e) = upload_folder(&s, "clash", form).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("uses 'a' both as a file and as a folder"),
+            "{e}"
+        );
+    }
+    // An oversized lineage source.
+    let long = format!("filename=x.csv&source={}", "s".repeat(5000));
+    let (st, _) = upload(&s, "bad", "a\n1\n", &long).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // A line bound above the server's ceiling.
+    let (st, e) = upload(
+        &s,
+        "bad",
+        "a\n1\n",
+        "filename=x.csv&max_line_bytes=1000000000",
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
     // The same path twice, and an empty folder.
     let form = multipart(&[("a.csv", csv(3, 0.0)), ("a.csv", csv(3, 0.0))]);
     assert_eq!(
