@@ -5,10 +5,15 @@
 //! out: this crate knows nothing of the registry, SQL or HTTP.
 
 pub mod error;
+pub mod forest;
+pub mod gbdt;
 pub mod lbfgs;
 pub mod linear;
 pub mod metrics;
+pub mod mlp;
 pub mod preprocess;
 pub mod split;
+pub mod task;
+pub mod tree;
 
 pub use error::{MlError, MlResult};

@@ -1,0 +1,573 @@
+//! A small multi-layer perceptron, as scikit-learn's `MLPClassifier`/`MLPRegressor`: dense
+//! layers with ReLU, a softmax (several classes), sigmoid (two) or identity (values)
+//! output, cross-entropy or half squared error plus an L2 penalty, trained with Adam on
+//! shuffled mini-batches. Deterministic for a seed (ChaCha8 for initial weights and
+//! shuffling). The backward pass also runs down to the input, which is what white-box
+//! attacks need.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MlError, MlResult};
+use crate::linear::check_features;
+use crate::task::Target;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlpParams {
+    pub hidden: Vec<usize>,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// L2 penalty, as scikit-learn's `alpha`.
+    pub alpha: f64,
+    /// Stop after `patience` epochs that improve the training loss by less than `tol`.
+    pub tol: f64,
+    pub patience: usize,
+    pub seed: u64,
+}
+
+impl Default for MlpParams {
+    fn default() -> Self {
+        Self {
+            hidden: vec![64],
+            learning_rate: 1e-3,
+            batch_size: 200,
+            epochs: 200,
+            alpha: 1e-4,
+            tol: 1e-4,
+            patience: 10,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// Three or more classes.
+    Softmax,
+    /// Two classes, one unit scoring class 1.
+    Sigmoid,
+    Identity,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// `inputs × outputs`.
+    pub w: Array2<f64>,
+    pub b: Array1<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mlp {
+    pub layers: Vec<Dense>,
+    pub output: Output,
+    /// Classes for classifiers, 1 for regression.
+    pub classes: usize,
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Per-row targets as the output layer sees them.
+enum Labels<'a> {
+    Classes(&'a [usize]),
+    Values(&'a [f64]),
+}
+
+impl Mlp {
+    pub fn features(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.w.nrows())
+    }
+
+    pub fn fit(
+        x: ArrayView2<f64>,
+        target: Target,
+        p: &MlpParams,
+        mut on_epoch: impl FnMut(usize, f64),
+    ) -> MlResult<(Self, Vec<f64>)> {
+        check_features("mlp", x)?;
+        target.check("mlp", x.nrows())?;
+        let bad = |m: String| Err(MlError::invalid(format!("mlp: {m}")));
+        if p.hidden.contains(&0) || p.hidden.len() > 16 || p.hidden.iter().any(|&h| h > 4096) {
+            return bad("hidden layers must hold 1 to 4096 units, at most 16 layers".into());
+        }
+        if !(p.learning_rate > 0.0 && p.learning_rate.is_finite()) {
+            return bad(format!(
+                "learning_rate must be positive, got {}",
+                p.learning_rate
+            ));
+        }
+        if !(p.alpha >= 0.0 && p.alpha.is_finite()) {
+            return bad(format!("alpha must be >= 0, got {}", p.alpha));
+        }
+        if p.batch_size == 0 || p.epochs == 0 {
+            return bad("batch_size and epochs must be at least 1".into());
+        }
+        let (n, d) = x.dim();
+        let (output, classes, labels) = match target {
+            Target::Classes { y, classes: 2 } => (Output::Sigmoid, 2, Labels::Classes(y)),
+            Target::Classes { y, classes } => (Output::Softmax, classes, Labels::Classes(y)),
+            Target::Values(y) => (Output::Identity, 1, Labels::Values(y)),
+        };
+        let out_units = if output == Output::Softmax {
+            classes
+        } else {
+            1
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+        let mut sizes = vec![d];
+        sizes.extend(&p.hidden);
+        sizes.push(out_units);
+        let layers: Vec<Dense> = sizes
+            .windows(2)
+            .map(|w| {
+                // Glorot uniform, as scikit-learn.
+                let bound = (6.0 / (w[0] + w[1]) as f64).sqrt();
+                Dense {
+                    w: Array2::from_shape_fn((w[0], w[1]), |_| rng.random_range(-bound..bound)),
+                    b: Array1::from_shape_fn(w[1], |_| rng.random_range(-bound..bound)),
+                }
+            })
+            .collect();
+        let mut model = Self {
+            layers,
+            output,
+            classes,
+        };
+        let mut adam = Adam::new(&model.layers, p.learning_rate);
+        let batch = p.batch_size.min(n);
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut losses = Vec::new();
+        let (mut best, mut stale) = (f64::INFINITY, 0);
+        for epoch in 0..p.epochs {
+            order.shuffle(&mut rng);
+            let mut total = 0.0;
+            for idx in order.chunks(batch) {
+                let xb = x.select(Axis(0), idx);
+                let (loss, grads) = model.backward(xb.view(), &labels, idx, p.alpha, true);
+                total += loss * idx.len() as f64;
+                adam.step(&mut model.layers, &grads);
+            }
+            let loss = total / n as f64;
+            if !loss.is_finite() {
+                return bad(format!(
+                    "training diverged at epoch {} (loss {loss}); lower the learning rate or scale the features",
+                    epoch + 1
+                ));
+            }
+            losses.push(loss);
+            on_epoch(epoch + 1, loss);
+            if loss > best - p.tol {
+                stale += 1;
+                if stale >= p.patience {
+                    break;
+                }
+            } else {
+                stale = 0;
+            }
+            best = best.min(loss);
+        }
+        Ok((model, losses))
+    }
+
+    /// Activations of every layer (the input first) and the output layer's raw scores.
+    fn forward(&self, x: ArrayView2<f64>) -> (Vec<Array2<f64>>, Array2<f64>) {
+        let mut acts = vec![x.to_owned()];
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            let mut z = acts[i].dot(&l.w) + &l.b;
+            if i == last {
+                return (acts, z);
+            }
+            z.mapv_inplace(|v| v.max(0.0));
+            acts.push(z);
+        }
+        (acts, Array2::zeros((x.nrows(), 0)))
+    }
+
+    /// The loss of a batch and its gradient with respect to every weight (`mean = true`:
+    /// averaged over rows, with the L2 penalty) or, as the first layer's "input" entry, the
+    /// loss gradient with respect to each input row.
+    fn backward(
+        &self,
+        x: ArrayView2<f64>,
+        labels: &Labels,
+        rows: &[usize],
+        alpha: f64,
+        mean: bool,
+    ) -> (f64, Vec<Dense>) {
+        let (acts, z) = self.forward(x);
+        let b = x.nrows() as f64;
+        let (loss, mut delta) = self.output_error(z, labels, rows);
+        let scale = if mean { 1.0 / b } else { 1.0 };
+        delta.mapv_inplace(|v| v * scale);
+        let mut grads = Vec::with_capacity(self.layers.len());
+        let mut penalty = 0.0;
+        for (i, l) in self.layers.iter().enumerate().rev() {
+            let mut gw = acts[i].t().dot(&delta);
+            if mean {
+                gw.scaled_add(alpha / b, &l.w);
+                penalty += l.w.iter().map(|w| w * w).sum::<f64>();
+            }
+            let gb = delta.sum_axis(Axis(0));
+            let prev = delta.dot(&l.w.t());
+            grads.push(Dense { w: gw, b: gb });
+            delta = if i > 0 {
+                prev * &acts[i].mapv(|a| if a > 0.0 { 1.0 } else { 0.0 })
+            } else {
+                prev
+            };
+        }
+        grads.reverse();
+        if !mean {
+            // The input gradient rides along as an extra entry.
+            grads.push(Dense {
+                w: delta,
+                b: Array1::zeros(0),
+            });
+        }
+        (loss / b + 0.5 * alpha * penalty / b, grads)
+    }
+
+    /// Summed loss and d loss / d z for the output layer's raw scores.
+    fn output_error(
+        &self,
+        mut z: Array2<f64>,
+        labels: &Labels,
+        rows: &[usize],
+    ) -> (f64, Array2<f64>) {
+        let mut loss = 0.0;
+        match (self.output, labels) {
+            (Output::Identity, Labels::Values(y)) => {
+                for (k, &r) in rows.iter().enumerate() {
+                    let e = z[[k, 0]] - y[r];
+                    loss += 0.5 * e * e;
+                    z[[k, 0]] = e;
+                }
+            }
+            (Output::Sigmoid, Labels::Classes(y)) => {
+                for (k, &r) in rows.iter().enumerate() {
+                    let p = sigmoid(z[[k, 0]]).clamp(1e-15, 1.0 - 1e-15);
+                    let t = if y[r] == 1 { 1.0 } else { 0.0 };
+                    loss -= t * p.ln() + (1.0 - t) * (1.0 - p).ln();
+                    z[[k, 0]] = p - t;
+                }
+            }
+            (Output::Softmax, Labels::Classes(y)) => {
+                for (k, mut row) in z.rows_mut().into_iter().enumerate() {
+                    let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                    row.mapv_inplace(|v| (v - m).exp());
+                    let sum = row.sum();
+                    row.mapv_inplace(|v| v / sum);
+                    let t = y[rows[k]];
+                    loss -= row[t].max(1e-15).ln();
+                    row[t] -= 1.0;
+                }
+            }
+            _ => {}
+        }
+        (loss, z)
+    }
+
+    fn check_input(&self, x: ArrayView2<f64>) -> MlResult<()> {
+        check_features("mlp", x)?;
+        if x.ncols() != self.features() {
+            return Err(MlError::invalid(format!(
+                "mlp: the model takes {} features, the input has {}",
+                self.features(),
+                x.ncols()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Class probabilities (`n × classes`) or values (`n × 1`).
+    pub fn predict(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
+        self.check_input(x)?;
+        let (_, mut z) = self.forward(x);
+        Ok(match self.output {
+            Output::Identity => z,
+            Output::Sigmoid => Array2::from_shape_fn((z.nrows(), 2), |(i, c)| {
+                let p = sigmoid(z[[i, 0]]);
+                if c == 1 { p } else { 1.0 - p }
+            }),
+            Output::Softmax => {
+                for mut row in z.rows_mut() {
+                    let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+                    row.mapv_inplace(|v| (v - m).exp());
+                    let sum = row.sum();
+                    row.mapv_inplace(|v| v / sum);
+                }
+                z
+            }
+        })
+    }
+
+    /// ∂ loss / ∂ x per row: cross-entropy of `classes[i]`, or half squared error against
+    /// `values[i]` for regression.
+    pub fn input_gradient(&self, x: ArrayView2<f64>, target: Target) -> MlResult<Array2<f64>> {
+        self.check_input(x)?;
+        let labels = match target {
+            Target::Classes { y, .. } if self.output != Output::Identity => {
+                if y.len() != x.nrows() || y.iter().any(|&c| c >= self.classes) {
+                    return Err(MlError::invalid(
+                        "input gradient: one target class in range per row is needed",
+                    ));
+                }
+                Labels::Classes(y)
+            }
+            Target::Values(y) if self.output == Output::Identity && y.len() == x.nrows() => {
+                Labels::Values(y)
+            }
+            _ => {
+                return Err(MlError::invalid(
+                    "input gradient: the target does not fit the model's task",
+                ));
+            }
+        };
+        let rows: Vec<usize> = (0..x.nrows()).collect();
+        let (_, mut grads) = self.backward(x, &labels, &rows, 0.0, false);
+        grads
+            .pop()
+            .map(|g| g.w)
+            .ok_or_else(|| MlError::invalid("mlp: the model has no layers"))
+    }
+
+    /// Validates a model read from a file: consecutive layer shapes fit, finite weights.
+    pub fn validate(&self) -> MlResult<()> {
+        let bad = |m: String| Err(MlError::invalid(format!("mlp: {m}")));
+        if self.layers.is_empty() {
+            return bad("no layers".into());
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.b.len() != l.w.ncols() {
+                return bad(format!("layer {i}: bias length does not match its units"));
+            }
+            if let Some(next) = self.layers.get(i + 1)
+                && next.w.nrows() != l.w.ncols()
+            {
+                return bad(format!("layer {} does not take layer {i}'s outputs", i + 1));
+            }
+            if l.w.iter().chain(l.b.iter()).any(|v| !v.is_finite()) {
+                return bad(format!("layer {i} holds a non-finite weight"));
+            }
+        }
+        let units = self.layers.last().map_or(0, |l| l.w.ncols());
+        let want = match self.output {
+            Output::Softmax => self.classes,
+            _ => 1,
+        };
+        if units != want || (self.output == Output::Softmax && self.classes < 3) {
+            return bad(format!(
+                "{units} output units do not fit a {:?} output over {} classes",
+                self.output, self.classes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Adam (Kingma & Ba) with scikit-learn's defaults: β₁ 0.9, β₂ 0.999, ε 1e-8.
+struct Adam {
+    lr: f64,
+    t: i32,
+    m: Vec<Dense>,
+    v: Vec<Dense>,
+}
+
+impl Adam {
+    fn new(layers: &[Dense], lr: f64) -> Self {
+        let zeros = || {
+            layers
+                .iter()
+                .map(|l| Dense {
+                    w: Array2::zeros(l.w.raw_dim()),
+                    b: Array1::zeros(l.b.len()),
+                })
+                .collect::<Vec<_>>()
+        };
+        Self {
+            lr,
+            t: 0,
+            m: zeros(),
+            v: zeros(),
+        }
+    }
+
+    fn step(&mut self, layers: &mut [Dense], grads: &[Dense]) {
+        const B1: f64 = 0.9;
+        const B2: f64 = 0.999;
+        const EPS: f64 = 1e-8;
+        self.t += 1;
+        let lr = self.lr * (1.0 - B2.powi(self.t)).sqrt() / (1.0 - B1.powi(self.t));
+        for (((l, g), m), v) in layers
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            let update = |p: &mut f64, g: f64, m: &mut f64, v: &mut f64| {
+                *m = B1 * *m + (1.0 - B1) * g;
+                *v = B2 * *v + (1.0 - B2) * g * g;
+                *p -= lr * *m / (v.sqrt() + EPS);
+            };
+            ndarray::Zip::from(&mut l.w)
+                .and(&g.w)
+                .and(&mut m.w)
+                .and(&mut v.w)
+                .for_each(|p, &g, m, v| update(p, g, m, v));
+            ndarray::Zip::from(&mut l.b)
+                .and(&g.b)
+                .and(&mut m.b)
+                .and(&mut v.b)
+                .for_each(|p, &g, m, v| update(p, g, m, v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::s;
+
+    fn xor(n: usize) -> (Array2<f64>, Vec<usize>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let x = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0..1.0));
+        let y = x
+            .rows()
+            .into_iter()
+            .map(|r| usize::from(r[0] * r[1] > 0.0))
+            .collect();
+        (x, y)
+    }
+
+    #[test]
+    fn learns_xor_which_no_linear_model_can() {
+        let (x, y) = xor(600);
+        let p = MlpParams {
+            hidden: vec![16],
+            learning_rate: 0.01,
+            ..Default::default()
+        };
+        let (m, losses) = Mlp::fit(
+            x.view(),
+            Target::Classes { y: &y, classes: 2 },
+            &p,
+            |_, _| {},
+        )
+        .unwrap();
+        assert!(losses.last().unwrap() < &0.2, "{losses:?}");
+        let proba = m.predict(x.view()).unwrap();
+        let acc = y
+            .iter()
+            .enumerate()
+            .filter(|&(i, &t)| usize::from(proba[[i, 1]] > 0.5) == t)
+            .count() as f64
+            / y.len() as f64;
+        assert!(acc > 0.95, "accuracy {acc}");
+        // Same seed, same model.
+        let (again, _) = Mlp::fit(
+            x.view(),
+            Target::Classes { y: &y, classes: 2 },
+            &p,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(m, again);
+    }
+
+    #[test]
+    fn input_gradient_matches_finite_differences() {
+        let (x, y) = xor(200);
+        let p = MlpParams {
+            hidden: vec![8, 8],
+            epochs: 20,
+            ..Default::default()
+        };
+        for target in [
+            Target::Classes { y: &y, classes: 2 },
+            Target::Values(&x.column(0).mapv(|v| 3.0 * v).to_vec()),
+        ] {
+            let (m, _) = Mlp::fit(x.view(), target, &p, |_, _| {}).unwrap();
+            let rows = x.slice(s![..5, ..]).to_owned();
+            let t5 = match target {
+                Target::Classes { y, classes } => Target::Classes {
+                    y: &y[..5],
+                    classes,
+                },
+                Target::Values(v) => Target::Values(&v[..5]),
+            };
+            let g = m.input_gradient(rows.view(), t5).unwrap();
+            let labels = match t5 {
+                Target::Classes { y, .. } => Labels::Classes(y),
+                Target::Values(v) => Labels::Values(v),
+            };
+            let h = 1e-6;
+            for i in 0..5 {
+                for j in 0..2 {
+                    let loss_at = |dx: f64| {
+                        let mut r = rows.slice(s![i..i + 1, ..]).to_owned();
+                        r[[0, j]] += dx;
+                        let (_, z) = m.forward(r.view());
+                        m.output_error(z, &labels, &[i]).0
+                    };
+                    let fd = (loss_at(h) - loss_at(-h)) / (2.0 * h);
+                    assert!((fd - g[[i, j]]).abs() < 1e-6, "{fd} vs {}", g[[i, j]]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_bad_parameters_and_inputs() {
+        let (x, y) = xor(50);
+        let t = Target::Classes { y: &y, classes: 2 };
+        for p in [
+            MlpParams {
+                hidden: vec![0],
+                ..Default::default()
+            },
+            MlpParams {
+                learning_rate: f64::NAN,
+                ..Default::default()
+            },
+            MlpParams {
+                batch_size: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(Mlp::fit(x.view(), t, &p, |_, _| {}).is_err());
+        }
+        let (m, _) = Mlp::fit(
+            x.view(),
+            t,
+            &MlpParams {
+                epochs: 2,
+                ..Default::default()
+            },
+            |_, _| {},
+        )
+        .unwrap();
+        let wide = Array2::zeros((3, 5));
+        assert!(
+            m.predict(wide.view())
+                .unwrap_err()
+                .to_string()
+                .contains("takes 2 features")
+        );
+        let mut broken = m.clone();
+        broken.layers[0].b = Array1::zeros(3);
+        assert!(broken.validate().is_err());
+    }
+}
