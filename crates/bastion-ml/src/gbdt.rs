@@ -328,7 +328,11 @@ impl Gbdt {
                 if vl < best.0 {
                     best = (vl, round + 1);
                 }
-                report.best_round = best.1;
+                // Only early stopping chooses a round by the validation loss; otherwise the
+                // validation curve is reported and every round is kept.
+                if p.early_stopping_rounds.is_some() {
+                    report.best_round = best.1;
+                }
                 on_round(round + 1, &report);
                 if p.early_stopping_rounds
                     .is_some_and(|s| round + 1 - best.1 >= s)

@@ -4,16 +4,21 @@
 //! L-BFGS or exactly (`linear`, `lbfgs`), which expose input gradients. Numbers in, numbers
 //! out: this crate knows nothing of the registry, SQL or HTTP.
 
+pub mod builtin;
 pub mod error;
+pub mod evaluate;
 pub mod forest;
 pub mod gbdt;
 pub mod lbfgs;
 pub mod linear;
 pub mod metrics;
 pub mod mlp;
+pub mod package;
+pub mod predictor;
 pub mod preprocess;
 pub mod split;
 pub mod task;
+pub mod train;
 pub mod tree;
 
 pub use error::{MlError, MlResult};

@@ -30,7 +30,8 @@ pub fn check_features(what: &str, x: ArrayView2<f64>) -> MlResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogisticParams {
     /// Inverse regularisation strength, as scikit-learn's `C`.
     pub c: f64,

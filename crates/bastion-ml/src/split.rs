@@ -75,6 +75,43 @@ pub fn stratified_kfold(y: &[usize], k: usize, seed: u64) -> MlResult<Vec<Fold>>
     Ok(folds_of(&fold_of, k))
 }
 
+/// One train/test split holding out about `fraction` of the rows, shuffled by `seed`; with
+/// classes, each class is held out in its own share (stratified), so a rare class appears on
+/// both sides when it has at least two rows.
+pub fn holdout(n: usize, classes: Option<&[usize]>, fraction: f64, seed: u64) -> MlResult<Fold> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(MlError::invalid(format!(
+            "the test fraction must be between 0 and 1, got {fraction}"
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let groups: Vec<Vec<usize>> = match classes {
+        Some(y) => {
+            let mut by: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (i, &c) in y.iter().enumerate() {
+                by.entry(c).or_default().push(i);
+            }
+            by.into_values().collect()
+        }
+        None => vec![(0..n).collect()],
+    };
+    let mut is_test = vec![false; n];
+    for mut rows in groups {
+        rows.shuffle(&mut rng);
+        let take = (rows.len() as f64 * fraction).round() as usize;
+        let take = take.min(rows.len().saturating_sub(1));
+        let take = if rows.len() >= 2 { take.max(1) } else { take };
+        rows[..take].iter().for_each(|&i| is_test[i] = true);
+    }
+    let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| is_test[i]);
+    if train.is_empty() || test.is_empty() {
+        return Err(MlError::invalid(format!(
+            "{n} rows are too few to hold out a test set"
+        )));
+    }
+    Ok(Fold { train, test })
+}
+
 /// The rows of each distinct key, keys in order.
 pub fn slices<K: Ord + Clone>(keys: &[K]) -> BTreeMap<K, Vec<usize>> {
     let mut out: BTreeMap<K, Vec<usize>> = BTreeMap::new();
@@ -122,6 +159,18 @@ mod tests {
         assert!(kfold(5, 1, 0).is_err());
         assert!(kfold(3, 4, 0).is_err());
         assert!(stratified_kfold(&[0, 1], 3, 0).is_err());
+    }
+
+    #[test]
+    fn holdout_is_stratified_seeded_and_disjoint() {
+        let y: Vec<usize> = (0..100).map(|i| usize::from(i % 10 == 0)).collect();
+        let f = holdout(100, Some(&y), 0.2, 3).unwrap();
+        assert_eq!(f.test.len(), 20);
+        assert_eq!(f.test.iter().filter(|&&i| y[i] == 1).count(), 2);
+        assert_eq!(holdout(100, Some(&y), 0.2, 3).unwrap(), f);
+        assert!(f.train.iter().all(|i| !f.test.contains(i)));
+        assert!(holdout(1, None, 0.2, 0).is_err());
+        assert!(holdout(10, None, 1.0, 0).is_err());
     }
 
     #[test]
