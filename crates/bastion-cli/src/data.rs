@@ -185,21 +185,24 @@ pub struct Where {
     pub token: Option<String>,
 }
 
-struct Home {
-    meta: MetaStore,
-    blobs: Box<dyn bastion_store::BlobStore>,
+/// This home's stores, for commands that work on dataset versions.
+pub(crate) struct Home {
+    pub home: PathBuf,
+    pub meta: MetaStore,
+    pub blobs: Box<dyn bastion_store::BlobStore>,
     cipher: Option<Arc<DatasetCipher>>,
-    tmp: PathBuf,
-    actor: String,
+    pub tmp: PathBuf,
+    pub actor: String,
 }
 
 impl Home {
-    async fn open(home: &Path, registry: &RegistryArgs) -> Result<Self> {
+    pub async fn open(home: &Path, registry: &RegistryArgs) -> Result<Self> {
         let (meta, blobs) = open_registry(home, registry).await?;
         let cipher = DatasetCipher::load(&home.join(DATASET_KEY_FILE))
             .context("loading the dataset encryption key")?
             .map(Arc::new);
         Ok(Self {
+            home: home.to_owned(),
             meta,
             blobs,
             cipher,
@@ -208,7 +211,7 @@ impl Home {
         })
     }
 
-    fn datasets(&self) -> Datasets<'_> {
+    pub fn datasets(&self) -> Datasets<'_> {
         Datasets {
             meta: &self.meta,
             blobs: self.blobs.as_ref(),
@@ -217,7 +220,7 @@ impl Home {
         }
     }
 
-    async fn version(&self, reference: &str) -> Result<DatasetVersion> {
+    pub async fn version(&self, reference: &str) -> Result<DatasetVersion> {
         let (name, version) = parse_dataset_reference(reference)?;
         Ok(self.meta.get_dataset_version(&name, version).await?)
     }

@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod data;
 mod identity;
+mod model;
 mod scan;
 mod server;
 
@@ -82,6 +83,13 @@ enum Command {
     /// Exits 1 when `validate` finds a failed constraint, 2 when a command could not run.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a built-in model (logreg, linear, gbdt, forest, mlp) on a dataset version,
+    /// tracked as a run; optionally register it.
+    Train(model::TrainArgs),
+    /// Evaluate a model package or registered version on a dataset version (JSON or HTML).
+    Evaluate(model::EvaluateArgs),
+    /// Predict with a model package or registered version for a dataset version.
+    Predict(model::PredictArgs),
 }
 
 /// Where the metadata lives, for commands that work on the store directly.
@@ -157,6 +165,9 @@ fn main() -> Result<()> {
             Command::Grant(c) => identity::grant(&home, &file, c).await,
             Command::Audit(c) => audit::run(&home, &file, c).await,
             Command::Bom(args) => attest::bom(&home, &args).await,
+            Command::Train(args) => model::train_command(&home, args).await,
+            Command::Evaluate(args) => model::evaluate_command(&home, args).await,
+            Command::Predict(args) => model::predict_command(&home, args).await,
             Command::Scan(_)
             | Command::Verify(_)
             | Command::Keygen(_)

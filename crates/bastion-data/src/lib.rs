@@ -1,6 +1,7 @@
 //! Tabular data checks for Bastion. Files and bytes in, reports out: this crate knows
 //! nothing of the registry, SQL or HTTP, and never evaluates what it reads.
 
+pub mod columns;
 pub mod drift;
 pub mod error;
 pub mod ingest;

@@ -15,9 +15,11 @@ mod attest;
 pub mod dataset_checks;
 pub mod datasets;
 mod files;
+mod register;
 
 pub use attest::{Attestor, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification};
 pub use files::{VersionFile, VersionFiles, version_files};
+pub use register::register_model_version;
 
 /// The evidence kind of a model-file scan.
 pub const SCAN: &str = "scan";

@@ -16,6 +16,7 @@ pub mod mlp;
 pub mod package;
 pub mod predictor;
 pub mod preprocess;
+pub mod report;
 pub mod split;
 pub mod task;
 pub mod train;

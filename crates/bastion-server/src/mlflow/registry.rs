@@ -118,32 +118,17 @@ pub async fn create_version(s: Scoped, p: Params) -> JsonResult {
         description: p.opt_str("description")?,
         model_id: p.opt_str("model_id")?,
     };
-    let mut v = s.meta.create_model_version(&draft).await?;
-    // The server signs the version's files (and their provenance) as registered; the
-    // registration stands without it, and verification then reports it as unsigned.
-    if let Err(e) = s
-        .attestor
-        .attest_model_version(&s.meta, &v.name, &v.version, &s.principal.actor())
-        .await
-    {
-        tracing::warn!(model = %v.name, version = %v.version, error = %e, "model version not signed");
-    }
-    // Every file of the new version is scanned (uploads were scanned as they arrived); a
-    // CRITICAL finding quarantines it, which the MLflow client reports as a failed
-    // registration with the reason.
-    let checked = s
-        .scans
-        .check_model_version(
-            &s.meta,
-            s.blobs.as_ref(),
-            &v.name,
-            &v.version,
-            &s.principal.actor(),
-        )
-        .await?;
-    if checked.quarantine.is_some() {
-        v = s.meta.get_model_version(&v.name, &v.version).await?;
-    }
+    // Signed as registered, then every file scanned; a CRITICAL finding quarantines the
+    // version, which the MLflow client reports as a failed registration with the reason.
+    let v = bastion_evidence::register_model_version(
+        &s.meta,
+        s.blobs.as_ref(),
+        &s.scans,
+        &s.attestor,
+        &draft,
+        &s.principal.actor(),
+    )
+    .await?;
     Ok(Json(json!({ "model_version": to_json(&v) })))
 }
 
