@@ -26,6 +26,19 @@ fn shipped(name: &str) -> String {
     format!("{}/../../datasets/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// One value from the home's database.
+async fn one<T>(db: &sqlx::SqlitePool, sql: &'static str, run_id: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    sqlx::query(sql)
+        .bind(run_id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -75,35 +88,23 @@ async fn train_register_evaluate_and_predict_on_breast_cancer() {
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", home.join("bastion.db").display()))
         .await
         .unwrap();
-    let status: String = sqlx::query("SELECT status FROM runs WHERE run_uuid = ?")
-        .bind(&run_id)
-        .fetch_one(&db)
-        .await
-        .unwrap()
-        .get(0);
+    let status: String = one(&db, "SELECT status FROM runs WHERE run_uuid = ?", &run_id).await;
     assert_eq!(status, "FINISHED");
-    let steps: i64 =
-        sqlx::query("SELECT COUNT(*) FROM metrics WHERE run_uuid = ? AND key = 'train_loss'")
-            .bind(&run_id)
-            .fetch_one(&db)
-            .await
-            .unwrap()
-            .get(0);
+    let steps: i64 = one(
+        &db,
+        "SELECT COUNT(*) FROM metrics WHERE run_uuid = ? AND key = 'train_loss'",
+        &run_id,
+    )
+    .await;
     assert_eq!(steps, 60, "one training-loss point per round");
-    let auc: f64 =
-        sqlx::query("SELECT value FROM metrics WHERE run_uuid = ? AND key = 'test_roc_auc'")
-            .bind(&run_id)
-            .fetch_one(&db)
-            .await
-            .unwrap()
-            .get(0);
+    let auc: f64 = one(
+        &db,
+        "SELECT value FROM metrics WHERE run_uuid = ? AND key = 'test_roc_auc'",
+        &run_id,
+    )
+    .await;
     assert_eq!(auc, out["metrics"]["roc_auc"].as_f64().unwrap());
-    let digest: String = sqlx::query("SELECT d.digest FROM datasets d JOIN run_dataset_inputs i ON i.dataset_id = d.dataset_id WHERE i.run_uuid = ?")
-        .bind(&run_id)
-        .fetch_one(&db)
-        .await
-        .unwrap()
-        .get(0);
+    let digest: String = one(&db, "SELECT d.digest FROM datasets d JOIN run_dataset_inputs i ON i.dataset_id = d.dataset_id WHERE i.run_uuid = ?", &run_id).await;
     assert_eq!(digest, out["dataset_digest"].as_str().unwrap());
     db.close().await;
 

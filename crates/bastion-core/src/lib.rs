@@ -7,6 +7,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod html;
 pub mod ids;
 pub mod limits;
 pub mod model;

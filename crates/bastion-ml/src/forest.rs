@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, MlResult};
-use crate::linear::check_features;
+use crate::linear::{check_features, check_input};
 use crate::task::Target;
 use crate::tree::Tree;
 use crate::tree::bins::Binned;
@@ -156,14 +156,7 @@ impl Forest {
     /// The average of the trees' leaf values: class proportions (`n × classes`) or values
     /// (`n × 1`).
     pub fn predict_raw(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
-        check_features("random forest", x)?;
-        if x.ncols() != self.features {
-            return Err(MlError::invalid(format!(
-                "random forest: the model takes {} features, the input has {}",
-                self.features,
-                x.ncols()
-            )));
-        }
+        check_input("random forest", x, self.features)?;
         let scale = 1.0 / self.trees.len().max(1) as f64;
         let rows: Vec<Vec<f64>> = x
             .rows()

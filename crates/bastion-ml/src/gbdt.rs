@@ -12,7 +12,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, MlResult};
-use crate::linear::check_features;
+use crate::linear::{check_features, check_input};
+use crate::link::{sigmoid, softmax_rows};
 use crate::task::Target;
 use crate::tree::Tree;
 use crate::tree::bins::Binned;
@@ -122,15 +123,6 @@ pub struct BoostReport {
     pub train_loss: Vec<f64>,
     pub valid_loss: Vec<f64>,
     pub best_round: usize,
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// Rows the per-round training loss is measured on (evenly spaced): tracking the curve
@@ -352,15 +344,7 @@ impl Gbdt {
     }
 
     fn check_input(&self, x: ArrayView2<f64>) -> MlResult<()> {
-        check_features("gbdt", x)?;
-        if x.ncols() != self.features {
-            return Err(MlError::invalid(format!(
-                "gbdt: the model takes {} features, the input has {}",
-                self.features,
-                x.ncols()
-            )));
-        }
-        Ok(())
+        check_input("gbdt", x, self.features)
     }
 
     /// Raw scores (`n × outputs`): the sum of the trees before the link function.
@@ -404,12 +388,7 @@ impl Gbdt {
             })),
             Objective::Multiclass => {
                 let mut p = raw;
-                for mut row in p.rows_mut() {
-                    let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-                    row.mapv_inplace(|v| (v - m).exp());
-                    let s = row.sum();
-                    row.mapv_inplace(|v| v / s);
-                }
+                softmax_rows(&mut p);
                 Ok(p)
             }
         }

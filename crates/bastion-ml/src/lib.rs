@@ -11,6 +11,7 @@ pub mod forest;
 pub mod gbdt;
 pub mod lbfgs;
 pub mod linear;
+pub mod link;
 pub mod metrics;
 pub mod mlp;
 pub mod package;

@@ -9,6 +9,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, MlResult};
 use crate::lbfgs::{self, Stop};
+use crate::link::{log1p_exp, sigmoid, softmax_in_place};
+use crate::task::Target;
+
+/// [`check_features`], and that `x` has the `width` columns a fitted model takes.
+pub fn check_input(what: &str, x: ArrayView2<f64>, width: usize) -> MlResult<()> {
+    check_features(what, x)?;
+    if x.ncols() != width {
+        return Err(MlError::invalid(format!(
+            "{what}: the model takes {width} features, the input has {}",
+            x.ncols()
+        )));
+    }
+    Ok(())
+}
 
 /// Refuses empty, ragged or non-finite feature matrices, naming the first bad cell.
 pub fn check_features(what: &str, x: ArrayView2<f64>) -> MlResult<()> {
@@ -67,34 +81,6 @@ pub struct FitReport {
     pub loss: Vec<f64>,
 }
 
-fn softmax_in_place(z: &mut [f64]) {
-    let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-    let mut sum = 0.0;
-    for v in z.iter_mut() {
-        *v = (*v - m).exp();
-        sum += *v;
-    }
-    z.iter_mut().for_each(|v| *v /= sum);
-}
-
-/// log(1 + e^z) without overflow.
-fn log1p_exp(z: f64) -> f64 {
-    if z > 0.0 {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
-}
-
 impl LogisticRegression {
     /// Fits on `x` (n × d, finite) and labels `y` in `0..classes`.
     pub fn fit(
@@ -105,25 +91,7 @@ impl LogisticRegression {
     ) -> MlResult<(Self, FitReport)> {
         check_features("logistic regression", x)?;
         let (n, d) = x.dim();
-        if y.len() != n {
-            return Err(MlError::invalid(format!(
-                "logistic regression: {n} rows but {} labels",
-                y.len()
-            )));
-        }
-        if let Some(i) = y.iter().position(|&c| c >= classes) {
-            return Err(MlError::invalid(format!(
-                "logistic regression: label {} at row {i} is not one of {classes} classes",
-                y[i]
-            )));
-        }
-        let mut seen = vec![false; classes];
-        y.iter().for_each(|&c| seen[c] = true);
-        if seen.iter().filter(|&&s| s).count() < 2 {
-            return Err(MlError::invalid(
-                "logistic regression: the target holds a single class; there is nothing to separate",
-            ));
-        }
+        Target::Classes { y, classes }.check("logistic regression", n)?;
         if !(p.c > 0.0 && p.c.is_finite()) {
             return Err(MlError::invalid("logistic regression: C must be positive"));
         }
@@ -195,15 +163,7 @@ impl LogisticRegression {
     }
 
     fn check_input(&self, x: ArrayView2<f64>) -> MlResult<()> {
-        check_features("logistic regression", x)?;
-        if x.ncols() != self.features() {
-            return Err(MlError::invalid(format!(
-                "logistic regression: the model takes {} features, the input has {}",
-                self.features(),
-                x.ncols()
-            )));
-        }
-        Ok(())
+        check_input("logistic regression", x, self.features())
     }
 
     /// Class probabilities, `n × classes`.

@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, MlResult};
-use crate::linear::check_features;
+use crate::linear::{check_features, check_input};
+use crate::link::{sigmoid, softmax_rows};
 use crate::task::Target;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,15 +69,6 @@ pub struct Mlp {
     pub output: Output,
     /// Classes for classifiers, 1 for regression.
     pub classes: usize,
-}
-
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// Per-row targets as the output layer sees them.
@@ -281,15 +273,7 @@ impl Mlp {
     }
 
     fn check_input(&self, x: ArrayView2<f64>) -> MlResult<()> {
-        check_features("mlp", x)?;
-        if x.ncols() != self.features() {
-            return Err(MlError::invalid(format!(
-                "mlp: the model takes {} features, the input has {}",
-                self.features(),
-                x.ncols()
-            )));
-        }
-        Ok(())
+        check_input("mlp", x, self.features())
     }
 
     /// Class probabilities (`n × classes`) or values (`n × 1`).
@@ -303,12 +287,7 @@ impl Mlp {
                 if c == 1 { p } else { 1.0 - p }
             }),
             Output::Softmax => {
-                for mut row in z.rows_mut() {
-                    let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-                    row.mapv_inplace(|v| (v - m).exp());
-                    let sum = row.sum();
-                    row.mapv_inplace(|v| v / sum);
-                }
+                softmax_rows(&mut z);
                 z
             }
         })

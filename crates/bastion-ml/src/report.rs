@@ -4,22 +4,10 @@
 
 use std::fmt::Write as _;
 
-use crate::evaluate::Evaluation;
+use bastion_core::html::escape;
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::evaluate::Evaluation;
+use crate::metrics::Curve;
 
 const COLOURS: [&str; 10] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -111,6 +99,19 @@ fn metrics_table(m: &std::collections::BTreeMap<String, f64>) -> String {
     t
 }
 
+/// Named curves as chart series.
+fn points(curves: &[(String, Curve)]) -> Vec<(String, Vec<(f64, f64)>)> {
+    curves
+        .iter()
+        .map(|(n, c)| {
+            (
+                n.clone(),
+                c.x.iter().copied().zip(c.y.iter().copied()).collect(),
+            )
+        })
+        .collect()
+}
+
 pub fn evaluation_html(title: &str, e: &Evaluation) -> String {
     let mut body = format!(
         "<h1>{}</h1><p>{} rows evaluated.</p><h2>Metrics</h2>{}",
@@ -119,35 +120,7 @@ pub fn evaluation_html(title: &str, e: &Evaluation) -> String {
         metrics_table(&e.metrics)
     );
     if let Some(c) = &e.classes {
-        let roc: Vec<(String, Vec<(f64, f64)>)> = c
-            .roc
-            .iter()
-            .map(|(n, curve)| {
-                (
-                    n.clone(),
-                    curve
-                        .x
-                        .iter()
-                        .copied()
-                        .zip(curve.y.iter().copied())
-                        .collect(),
-                )
-            })
-            .collect();
-        let pr: Vec<(String, Vec<(f64, f64)>)> =
-            c.pr.iter()
-                .map(|(n, curve)| {
-                    (
-                        n.clone(),
-                        curve
-                            .x
-                            .iter()
-                            .copied()
-                            .zip(curve.y.iter().copied())
-                            .collect(),
-                    )
-                })
-                .collect();
+        let (roc, pr) = (points(&c.roc), points(&c.pr));
         let reliability = vec![(
             "observed".to_owned(),
             c.calibration
