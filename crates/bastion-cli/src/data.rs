@@ -259,7 +259,8 @@ fn rows_bar(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn emit(output: Option<&Path>, text: &str) -> Result<()> {
+/// `text` to the file (written whole, or not at all), else to stdout.
+pub(crate) fn emit(output: Option<&Path>, text: &str) -> Result<()> {
     match output {
         Some(p) => write_whole(p, text.as_bytes()),
         None => {

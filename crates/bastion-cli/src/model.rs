@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::attest::RegistryArgs;
-use crate::data::Home;
+use crate::data::{Home, emit};
 use crate::print_json;
 
 /// Rows read into memory for training, evaluation or prediction.
@@ -193,10 +193,16 @@ fn kind_of(m: ModelArg) -> Kind {
     }
 }
 
+fn not_found(e: &bastion_store::StoreError) -> bool {
+    e.domain()
+        .is_some_and(|d| d.code == bastion_core::ErrorCode::ResourceDoesNotExist)
+}
+
 async fn experiment_id(h: &Home, name: &str) -> Result<String> {
     match h.meta.get_experiment_by_name(name).await {
         Ok(e) => Ok(e.experiment_id),
-        Err(_) => Ok(h.meta.create_experiment(name, None, &[]).await?),
+        Err(e) if not_found(&e) => Ok(h.meta.create_experiment(name, None, &[]).await?),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -417,8 +423,12 @@ async fn train_tracked(
 
     let mut registered = Value::Null;
     if let Some(name) = &a.register {
-        if h.meta.get_registered_model(name).await.is_err() {
-            h.meta.create_registered_model(name, &[], None).await?;
+        match h.meta.get_registered_model(name).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {
+                h.meta.create_registered_model(name, &[], None).await?;
+            }
+            Err(e) => return Err(e.into()),
         }
         let attestor =
             Attestor::load_or_create(&h.home).context("loading the model-signing key")?;
@@ -472,9 +482,19 @@ async fn open_model(
             .await?
             .map_err(|e| anyhow!("{reference}: {e}"))?;
         let dir = tempfile::tempdir_in(&h.tmp)?;
+        let limits = Limits::default();
         for f in &listing.files {
             if f.path.contains('/') || f.path.starts_with('.') {
                 bail!("{reference}: '{}' is not a file of a model package", f.path);
+            }
+            // Refused before copying, not after: the limit bounds the disk used too.
+            if u64::try_from(f.size).map_or(true, |s| s > limits.max_file_bytes) {
+                bail!(
+                    "{reference}: '{}' is {} bytes, over the {}-byte limit for a package file",
+                    f.path,
+                    f.size,
+                    limits.max_file_bytes
+                );
             }
             let (_, mut stream) = h
                 .blobs
@@ -548,13 +568,7 @@ pub async fn evaluate_command(home: &Path, a: EvaluateArgs) -> Result<()> {
         }))?,
         ReportArg::Html => bastion_ml::report::evaluation_html(&title, &eval),
     };
-    match &a.output {
-        Some(p) => crate::attest::write_whole(p, text.as_bytes()),
-        None => {
-            println!("{text}");
-            Ok(())
-        }
-    }
+    emit(a.output.as_deref(), &text)
 }
 
 /// Each row's slice: the column's value as text (`(missing)` for nulls).
@@ -605,11 +619,5 @@ pub async fn predict_command(home: &Path, a: PredictArgs) -> Result<()> {
         Ok(out)
     })
     .await??;
-    match &a.output {
-        Some(p) => crate::attest::write_whole(p, lines.as_bytes()),
-        None => {
-            print!("{lines}");
-            Ok(())
-        }
-    }
+    emit(a.output.as_deref(), lines.trim_end_matches('\n'))
 }

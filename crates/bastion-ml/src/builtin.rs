@@ -138,6 +138,7 @@ pub struct BuiltinModel {
 impl BuiltinModel {
     /// Checks that the parts fit together (a model read from a file).
     pub fn validate(&self) -> MlResult<()> {
+        self.preprocessor.validate()?;
         match &self.estimator {
             Estimator::Gbdt(m) => m.validate()?,
             Estimator::Forest(m) => m.validate()?,

@@ -78,7 +78,7 @@ fn flat_metrics(pred: &Prediction, truth: Truth) -> MlResult<BTreeMap<String, f6
             }
         }
         (Prediction::Values(p), Truth::Values(y)) => {
-            let r = metrics::regression(y, p.as_slice().unwrap_or(&p.to_vec()))?;
+            let r = metrics::regression(y, &p.to_vec())?;
             m.insert("mae".into(), r.mae);
             m.insert("rmse".into(), r.rmse);
             m.insert("r2".into(), r.r2);

@@ -246,8 +246,11 @@ impl Gbdt {
         };
         let mut report = BoostReport::default();
         let mut best = (f64::INFINITY, 0usize);
-        let mut tree_grad = vec![0.0; n];
-        let mut tree_hess = vec![0.0; n];
+        let (mut tree_grad, mut tree_hess) = if k > 1 {
+            (vec![0.0; n], vec![0.0; n])
+        } else {
+            (Vec::new(), Vec::new())
+        };
         for round in 0..p.n_estimators {
             gradients(objective, target, &scores, &mut grad, &mut hess);
             let rows: Vec<u32> = if p.bagging_fraction < 1.0 {
@@ -271,14 +274,23 @@ impl Gbdt {
             };
             let in_bag = rows.len() == n;
             for c in 0..k {
-                for i in 0..n {
-                    tree_grad[i] = grad[i * k + c];
-                    tree_hess[i] = hess[i * k + c];
-                }
-                let targets = Targets {
-                    outputs: 1,
-                    grad: &tree_grad,
-                    hess: &tree_hess,
+                // One output: the gradients are already one per row; more: this class's.
+                let targets = if k == 1 {
+                    Targets {
+                        outputs: 1,
+                        grad: &grad,
+                        hess: &hess,
+                    }
+                } else {
+                    for i in 0..n {
+                        tree_grad[i] = grad[i * k + c];
+                        tree_hess[i] = hess[i * k + c];
+                    }
+                    Targets {
+                        outputs: 1,
+                        grad: &tree_grad,
+                        hess: &tree_hess,
+                    }
                 };
                 let mut grown = grow(
                     &data,

@@ -257,11 +257,8 @@ impl Mlp {
                 }
             }
             (Output::Softmax, Labels::Classes(y)) => {
+                softmax_rows(&mut z);
                 for (k, mut row) in z.rows_mut().into_iter().enumerate() {
-                    let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-                    row.mapv_inplace(|v| (v - m).exp());
-                    let sum = row.sum();
-                    row.mapv_inplace(|v| v / sum);
                     let t = y[rows[k]];
                     loss -= row[t].max(1e-15).ln();
                     row[t] -= 1.0;

@@ -133,6 +133,52 @@ impl Preprocessor {
         Ok(Self { steps })
     }
 
+    /// Checks steps read from a file: finite centres and fills, positive finite scales,
+    /// categories sorted and distinct (encoding looks them up by binary search) with the
+    /// fill among them, and distinct column names.
+    pub fn validate(&self) -> MlResult<()> {
+        let mut names = std::collections::BTreeSet::new();
+        for step in &self.steps {
+            let name = match step {
+                Step::Numeric {
+                    name,
+                    fill,
+                    mean,
+                    scale,
+                } => {
+                    if !(fill.is_finite() && mean.is_finite() && scale.is_finite() && *scale > 0.0)
+                    {
+                        return Err(MlError::invalid(format!(
+                            "preprocessing of '{name}': fill, mean and a positive scale must be finite numbers"
+                        )));
+                    }
+                    name
+                }
+                Step::Categorical {
+                    name,
+                    categories,
+                    fill,
+                    ..
+                } => {
+                    if categories.windows(2).any(|w| w[0] >= w[1])
+                        || categories.binary_search(fill).is_err()
+                    {
+                        return Err(MlError::invalid(format!(
+                            "preprocessing of '{name}': categories must be sorted, distinct and include the fill value"
+                        )));
+                    }
+                    name
+                }
+            };
+            if !names.insert(name.as_str()) {
+                return Err(MlError::invalid(format!(
+                    "preprocessing: column '{name}' appears twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The output features' names (`col` for numbers, `col=value` for one-hot).
     pub fn feature_names(&self) -> Vec<String> {
         self.steps

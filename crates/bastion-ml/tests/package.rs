@@ -211,6 +211,40 @@ fn tampered_or_unknown_packages_are_refused_with_the_reason() {
     assert!(load_err(&p).contains("trees.nodes"), "{}", load_err(&p));
     edit_manifest(&p, |t| t.replace("trees = 101", "trees = 100"));
 
+    // Preprocessing that would mis-encode or divide by zero.
+    edit_manifest(&p, |t| {
+        t.replace(
+            "[\"alta\", \"bergen\", \"oslo\"]",
+            "[\"oslo\", \"alta\", \"bergen\"]",
+        )
+    });
+    assert!(
+        load_err(&p).contains("categories must be sorted"),
+        "{}",
+        load_err(&p)
+    );
+    edit_manifest(&p, |t| {
+        t.replace(
+            "[\"oslo\", \"alta\", \"bergen\"]",
+            "[\"alta\", \"bergen\", \"oslo\"]",
+        )
+    });
+    let original = fs::read_to_string(p.join(MANIFEST)).unwrap();
+    edit_manifest(&p, |t| {
+        t.lines()
+            .map(|l| {
+                if l.starts_with("scale = ") {
+                    "scale = 0.0\n".to_owned()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect()
+    });
+    assert!(load_err(&p).contains("positive scale"), "{}", load_err(&p));
+    fs::write(p.join(MANIFEST), original).unwrap();
+    package::load(&p, Limits::default()).unwrap();
+
     // Over the size limits.
     let err = |l: Limits| {
         package::load(&p, l)
