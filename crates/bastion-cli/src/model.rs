@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use crate::attest::RegistryArgs;
-use crate::data::{Home, emit};
+use crate::data::{Home, ReportFormat, emit};
 use crate::print_json;
 
 /// Rows read into memory for training, evaluation or prediction.
@@ -87,12 +87,6 @@ pub struct TrainArgs {
     registry: RegistryArgs,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ReportArg {
-    Json,
-    Html,
-}
-
 #[derive(Args)]
 pub struct EvaluateArgs {
     /// The model: a package folder or models:/NAME/VERSION.
@@ -107,7 +101,7 @@ pub struct EvaluateArgs {
     #[arg(long)]
     slice: Option<String>,
     #[arg(long, value_enum, default_value = "json")]
-    format: ReportArg,
+    format: ReportFormat,
     /// Write the report here instead of stdout.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -560,13 +554,13 @@ pub async fn evaluate_command(home: &Path, a: EvaluateArgs) -> Result<()> {
     })
     .await??;
     let text = match a.format {
-        ReportArg::Json => serde_json::to_string_pretty(&json!({
+        ReportFormat::Json => serde_json::to_string_pretty(&json!({
             "model": a.model,
             "dataset": reference,
             "dataset_digest": dv.digest.hex(),
             "evaluation": eval,
         }))?,
-        ReportArg::Html => bastion_ml::report::evaluation_html(&title, &eval),
+        ReportFormat::Html => bastion_ml::report::evaluation_html(&title, &eval),
     };
     emit(a.output.as_deref(), &text)
 }
