@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod data;
 mod identity;
+mod import;
 mod model;
 mod scan;
 mod server;
@@ -90,6 +91,10 @@ enum Command {
     Evaluate(model::EvaluateArgs),
     /// Predict with a model package or registered version for a dataset version.
     Predict(model::PredictArgs),
+    /// Models from elsewhere: `import` checks an ONNX model, wraps it in a package and
+    /// registers it.
+    #[command(subcommand)]
+    Model(import::ModelCommand),
 }
 
 /// Where the metadata lives, for commands that work on the store directly.
@@ -101,7 +106,8 @@ pub struct StoreArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -168,6 +174,7 @@ fn main() -> Result<()> {
             Command::Train(args) => model::train_command(&home, args).await,
             Command::Evaluate(args) => model::evaluate_command(&home, args).await,
             Command::Predict(args) => model::predict_command(&home, args).await,
+            Command::Model(cmd) => import::run(&home, cmd).await,
             Command::Scan(_)
             | Command::Verify(_)
             | Command::Keygen(_)

@@ -13,7 +13,7 @@ use bastion_core::uri::{self, ArtifactUri};
 use bastion_core::{RelPath, time};
 use bastion_data::columns::{Values, read_columns};
 use bastion_evidence::{Attestor, Scans};
-use bastion_ml::builtin::{BuiltinModel, Kind};
+use bastion_ml::builtin::Kind;
 use bastion_ml::evaluate::evaluate;
 use bastion_ml::package::{self, Limits, Training};
 use bastion_ml::predictor::{ColumnData, Prediction, Predictor, Table};
@@ -192,7 +192,7 @@ fn not_found(e: &bastion_store::StoreError) -> bool {
         .is_some_and(|d| d.code == bastion_core::ErrorCode::ResourceDoesNotExist)
 }
 
-async fn experiment_id(h: &Home, name: &str) -> Result<String> {
+pub(crate) async fn experiment_id(h: &Home, name: &str) -> Result<String> {
     match h.meta.get_experiment_by_name(name).await {
         Ok(e) => Ok(e.experiment_id),
         Err(e) if not_found(&e) => Ok(h.meta.create_experiment(name, None, &[]).await?),
@@ -200,7 +200,7 @@ async fn experiment_id(h: &Home, name: &str) -> Result<String> {
     }
 }
 
-fn kv(key: &str, value: impl Into<String>) -> KeyValue {
+pub(crate) fn kv(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: value.into(),
@@ -394,6 +394,46 @@ async fn train_tracked(
     let staging = tempfile::tempdir_in(&h.tmp).context("creating a staging folder")?;
     let pkg_dir = staging.path().join("model");
     let manifest = package::save(&pkg_dir, &trained.model, training.clone())?;
+    let files = store_package(h, artifact_uri, &pkg_dir, &manifest).await?;
+    if let Some(out) = &a.output {
+        package::save(out, &trained.model, training)?;
+    }
+
+    let registered = match &a.register {
+        Some(name) => {
+            register(
+                h,
+                name,
+                &format!("{artifact_uri}/model"),
+                run_id,
+                vec![kv("bastion.dataset", dataset_ref)],
+            )
+            .await?
+        }
+        None => Value::Null,
+    };
+    Ok(json!({
+        "run_id": run_id,
+        "model_uri": format!("runs:/{run_id}/model"),
+        "model": kind.as_str(),
+        "dataset": dataset_ref,
+        "dataset_digest": dv.digest.hex(),
+        "train_rows": trained.train_rows,
+        "test_rows": trained.test_rows,
+        "metrics": trained.evaluation.metrics,
+        "params": trained.params,
+        "files": files,
+        "registered": registered,
+    }))
+}
+
+/// Stores a package's files (written in `pkg_dir`) as the run's `model/` artifacts.
+pub(crate) async fn store_package(
+    h: &Home,
+    artifact_uri: &str,
+    pkg_dir: &Path,
+    manifest: &package::Manifest,
+) -> Result<Vec<Value>> {
     let root = match uri::parse("artifact_uri", artifact_uri)? {
         ArtifactUri::Proxied(root) => root,
         _ => bail!("the run's artifacts are not stored by this home ({artifact_uri})"),
@@ -411,55 +451,45 @@ async fn train_tracked(
             .await?;
         files.push(json!({ "path": format!("model/{name}"), "sha256": stored.digest.hex(), "size": stored.size }));
     }
-    if let Some(out) = &a.output {
-        package::save(out, &trained.model, training)?;
-    }
+    Ok(files)
+}
 
-    let mut registered = Value::Null;
-    if let Some(name) = &a.register {
-        match h.meta.get_registered_model(name).await {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => {
-                h.meta.create_registered_model(name, &[], None).await?;
-            }
-            Err(e) => return Err(e.into()),
+/// Registers `source` (a run's package) as a new version of `name` (created if missing),
+/// signed and scanned through the shared registration path.
+pub(crate) async fn register(
+    h: &Home,
+    name: &str,
+    source: &str,
+    run_id: &str,
+    tags: Vec<KeyValue>,
+) -> Result<Value> {
+    match h.meta.get_registered_model(name).await {
+        Ok(_) => {}
+        Err(e) if not_found(&e) => {
+            h.meta.create_registered_model(name, &[], None).await?;
         }
-        let attestor =
-            Attestor::load_or_create(&h.home).context("loading the model-signing key")?;
-        let scans = Scans::new(bastion_scan::Policy::builtin());
-        let v = bastion_evidence::register_model_version(
-            &h.meta,
-            h.blobs.as_ref(),
-            &scans,
-            &attestor,
-            &ModelVersionDraft {
-                name: name.clone(),
-                source: format!("{artifact_uri}/model"),
-                run_id: Some(run_id.to_owned()),
-                tags: vec![kv("bastion.dataset", dataset_ref)],
-                run_link: None,
-                description: None,
-                model_id: None,
-            },
-            &h.actor,
-        )
-        .await?;
-        registered =
-            json!({ "name": v.name, "version": v.version, "source": v.source, "status": v.status });
+        Err(e) => return Err(e.into()),
     }
-    Ok(json!({
-        "run_id": run_id,
-        "model_uri": format!("runs:/{run_id}/model"),
-        "model": kind.as_str(),
-        "dataset": dataset_ref,
-        "dataset_digest": dv.digest.hex(),
-        "train_rows": trained.train_rows,
-        "test_rows": trained.test_rows,
-        "metrics": trained.evaluation.metrics,
-        "params": trained.params,
-        "files": files,
-        "registered": registered,
-    }))
+    let attestor = Attestor::load_or_create(&h.home).context("loading the model-signing key")?;
+    let scans = Scans::new(bastion_scan::Policy::builtin());
+    let v = bastion_evidence::register_model_version(
+        &h.meta,
+        h.blobs.as_ref(),
+        &scans,
+        &attestor,
+        &ModelVersionDraft {
+            name: name.to_owned(),
+            source: source.to_owned(),
+            run_id: Some(run_id.to_owned()),
+            tags,
+            run_link: None,
+            description: None,
+            model_id: None,
+        },
+        &h.actor,
+    )
+    .await?;
+    Ok(json!({ "name": v.name, "version": v.version, "source": v.source, "status": v.status }))
 }
 
 /// A model package from a folder, or from a registered version's files (each checked
@@ -467,7 +497,11 @@ async fn train_tracked(
 async fn open_model(
     h: &Home,
     reference: &str,
-) -> Result<(package::Manifest, BuiltinModel, Option<tempfile::TempDir>)> {
+) -> Result<(
+    package::Manifest,
+    Box<dyn Predictor>,
+    Option<tempfile::TempDir>,
+)> {
     if let Some(rest) = reference.strip_prefix("models:/") {
         let (name, version) = rest
             .split_once('/')
@@ -508,12 +542,14 @@ async fn open_model(
         }
         let path = dir.path().to_owned();
         let (m, model) =
-            tokio::task::spawn_blocking(move || package::load(&path, Limits::default())).await??;
+            tokio::task::spawn_blocking(move || package::load_predictor(&path, Limits::default()))
+                .await??;
         return Ok((m, model, Some(dir)));
     }
     let path = PathBuf::from(reference);
     let (m, model) =
-        tokio::task::spawn_blocking(move || package::load(&path, Limits::default())).await??;
+        tokio::task::spawn_blocking(move || package::load_predictor(&path, Limits::default()))
+            .await??;
     Ok((m, model, None))
 }
 

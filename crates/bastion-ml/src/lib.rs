@@ -14,6 +14,7 @@ pub mod linear;
 pub mod link;
 pub mod metrics;
 pub mod mlp;
+pub mod onnx;
 pub mod package;
 pub mod predictor;
 pub mod preprocess;

@@ -1,10 +1,11 @@
 //! The safe model package: a folder holding `bastion-model.toml` (format version, framework,
 //! signature, preprocessing, estimator structure, training metadata, and the SHA-256 and size
-//! of every other file) and the weights as safetensors. Loading checks everything before
+//! of every other file) and the weights as safetensors, or an ONNX model as `model.onnx`. Loading checks everything before
 //! using anything: the format version, that the folder holds exactly the listed files (no
 //! links, no folders), their sizes and digests, every tensor's dtype and shape against the
-//! manifest, size limits, and the model's own consistency (tree bounds, layer shapes).
-//! Nothing in a package is ever executed.
+//! manifest, size limits, and the model's own consistency (tree bounds, layer shapes; for
+//! ONNX, [`crate::onnx::check`] before the runtime sees it). Nothing in a package is ever
+//! executed: an ONNX graph is data that ONNX Runtime evaluates with its own operators.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,12 +23,14 @@ use crate::forest::Forest;
 use crate::gbdt::{Gbdt, Objective};
 use crate::linear::{LinearRegression, LogisticRegression};
 use crate::mlp::{Dense, Mlp, Output};
-use crate::predictor::Signature;
+use crate::onnx::{OnnxModel, OnnxSpec, Scores};
+use crate::predictor::{Predictor, Signature};
 use crate::preprocess::Preprocessor;
 use crate::tree::Tree;
 
 pub const MANIFEST: &str = "bastion-model.toml";
 pub const WEIGHTS: &str = "weights.safetensors";
+pub const ONNX_MODEL: &str = "model.onnx";
 /// The only format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 /// Files a signer may place beside the package without being listed in it.
@@ -54,6 +57,7 @@ impl Default for Limits {
 #[serde(rename_all = "snake_case")]
 pub enum Framework {
     Bastion,
+    Onnx,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +96,11 @@ pub enum Structure {
         /// Units per layer, the input first.
         units: Vec<usize>,
     },
+    /// An ONNX graph in `model.onnx`; its prediction is read from `output`.
+    Onnx {
+        output: String,
+        scores: Scores,
+    },
 }
 
 /// Where a model came from, for people and for provenance.
@@ -117,6 +126,8 @@ pub struct Manifest {
     pub framework: Framework,
     pub model: Structure,
     pub signature: Signature,
+    /// Empty for ONNX models, whose preprocessing is part of their graph.
+    #[serde(default)]
     pub preprocessing: Preprocessor,
     #[serde(default)]
     pub training: Training,
@@ -282,6 +293,53 @@ fn sha256_file(path: &Path, limit: u64) -> MlResult<(String, u64)> {
 /// complete or not at all (it is assembled beside its destination, then renamed).
 pub fn save(dir: &Path, model: &BuiltinModel, training: Training) -> MlResult<Manifest> {
     model.validate()?;
+    let (structure, tensors) = to_parts(&model.estimator);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(k, o)| {
+            TensorView::new(o.dtype, o.shape.clone(), &o.data)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| bad(dir, format!("tensor {k}: {e}")))
+        })
+        .collect::<MlResult<_>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| bad(dir, e))?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        framework: Framework::Bastion,
+        model: structure,
+        signature: model.signature.clone(),
+        preprocessing: model.preprocessor.clone(),
+        training,
+        files: BTreeMap::new(),
+    };
+    write(dir, manifest, &[(WEIGHTS, &bytes)])
+}
+
+/// Wraps an ONNX model (checked and described by [`crate::onnx`]) as a package in `dir`.
+pub fn save_onnx(
+    dir: &Path,
+    model: &[u8],
+    signature: Signature,
+    spec: OnnxSpec,
+    training: Training,
+) -> MlResult<Manifest> {
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        framework: Framework::Onnx,
+        model: Structure::Onnx {
+            output: spec.output,
+            scores: spec.scores,
+        },
+        signature,
+        preprocessing: Preprocessor::default(),
+        training,
+        files: BTreeMap::new(),
+    };
+    write(dir, manifest, &[(ONNX_MODEL, model)])
+}
+
+/// Stages the files and the manifest (with their digests) beside `dir`, then renames.
+fn write(dir: &Path, mut manifest: Manifest, files: &[(&str, &[u8])]) -> MlResult<Manifest> {
     if dir.exists() {
         return Err(bad(dir, "already exists; choose a new folder"));
     }
@@ -294,35 +352,16 @@ pub fn save(dir: &Path, model: &BuiltinModel, training: Training) -> MlResult<Ma
         .prefix(".bastion-package-")
         .tempdir_in(parent)
         .map_err(io)?;
-    let (structure, tensors) = to_parts(&model.estimator);
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(k, o)| {
-            TensorView::new(o.dtype, o.shape.clone(), &o.data)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| bad(dir, format!("tensor {k}: {e}")))
-        })
-        .collect::<MlResult<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| bad(dir, e))?;
-    let weights = staging.path().join(WEIGHTS);
-    fs::write(&weights, &bytes).map_err(io)?;
-    let mut files = BTreeMap::new();
-    files.insert(
-        WEIGHTS.to_owned(),
-        FileEntry {
-            sha256: hex::encode(Sha256::digest(&bytes)),
-            size: bytes.len() as u64,
-        },
-    );
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        framework: Framework::Bastion,
-        model: structure,
-        signature: model.signature.clone(),
-        preprocessing: model.preprocessor.clone(),
-        training,
-        files,
-    };
+    for (name, bytes) in files {
+        fs::write(staging.path().join(name), bytes).map_err(io)?;
+        manifest.files.insert(
+            (*name).to_owned(),
+            FileEntry {
+                sha256: hex::encode(Sha256::digest(bytes)),
+                size: bytes.len() as u64,
+            },
+        );
+    }
     let text = toml::to_string(&manifest).map_err(|e| bad(dir, e))?;
     fs::write(staging.path().join(MANIFEST), text).map_err(io)?;
     let staged = staging.keep();
@@ -535,23 +574,59 @@ impl Weights<'_> {
     }
 }
 
-/// Loads a package: [`read_manifest`], then the weights, then the model's own checks.
-pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
-    let manifest = read_manifest(dir, limits)?;
-    if !manifest.files.contains_key(WEIGHTS) {
-        return Err(bad(dir, format!("lists no {WEIGHTS}")));
-    }
-    let bytes = fs::read(dir.join(WEIGHTS)).map_err(|e| bad(dir, e))?;
-    // Checked again on the bytes actually parsed: the file may have changed since.
-    let entry = &manifest.files[WEIGHTS];
+/// A listed file's bytes, checked again against its digest: the file may have changed since
+/// [`read_manifest`] looked at it, and these are the bytes that get parsed.
+fn read_listed(dir: &Path, manifest: &Manifest, name: &str) -> MlResult<Vec<u8>> {
+    let entry = manifest
+        .files
+        .get(name)
+        .ok_or_else(|| bad(dir, format!("lists no {name}")))?;
+    let bytes = fs::read(dir.join(name)).map_err(|e| bad(dir, e))?;
     if bytes.len() as u64 != entry.size
         || !hex::encode(Sha256::digest(&bytes)).eq_ignore_ascii_case(&entry.sha256)
     {
-        return Err(bad(
-            dir,
-            format!("{WEIGHTS} changed while it was being read"),
-        ));
+        return Err(bad(dir, format!("{name} changed while it was being read")));
     }
+    Ok(bytes)
+}
+
+/// Loads any package as a [`Predictor`]: a built-in model ([`load`]) or an ONNX model
+/// (checked, then handed to ONNX Runtime).
+pub fn load_predictor(dir: &Path, limits: Limits) -> MlResult<(Manifest, Box<dyn Predictor>)> {
+    let manifest = read_manifest(dir, limits)?;
+    match (&manifest.framework, &manifest.model) {
+        (Framework::Onnx, Structure::Onnx { output, scores }) => {
+            if manifest.files.len() != 1 || !manifest.preprocessing.steps.is_empty() {
+                return Err(bad(
+                    dir,
+                    format!("an ONNX package holds {ONNX_MODEL} only, with no preprocessing"),
+                ));
+            }
+            let bytes = read_listed(dir, &manifest, ONNX_MODEL)?;
+            let spec = OnnxSpec {
+                output: output.clone(),
+                scores: *scores,
+            };
+            let model = OnnxModel::new(&bytes, manifest.signature.clone(), spec, limits)
+                .map_err(|e| bad(dir, e))?;
+            Ok((manifest, Box::new(model)))
+        }
+        (Framework::Bastion, _) => {
+            let (manifest, model) = load(dir, limits)?;
+            Ok((manifest, Box::new(model)))
+        }
+        (Framework::Onnx, _) => Err(bad(dir, "framework onnx needs a model of kind onnx")),
+    }
+}
+
+/// Loads a built-in model's package: [`read_manifest`], then the weights, then the model's
+/// own checks.
+pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
+    let manifest = read_manifest(dir, limits)?;
+    if manifest.framework != Framework::Bastion {
+        return Err(bad(dir, "is not a built-in model's package"));
+    }
+    let bytes = read_listed(dir, &manifest, WEIGHTS)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(dir, format!("{WEIGHTS} is not valid safetensors: {e}")))?;
     let w = Weights { dir, st, limits };
@@ -591,6 +666,9 @@ pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
             features: *features,
             trees: w.trees(*trees, *outputs)?,
         }),
+        Structure::Onnx { .. } => {
+            return Err(bad(dir, "framework bastion cannot hold an ONNX model"));
+        }
         Structure::Mlp {
             output,
             classes,
@@ -636,14 +714,15 @@ pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
 }
 
 impl Kind {
-    /// The kind a manifest's structure describes.
-    pub fn of(s: &Structure) -> Self {
-        match s {
+    /// The built-in kind a manifest's structure describes (`None` for ONNX).
+    pub fn of(s: &Structure) -> Option<Self> {
+        Some(match s {
             Structure::Logreg { .. } => Self::Logreg,
             Structure::Linear { .. } => Self::Linear,
             Structure::Gbdt { .. } => Self::Gbdt,
             Structure::Forest { .. } => Self::Forest,
             Structure::Mlp { .. } => Self::Mlp,
-        }
+            Structure::Onnx { .. } => return None,
+        })
     }
 }

@@ -40,6 +40,32 @@ pub enum Task {
     Regression,
 }
 
+impl Task {
+    /// What a model of this task returns, as Bastion serves it: the label and the class
+    /// probabilities, or the predicted value.
+    pub fn outputs(&self) -> Vec<Field> {
+        match self {
+            Self::Classification { classes } => vec![
+                Field {
+                    name: "label".into(),
+                    dtype: DType::Bytes,
+                    shape: vec![-1],
+                },
+                Field {
+                    name: "probabilities".into(),
+                    dtype: DType::Fp64,
+                    shape: vec![-1, classes.len() as i64],
+                },
+            ],
+            Self::Regression => vec![Field {
+                name: "prediction".into(),
+                dtype: DType::Fp64,
+                shape: vec![-1],
+            }],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signature {

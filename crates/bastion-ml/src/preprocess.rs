@@ -52,7 +52,7 @@ pub enum Step {
 }
 
 /// The fitted steps, one per input column, in input order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessor {
     pub steps: Vec<Step>,
 }

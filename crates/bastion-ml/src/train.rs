@@ -477,25 +477,7 @@ fn signature_for(table: &Table, features: &[String], task: Task, pre: &Preproces
             shape: vec![-1],
         })
         .collect();
-    let outputs = match &task {
-        Task::Classification { classes } => vec![
-            Field {
-                name: "label".into(),
-                dtype: DType::Bytes,
-                shape: vec![-1],
-            },
-            Field {
-                name: "probabilities".into(),
-                dtype: DType::Fp64,
-                shape: vec![-1, classes.len() as i64],
-            },
-        ],
-        Task::Regression => vec![Field {
-            name: "prediction".into(),
-            dtype: DType::Fp64,
-            shape: vec![-1],
-        }],
-    };
+    let outputs = task.outputs();
     Signature {
         inputs,
         outputs,
