@@ -17,7 +17,7 @@ use bastion_ml::builtin::Kind;
 use bastion_ml::evaluate::evaluate;
 use bastion_ml::package::{self, Limits, Training};
 use bastion_ml::predictor::{ColumnData, Prediction, Predictor, Table};
-use bastion_ml::train::{Labels, TaskKind, TrainSpec, labels, train};
+use bastion_ml::train::{Labels, TaskKind, TrainSpec, cross_validate, labels, train};
 use bastion_store::meta::{BatchLog, ModelVersionDraft, RunDraft, RunUpdate};
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
@@ -72,6 +72,10 @@ pub struct TrainArgs {
     /// Seed for the split and the estimator: the same seed gives the same model.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also cross-validate with K folds (stratified for classes) on all rows; the run gets
+    /// `cv_<metric>_mean` and `cv_<metric>_std`.
+    #[arg(long, value_name = "K")]
+    cv: Option<usize>,
     /// Experiment the run is tracked in (created if missing).
     #[arg(long, default_value = "Default")]
     experiment: String,
@@ -307,7 +311,8 @@ async fn train_tracked(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     let progress = bar.clone();
-    let trained = tokio::task::spawn_blocking(move || {
+    let cv = a.cv;
+    let (trained, cross) = tokio::task::spawn_blocking(move || -> Result<_> {
         let spec = TrainSpec {
             kind,
             target: &target,
@@ -317,10 +322,18 @@ async fn train_tracked(
             test_fraction,
             seed,
         };
-        train(&table, &spec, |s| {
+        let cross = match cv {
+            Some(k) => Some(cross_validate(&table, &spec, k, |fold| {
+                progress.set_message(format!("cross-validation fold {fold} of {k} done"));
+                progress.tick();
+            })?),
+            None => None,
+        };
+        let trained = train(&table, &spec, |s| {
             progress.set_message(format!("{} step {}: {:.6}", s.metric, s.step, s.value));
             progress.tick();
-        })
+        })?;
+        Ok((trained, cross))
     })
     .await??;
     bar.finish_and_clear();
@@ -347,6 +360,19 @@ async fn train_tracked(
             step: 0,
             run_id: None,
         });
+    }
+    if let Some(c) = &cross {
+        for (stat, values) in [("mean", &c.mean), ("std", &c.std)] {
+            for (name, v) in values {
+                metrics.push(Metric {
+                    key: format!("cv_{name}_{stat}"),
+                    value: MetricValue(*v),
+                    timestamp: now,
+                    step: 0,
+                    run_id: None,
+                });
+            }
+        }
     }
     let params: Vec<KeyValue> = trained
         .params
@@ -421,6 +447,7 @@ async fn train_tracked(
         "train_rows": trained.train_rows,
         "test_rows": trained.test_rows,
         "metrics": trained.evaluation.metrics,
+        "cross_validation": cross,
         "params": trained.params,
         "files": files,
         "registered": registered,

@@ -67,12 +67,17 @@ async fn train_register_evaluate_and_predict_on_breast_cancer() {
             "learning_rate=0.1",
             "--seed",
             "3",
+            "--cv",
+            "4",
             "--register",
             "cancer",
             "--experiment",
             "screening",
         ],
     ));
+    let cv = &out["cross_validation"];
+    assert_eq!(cv["folds"].as_array().unwrap().len(), 4, "{out}");
+    assert!(cv["mean"]["roc_auc"].as_f64().unwrap() > 0.95, "{out}");
     let run_id = out["run_id"].as_str().unwrap().to_owned();
     assert!(out["metrics"]["roc_auc"].as_f64().unwrap() > 0.97, "{out}");
     assert!(out["metrics"]["accuracy"].as_f64().unwrap() > 0.9, "{out}");
@@ -104,6 +109,14 @@ async fn train_register_evaluate_and_predict_on_breast_cancer() {
     )
     .await;
     assert_eq!(auc, out["metrics"]["roc_auc"].as_f64().unwrap());
+    let cv_auc: f64 = one(
+        &db,
+        "SELECT value FROM metrics WHERE run_uuid = ? AND key = 'cv_roc_auc_mean'",
+        &run_id,
+    )
+    .await;
+    // serde_json's float parsing may be one ulp off the printed value.
+    assert!((cv_auc - cv["mean"]["roc_auc"].as_f64().unwrap()).abs() < 1e-12);
     let digest: String = one(&db, "SELECT d.digest FROM datasets d JOIN run_dataset_inputs i ON i.dataset_id = d.dataset_id WHERE i.run_uuid = ?", &run_id).await;
     assert_eq!(digest, out["dataset_digest"].as_str().unwrap());
     db.close().await;

@@ -17,7 +17,7 @@ use crate::linear::{LinearRegression, LogisticParams, LogisticRegression};
 use crate::mlp::{Mlp, MlpParams};
 use crate::predictor::{ColumnData, DType, Field, Predictor, Signature, Table, Task};
 use crate::preprocess::{Column, Encoding, Preprocessor, Spec};
-use crate::split::holdout;
+use crate::split::{Fold, holdout, kfold, stratified_kfold};
 use crate::task::Target;
 
 /// Integer-valued numeric targets with at most this many distinct values are classes.
@@ -237,8 +237,80 @@ fn parse_params<T: serde::de::DeserializeOwned + Serialize>(
     Ok((p, shown))
 }
 
+/// What training needs before any split: the labels and the feature columns, checked.
+struct Prepared {
+    labels: Labels,
+    feature_names: Vec<String>,
+}
+
+impl Prepared {
+    fn classes(&self) -> Option<&[usize]> {
+        train_labels_classes(&self.labels)
+    }
+}
+
 /// Trains and evaluates a built-in model; `on_step` sees each point of the training curves.
-pub fn train(table: &Table, spec: &TrainSpec, mut on_step: impl FnMut(Step)) -> MlResult<Trained> {
+pub fn train(table: &Table, spec: &TrainSpec, on_step: impl FnMut(Step)) -> MlResult<Trained> {
+    let prepared = prepare(table, spec)?;
+    let split = holdout(
+        table.rows(),
+        prepared.classes(),
+        spec.test_fraction,
+        spec.seed,
+    )?;
+    fit_split(table, spec, &prepared, &split, on_step)
+}
+
+/// Metrics of `k`-fold cross-validation: a model trained on each fold's training rows and
+/// evaluated on its held-out rows (folds stratified by class for classification).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CrossValidation {
+    pub folds: Vec<BTreeMap<String, f64>>,
+    pub mean: BTreeMap<String, f64>,
+    /// Population standard deviation across folds (as `numpy.std`).
+    pub std: BTreeMap<String, f64>,
+}
+
+pub fn cross_validate(
+    table: &Table,
+    spec: &TrainSpec,
+    k: usize,
+    mut on_fold: impl FnMut(usize),
+) -> MlResult<CrossValidation> {
+    let prepared = prepare(table, spec)?;
+    let folds = match prepared.classes() {
+        Some(y) => stratified_kfold(y, k, spec.seed)?,
+        None => kfold(table.rows(), k, spec.seed)?,
+    };
+    let mut per_fold = Vec::with_capacity(k);
+    for (i, fold) in folds.iter().enumerate() {
+        let trained = fit_split(table, spec, &prepared, fold, |_| {})
+            .map_err(|e| MlError::invalid(format!("cross-validation fold {}: {e}", i + 1)))?;
+        per_fold.push(trained.evaluation.metrics);
+        on_fold(i + 1);
+    }
+    // Metrics every fold has (e.g. ROC AUC is undefined on a fold with one class).
+    let names: BTreeSet<&String> = per_fold
+        .iter()
+        .map(|m| m.keys().collect::<BTreeSet<_>>())
+        .reduce(|a, b| a.intersection(&b).copied().collect())
+        .unwrap_or_default();
+    let (mut mean, mut std) = (BTreeMap::new(), BTreeMap::new());
+    for name in names {
+        let v: Vec<f64> = per_fold.iter().map(|m| m[name]).collect();
+        let mu = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / v.len() as f64;
+        mean.insert(name.clone(), mu);
+        std.insert(name.clone(), var.sqrt());
+    }
+    Ok(CrossValidation {
+        folds: per_fold,
+        mean,
+        std,
+    })
+}
+
+fn prepare(table: &Table, spec: &TrainSpec) -> MlResult<Prepared> {
     table.check()?;
     if table.rows() < 2 {
         return Err(MlError::invalid(format!(
@@ -282,11 +354,24 @@ pub fn train(table: &Table, spec: &TrainSpec, mut on_step: impl FnMut(Step)) -> 
             "there are no feature columns to learn from",
         ));
     }
-    let class_y = match &labels {
-        Labels::Classes { y, .. } => Some(y.as_slice()),
-        Labels::Values(_) => None,
-    };
-    let split = holdout(table.rows(), class_y, spec.test_fraction, spec.seed)?;
+    Ok(Prepared {
+        labels,
+        feature_names,
+    })
+}
+
+/// Fits preprocessing and the estimator on `split.train`, evaluates on `split.test`.
+fn fit_split(
+    table: &Table,
+    spec: &TrainSpec,
+    prepared: &Prepared,
+    split: &Fold,
+    mut on_step: impl FnMut(Step),
+) -> MlResult<Trained> {
+    let Prepared {
+        labels,
+        feature_names,
+    } = prepared;
     let train_table = table.take(&split.train);
     let test_table = table.take(&split.test);
     let train_labels = labels.take(&split.train);
@@ -307,7 +392,7 @@ pub fn train(table: &Table, spec: &TrainSpec, mut on_step: impl FnMut(Step)) -> 
     };
     let mut text: Vec<Vec<Option<&str>>> = Vec::new();
     let mut plan = Vec::new();
-    for name in &feature_names {
+    for name in feature_names {
         match train_table.column(name) {
             None => {
                 return Err(MlError::invalid(format!("the data has no column '{name}'")));
@@ -328,7 +413,7 @@ pub fn train(table: &Table, spec: &TrainSpec, mut on_step: impl FnMut(Step)) -> 
         .collect();
     let pre = Preprocessor::fit(
         &Spec {
-            names: &feature_names,
+            names: feature_names,
             encoding,
         },
         &cols,
@@ -428,13 +513,13 @@ pub fn train(table: &Table, spec: &TrainSpec, mut on_step: impl FnMut(Step)) -> 
             (Estimator::Mlp(m), shown)
         }
     };
-    let task = match &labels {
+    let task = match labels {
         Labels::Classes { names, .. } => Task::Classification {
             classes: names.clone(),
         },
         Labels::Values(_) => Task::Regression,
     };
-    let signature = signature_for(table, &feature_names, task, &pre);
+    let signature = signature_for(table, feature_names, task, &pre);
     let model = BuiltinModel {
         signature,
         preprocessor: pre,
