@@ -7,7 +7,6 @@ Runs the CLI on a throwaway home with the shipped datasets; no server needed.
 """
 import json
 import os
-import subprocess
 import tempfile
 
 import numpy as np
@@ -16,16 +15,14 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 from sklearn.preprocessing import label_binarize
 
-BIN = os.environ.get("BASTION_BIN", "bastion")
+import cli
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "datasets")
 TOL = 1e-9
 
 
 def run(home, *args):
-    p = subprocess.run([BIN, "--home", home, *args], capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        raise AssertionError(f"bastion {args} exited {p.returncode}: {p.stderr}")
-    return p.stdout
+    return cli.run(home, *args).stdout
 
 
 @pytest.fixture(scope="module")

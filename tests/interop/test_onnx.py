@@ -9,7 +9,6 @@ installed because its Linux wheels pull gigabytes of CUDA libraries.
 import glob
 import json
 import os
-import subprocess
 import tempfile
 
 import numpy as np
@@ -24,18 +23,15 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-BIN = os.environ.get("BASTION_BIN", "bastion")
+import cli
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "datasets")
 TOL = 1e-5
 LIB = sorted(glob.glob(os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime.so*")))[0]
 
 
 def run(home, *args, ok=True):
-    env = dict(os.environ, BASTION_ONNXRUNTIME=LIB)
-    p = subprocess.run([BIN, "--home", home, *args], capture_output=True, text=True, timeout=600, env=env)
-    if ok and p.returncode != 0:
-        raise AssertionError(f"bastion {args} exited {p.returncode}: {p.stderr}")
-    return p
+    return cli.run(home, *args, env={"BASTION_ONNXRUNTIME": LIB}, ok=ok)
 
 
 def load_csv(name, target):

@@ -6,17 +6,17 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use bastion_core::model::{KeyValue, RunStatus};
+use bastion_core::model::KeyValue;
 use bastion_core::time;
 use bastion_ml::onnx::{self, ImportOptions, OnnxModel, Scores};
 use bastion_ml::package::{self, Limits, Training};
-use bastion_store::meta::{BatchLog, RunDraft, RunUpdate};
+use bastion_store::meta::{BatchLog, RunDraft};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::attest::RegistryArgs;
 use crate::data::Home;
-use crate::model::{experiment_id, kv, register, store_package};
+use crate::model::{experiment_id, finish_run, kv, register, store_package};
 use crate::print_json;
 
 #[derive(Subcommand)]
@@ -193,21 +193,7 @@ async fn import(home: &std::path::Path, a: ImportArgs) -> Result<()> {
         Ok::<Value, anyhow::Error>(json!({ "files": files, "registered": registered }))
     }
     .await;
-    let status = if result.is_ok() {
-        RunStatus::Finished
-    } else {
-        RunStatus::Failed
-    };
-    h.meta
-        .update_run(
-            &run_id,
-            RunUpdate {
-                status: Some(status),
-                end_time: Some(time::now_ms()),
-                run_name: None,
-            },
-        )
-        .await?;
+    finish_run(&h, &run_id, result.is_ok()).await?;
     let mut out = result.with_context(|| format!("import run {run_id} failed"))?;
     out["run_id"] = json!(run_id);
     out["experiment_id"] = json!(experiment_id);

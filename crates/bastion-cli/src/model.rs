@@ -246,21 +246,7 @@ pub async fn train_command(home: &Path, a: TrainArgs) -> Result<()> {
         &run.info.artifact_uri,
     )
     .await;
-    let status = if result.is_ok() {
-        RunStatus::Finished
-    } else {
-        RunStatus::Failed
-    };
-    h.meta
-        .update_run(
-            &run_id,
-            RunUpdate {
-                status: Some(status),
-                end_time: Some(time::now_ms()),
-                run_name: None,
-            },
-        )
-        .await?;
+    finish_run(&h, &run_id, result.is_ok()).await?;
     let mut out = result.with_context(|| format!("training run {run_id} failed"))?;
     out["experiment_id"] = json!(experiment_id);
     print_json(&out)
@@ -352,25 +338,20 @@ async fn train_tracked(
             });
         }
     }
+    let summary = |key: String, v: f64| Metric {
+        key,
+        value: MetricValue(v),
+        timestamp: now,
+        step: 0,
+        run_id: None,
+    };
     for (name, v) in &trained.evaluation.metrics {
-        metrics.push(Metric {
-            key: format!("test_{name}"),
-            value: MetricValue(*v),
-            timestamp: now,
-            step: 0,
-            run_id: None,
-        });
+        metrics.push(summary(format!("test_{name}"), *v));
     }
     if let Some(c) = &cross {
         for (stat, values) in [("mean", &c.mean), ("std", &c.std)] {
             for (name, v) in values {
-                metrics.push(Metric {
-                    key: format!("cv_{name}_{stat}"),
-                    value: MetricValue(*v),
-                    timestamp: now,
-                    step: 0,
-                    run_id: None,
-                });
+                metrics.push(summary(format!("cv_{name}_{stat}"), *v));
             }
         }
     }
@@ -452,6 +433,26 @@ async fn train_tracked(
         "files": files,
         "registered": registered,
     }))
+}
+
+/// Ends a run as FINISHED or FAILED.
+pub(crate) async fn finish_run(h: &Home, run_id: &str, ok: bool) -> Result<()> {
+    let status = if ok {
+        RunStatus::Finished
+    } else {
+        RunStatus::Failed
+    };
+    h.meta
+        .update_run(
+            run_id,
+            RunUpdate {
+                status: Some(status),
+                end_time: Some(time::now_ms()),
+                run_name: None,
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 /// Stores a package's files (written in `pkg_dir`) as the run's `model/` artifacts.

@@ -457,6 +457,20 @@ impl OnnxModel {
             let mut shape: Vec<i64> = vec![rows as i64];
             shape.extend(&f.shape[1..]);
             let flat = cols.iter().copied();
+            let largest = match f.dtype {
+                DType::Int32 => f64::from(i32::MAX),
+                _ => 2f64.powi(53),
+            };
+            if matches!(f.dtype, DType::Int64 | DType::Int32)
+                && let Some((i, v)) = cols
+                    .indexed_iter()
+                    .find(|(_, v)| v.fract() != 0.0 || v.abs() > largest)
+            {
+                return Err(bad(format!(
+                    "input '{}' takes integers; row {} has {v}",
+                    f.name, i.0
+                )));
+            }
             let e = |e: ort::Error| bad(format!("input '{}': {e}", f.name));
             let v: DynValue = match f.dtype {
                 DType::Fp32 => {
