@@ -59,6 +59,27 @@ struct Hist {
 /// data indexes it without a bounds check.
 const PADDED: usize = 256;
 
+/// Adds each row's (gradient, hessian) into the bin its column value names: `rows` in
+/// order, or every row when `None`. Generic so that a padded histogram (a fixed array of
+/// 256) is indexed by a byte without bounds checks, and a compact one with them.
+fn accumulate<H>(h: &mut H, col: &[u8], rows: Option<&[u32]>, ordered: &[[f64; 2]])
+where
+    H: std::ops::IndexMut<usize, Output = [f64; 2]> + ?Sized,
+{
+    let mut add = |b: u8, gh: &[f64; 2]| {
+        let e = &mut h[b as usize];
+        e[0] += gh[0];
+        e[1] += gh[1];
+    };
+    match rows {
+        None => col.iter().zip(ordered).for_each(|(&b, gh)| add(b, gh)),
+        Some(rows) => rows
+            .iter()
+            .zip(ordered)
+            .for_each(|(&r, gh)| add(col[r as usize], gh)),
+    }
+}
+
 /// Below this many rows, work stays on one thread.
 const PAR_ROWS: usize = 1 << 15;
 
@@ -110,6 +131,13 @@ impl Grower<'_> {
             / h
     }
 
+    /// One-output histograms of many rows take all 256 bins per feature, so the hot loop
+    /// indexes without bounds checks; with few rows the allocation and zeroing of padded
+    /// histograms would cost more than the loop, so they take each feature's bins only.
+    fn padded(&self) -> bool {
+        self.stride == 2 && self.data.rows >= PAR_ROWS
+    }
+
     fn sums_of(&self, rows: &[u32]) -> Vec<f64> {
         let m = self.targets.outputs;
         let mut s = vec![0.0; self.stride];
@@ -132,9 +160,10 @@ impl Grower<'_> {
         let (grad, hess) = (self.targets.grad, self.targets.hess);
         let mut at = Vec::with_capacity(features.len());
         let mut total = 0;
+        let padded = self.padded();
         for &f in features {
             at.push((f, total));
-            total += s * if s == 2 { PADDED } else { self.data.bins(f) };
+            total += s * if padded { PADDED } else { self.data.bins(f) };
         }
         let mut hist = Hist {
             at,
@@ -168,22 +197,11 @@ impl Grower<'_> {
             let fill = |(f, h): &mut (usize, &mut [f64])| {
                 let col = &self.data.columns[*f];
                 let (pairs, _) = h.as_chunks_mut::<2>();
-                let Ok(h) = <&mut [[f64; 2]; PADDED]>::try_from(pairs) else {
-                    return;
-                };
-                if contiguous {
-                    // The root without bagging: rows are 0..n, the column is read in order.
-                    for (&b, gh) in col.iter().zip(&ordered) {
-                        let e = &mut h[b as usize];
-                        e[0] += gh[0];
-                        e[1] += gh[1];
-                    }
-                } else {
-                    for (&r, gh) in rows.iter().zip(&ordered) {
-                        let e = &mut h[col[r as usize] as usize];
-                        e[0] += gh[0];
-                        e[1] += gh[1];
-                    }
+                // The root without bagging: rows are 0..n, the column is read in order.
+                let rows = (!contiguous).then_some(rows);
+                match <&mut [[f64; 2]; PADDED]>::try_from(&mut *pairs) {
+                    Ok(h) => accumulate(h, col, rows, &ordered),
+                    Err(_) => accumulate(pairs, col, rows, &ordered),
                 }
             };
             if self.p.parallel && rows.len() * parts.len() >= 1 << 16 {
