@@ -365,18 +365,24 @@ impl Gbdt {
         let k = self.outputs;
         let mut out = Array2::zeros((x.nrows(), k));
         let fill = |(mut o, xs): (ndarray::ArrayViewMut2<f64>, ArrayView2<f64>)| {
+            // Rows as contiguous slices, so a tree walk indexes a slice, not a strided view.
+            let xs = xs.as_standard_layout();
             for (mut orow, row) in o.rows_mut().into_iter().zip(xs.rows()) {
+                let row: std::borrow::Cow<[f64]> = row
+                    .as_slice()
+                    .map_or_else(|| row.to_vec().into(), Into::into);
                 for (c, v) in orow.iter_mut().enumerate() {
                     *v = self.init[c];
                 }
                 for round in self.trees.chunks_exact(k) {
                     for (v, t) in orow.iter_mut().zip(round) {
-                        *v += t.value(row)[0];
+                        *v += t.values[t.leaf_of(&row) * t.outputs];
                     }
                 }
             }
         };
-        const CHUNK: usize = 4096;
+        // Small chunks: a batch of a few hundred rows already pays for a second thread.
+        const CHUNK: usize = 256;
         if x.nrows() > CHUNK {
             let outs: Vec<_> = out.axis_chunks_iter_mut(Axis(0), CHUNK).collect();
             let ins: Vec<_> = x.axis_chunks_iter(Axis(0), CHUNK).collect();

@@ -44,6 +44,23 @@ impl Tree {
         !node as usize
     }
 
+    /// [`Tree::leaf`] for a row held as a slice (no strided indexing).
+    pub fn leaf_of(&self, x: &[f64]) -> usize {
+        if self.feature.is_empty() {
+            return 0;
+        }
+        let mut node = 0i32;
+        while node >= 0 {
+            let i = node as usize;
+            node = if x[self.feature[i] as usize] <= self.threshold[i] {
+                self.left[i]
+            } else {
+                self.right[i]
+            };
+        }
+        !node as usize
+    }
+
     pub fn value(&self, x: ArrayView1<f64>) -> &[f64] {
         let l = self.leaf(x);
         &self.values[l * self.outputs..(l + 1) * self.outputs]
