@@ -1,8 +1,11 @@
 """Running the `bastion` binary from the interop tests."""
+import contextlib
 import os
 import subprocess
+import tempfile
 
 BIN = os.environ.get("BASTION_BIN", "bastion")
+DATASETS = os.path.join(os.path.dirname(__file__), "..", "..", "datasets")
 
 
 def run(home, *args, env=None, ok=True):
@@ -12,3 +15,12 @@ def run(home, *args, env=None, ok=True):
     if ok and p.returncode != 0:
         raise AssertionError(f"bastion {args} exited {p.returncode}: {p.stderr}")
     return p
+
+
+@contextlib.contextmanager
+def shipped_home(env=None):
+    """A throwaway home holding the shipped datasets as bc, digits and diabetes (v1)."""
+    with tempfile.TemporaryDirectory() as d:
+        for name, csv in [("bc", "breast_cancer.csv"), ("digits", "digits.csv"), ("diabetes", "diabetes.csv")]:
+            run(d, "data", "add", os.path.join(DATASETS, csv), "--name", name, env=env)
+        yield d

@@ -7,7 +7,6 @@ Runs the CLI on a throwaway home with the shipped datasets; no server needed.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -27,9 +26,7 @@ def run(home, *args):
 
 @pytest.fixture(scope="module")
 def home():
-    with tempfile.TemporaryDirectory() as d:
-        for name, csv in [("bc", "breast_cancer.csv"), ("digits", "digits.csv"), ("diabetes", "diabetes.csv")]:
-            run(d, "data", "add", os.path.join(ROOT, csv), "--name", name)
+    with cli.shipped_home() as d:
         yield d
 
 

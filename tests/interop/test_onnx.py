@@ -9,7 +9,6 @@ installed because its Linux wheels pull gigabytes of CUDA libraries.
 import glob
 import json
 import os
-import tempfile
 
 import numpy as np
 import onnx
@@ -47,9 +46,7 @@ def load_csv(name, target):
 
 @pytest.fixture(scope="module")
 def home():
-    with tempfile.TemporaryDirectory() as d:
-        for name, csv in [("bc", "breast_cancer.csv"), ("digits", "digits.csv"), ("diabetes", "diabetes.csv")]:
-            run(d, "data", "add", os.path.join(ROOT, csv), "--name", name)
+    with cli.shipped_home() as d:
         yield d
 
 

@@ -29,19 +29,10 @@ impl Tree {
 
     /// The leaf a row ends in.
     pub fn leaf(&self, x: ArrayView1<f64>) -> usize {
-        if self.feature.is_empty() {
-            return 0;
+        match x.as_slice() {
+            Some(row) => self.leaf_of(row),
+            None => self.leaf_of(&x.to_vec()),
         }
-        let mut node = 0i32;
-        while node >= 0 {
-            let i = node as usize;
-            node = if x[self.feature[i] as usize] <= self.threshold[i] {
-                self.left[i]
-            } else {
-                self.right[i]
-            };
-        }
-        !node as usize
     }
 
     /// [`Tree::leaf`] for a row held as a slice (no strided indexing).
