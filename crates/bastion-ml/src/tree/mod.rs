@@ -29,21 +29,24 @@ impl Tree {
 
     /// The leaf a row ends in.
     pub fn leaf(&self, x: ArrayView1<f64>) -> usize {
-        match x.as_slice() {
-            Some(row) => self.leaf_of(row),
-            None => self.leaf_of(&x.to_vec()),
-        }
+        self.walk(|f| x[f])
     }
 
     /// [`Tree::leaf`] for a row held as a slice (no strided indexing).
     pub fn leaf_of(&self, x: &[f64]) -> usize {
+        self.walk(|f| x[f])
+    }
+
+    /// The leaf a row reaches, reading feature `f` of the row as `value(f)`.
+    #[inline]
+    fn walk(&self, value: impl Fn(usize) -> f64) -> usize {
         if self.feature.is_empty() {
             return 0;
         }
         let mut node = 0i32;
         while node >= 0 {
             let i = node as usize;
-            node = if x[self.feature[i] as usize] <= self.threshold[i] {
+            node = if value(self.feature[i] as usize) <= self.threshold[i] {
                 self.left[i]
             } else {
                 self.right[i]
