@@ -3,24 +3,13 @@
 //! consistency / verify — including verify naming the first entry edited behind its back.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 mod common;
 
-use common::json_of;
+use common::{bastion, json_of};
 
 use serde_json::Value;
 use sqlx::Connection;
-
-fn bastion(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bastion"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("BASTION_BACKEND_STORE_URI")
-        .output()
-        .unwrap()
-}
 
 /// Starts the server, collects stdout up to the "listening" line, stops it; returns
 /// (stdout, stderr).

@@ -3,11 +3,11 @@
 //! checked against their digest, and refusals reported with the server's message.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
 
-use common::json_of;
+use common::{bastion, json_of};
 
 use serde_json::Value;
 
@@ -39,19 +39,6 @@ fn start(home: &Path) -> Server {
         running: Some(r),
         token,
     }
-}
-
-fn bastion(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bastion"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("BASTION_BACKEND_STORE_URI")
-        .env_remove("BASTION_SERVER")
-        .env_remove("BASTION_TOKEN")
-        .env_remove("MLFLOW_TRACKING_TOKEN")
-        .output()
-        .unwrap()
 }
 
 fn remote(s: &Server, client_home: &Path, args: &[&str]) -> Output {

@@ -5,22 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::json_of;
+use common::{bastion, json_of};
 use sqlx::Row;
-
-fn bastion(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bastion"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("BASTION_BACKEND_STORE_URI")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
 
 fn shipped(name: &str) -> String {
     format!("{}/../../datasets/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -1,11 +1,27 @@
-//! Starting `bastion server` on a free loopback port for the CLI tests.
+//! Running `bastion` for the CLI tests, and starting `bastion server` on a free loopback
+//! port.
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// `bastion --home HOME ARGS…`, isolated from the caller's Bastion and MLflow settings.
+pub fn bastion(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bastion"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("BASTION_BACKEND_STORE_URI")
+        .env_remove("BASTION_SERVER")
+        .env_remove("BASTION_TOKEN")
+        .env_remove("MLFLOW_TRACKING_TOKEN")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
 
 pub struct Running {
     child: Child,
