@@ -16,6 +16,7 @@ use crate::linear::{check_features, check_input};
 use crate::task::Target;
 use crate::tree::Tree;
 use crate::tree::bins::Binned;
+use crate::tree::flat::{Flat, FlatCache};
 use crate::tree::grow::{GrowParams, Targets, grow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -60,6 +61,8 @@ pub struct Forest {
     pub outputs: usize,
     pub features: usize,
     pub trees: Vec<Tree>,
+    /// The trees laid out for prediction, made on the first prediction.
+    pub flat: FlatCache,
 }
 
 impl Forest {
@@ -150,6 +153,7 @@ impl Forest {
             outputs: m,
             features: d,
             trees,
+            flat: FlatCache::default(),
         })
     }
 
@@ -158,26 +162,12 @@ impl Forest {
     pub fn predict_raw(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
         check_input("random forest", x, self.features)?;
         let scale = 1.0 / self.trees.len().max(1) as f64;
-        let rows: Vec<Vec<f64>> = x
-            .rows()
-            .into_iter()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .with_min_len(256)
-            .map(|row| {
-                let mut acc = vec![0.0; self.outputs];
-                for t in &self.trees {
-                    for (a, v) in acc.iter_mut().zip(t.value(row)) {
-                        *a += v;
-                    }
-                }
-                acc.iter_mut().for_each(|a| *a *= scale);
-                acc
-            })
-            .collect();
-        let flat: Vec<f64> = rows.into_iter().flatten().collect();
-        Array2::from_shape_vec((x.nrows(), self.outputs), flat)
-            .map_err(|e| MlError::invalid(format!("random forest: {e}")))
+        let mut out = Array2::zeros((x.nrows(), self.outputs));
+        self.flat
+            .get(|| Flat::new(&self.trees, self.features, |_| 0))
+            .add_to(x, &mut out);
+        out.mapv_inplace(|v| v * scale);
+        Ok(out)
     }
 
     pub fn validate(&self) -> MlResult<()> {

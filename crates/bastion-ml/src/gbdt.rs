@@ -4,7 +4,7 @@
 //! or squared error. Deterministic for a seed: feature and row sampling draw from ChaCha8,
 //! and parallel work only ever sums in a fixed order.
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
@@ -17,6 +17,7 @@ use crate::link::{sigmoid, softmax_rows};
 use crate::task::Target;
 use crate::tree::Tree;
 use crate::tree::bins::Binned;
+use crate::tree::flat::{Flat, FlatCache};
 use crate::tree::grow::{GrowParams, Targets, grow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -115,6 +116,9 @@ pub struct Gbdt {
     pub features: usize,
     pub init: Vec<f64>,
     pub trees: Vec<Tree>,
+    /// The trees laid out for prediction, made on the first prediction (the trees do not
+    /// change after that).
+    pub flat: FlatCache,
 }
 
 /// Losses per round, for tracking, and the round kept.
@@ -243,6 +247,7 @@ impl Gbdt {
             features: d,
             init,
             trees: Vec::with_capacity(p.n_estimators * k),
+            flat: FlatCache::default(),
         };
         let mut report = BoostReport::default();
         let mut best = (f64::INFINITY, 0usize);
@@ -363,33 +368,11 @@ impl Gbdt {
     pub fn raw(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
         self.check_input(x)?;
         let k = self.outputs;
-        let mut out = Array2::zeros((x.nrows(), k));
-        let fill = |(mut o, xs): (ndarray::ArrayViewMut2<f64>, ArrayView2<f64>)| {
-            // Rows as contiguous slices, so a tree walk indexes a slice, not a strided view.
-            let xs = xs.as_standard_layout();
-            for (mut orow, row) in o.rows_mut().into_iter().zip(xs.rows()) {
-                let row: std::borrow::Cow<[f64]> = row
-                    .as_slice()
-                    .map_or_else(|| row.to_vec().into(), Into::into);
-                for (c, v) in orow.iter_mut().enumerate() {
-                    *v = self.init[c];
-                }
-                for round in self.trees.chunks_exact(k) {
-                    for (v, t) in orow.iter_mut().zip(round) {
-                        *v += t.values[t.leaf_of(&row) * t.outputs];
-                    }
-                }
-            }
-        };
-        // Small chunks: a batch of a few hundred rows already pays for a second thread.
-        const CHUNK: usize = 256;
-        if x.nrows() > CHUNK {
-            let outs: Vec<_> = out.axis_chunks_iter_mut(Axis(0), CHUNK).collect();
-            let ins: Vec<_> = x.axis_chunks_iter(Axis(0), CHUNK).collect();
-            outs.into_par_iter().zip(ins).for_each(fill);
-        } else {
-            fill((out.view_mut(), x));
-        }
+        let mut out = Array2::from_shape_fn((x.nrows(), k), |(_, c)| self.init[c]);
+        let flat = self
+            .flat
+            .get(|| Flat::new(&self.trees, self.features, |i| i % k.max(1)));
+        flat.add_to(x, &mut out);
         Ok(out)
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, MlResult};
 use crate::lbfgs::{self, Stop};
-use crate::link::{log1p_exp, sigmoid, softmax_in_place};
+use crate::link::{log1p_exp, sigmoid, softmax_in_place, softmax_rows};
 use crate::task::Target;
 
 /// [`check_features`], and that `x` has the `width` columns a fitted model takes.
@@ -32,6 +32,29 @@ pub fn check_features(what: &str, x: ArrayView2<f64>) -> MlResult<()> {
             x.nrows(),
             x.ncols()
         )));
+    }
+    // One pass without early exit (it vectorises); the search for the cell only on failure.
+    // x·0 is 0 for finite x and NaN otherwise; eight independent sums vectorise.
+    let finite = |v: &[f64]| {
+        let mut acc = [0.0f64; 8];
+        let chunks = v.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, x) in acc.iter_mut().zip(c) {
+                *a += x * 0.0;
+            }
+        }
+        acc.iter().all(|a| *a == 0.0) && rest.iter().all(|x| x.is_finite())
+    };
+    let all_finite = match x.as_slice_memory_order() {
+        Some(all) => finite(all),
+        None => x
+            .rows()
+            .into_iter()
+            .all(|r| r.iter().all(|v| v.is_finite())),
+    };
+    if all_finite {
+        return Ok(());
     }
     for (i, row) in x.rows().into_iter().enumerate() {
         if let Some(j) = row.iter().position(|v| !v.is_finite()) {
@@ -169,19 +192,35 @@ impl LogisticRegression {
     /// Class probabilities, `n × classes`.
     pub fn predict_proba(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
         self.check_input(x)?;
-        let z = x.dot(&self.coef.t()) + &self.intercept;
-        let mut out = Array2::zeros((x.nrows(), self.classes));
-        for (i, zi) in z.rows().into_iter().enumerate() {
-            if self.classes == 2 {
-                let p1 = sigmoid(zi[0]);
-                out[[i, 0]] = 1.0 - p1;
-                out[[i, 1]] = p1;
+        // One matrix-vector product per class: no packing for a general matrix product.
+        let mut z = Array2::zeros((x.nrows(), self.coef.nrows()));
+        for ((mut zc, w), &b) in z
+            .columns_mut()
+            .into_iter()
+            .zip(self.coef.rows())
+            .zip(&self.intercept)
+        {
+            if x.t().is_standard_layout() {
+                // Columns are contiguous (features built column by column): z += wⱼ·xⱼ.
+                for (xj, &wj) in x.columns().into_iter().zip(w) {
+                    zc.scaled_add(wj, &xj);
+                }
             } else {
-                let mut row = zi.to_vec();
-                softmax_in_place(&mut row);
-                out.row_mut(i).assign(&Array1::from(row));
+                zc.assign(&x.dot(&w));
             }
+            zc += b;
         }
+        if self.classes != 2 {
+            softmax_rows(&mut z);
+            return Ok(z);
+        }
+        let p1 = z.column(0).mapv(sigmoid);
+        let out = Array2::from_shape_fn(
+            (x.nrows(), 2),
+            |(i, c)| {
+                if c == 1 { p1[i] } else { 1.0 - p1[i] }
+            },
+        );
         Ok(out)
     }
 

@@ -3,12 +3,11 @@
 
 /// The logistic function 1 / (1 + e⁻ᶻ).
 pub fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
+    // e⁻|ᶻ| never overflows; 1/(1+e) for z ≥ 0 and e/(1+e) below are the same formulas as
+    // ever, chosen with a select rather than a branch the sign of z would mispredict.
+    let e = (-z.abs()).exp();
+    let num = if z >= 0.0 { 1.0 } else { e };
+    num / (1.0 + e)
 }
 
 /// log(1 + eᶻ) without overflow.

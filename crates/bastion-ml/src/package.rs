@@ -654,6 +654,7 @@ pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
             features: *features,
             init: w.f64s("init", &[*outputs])?,
             trees: w.trees(*trees, 1)?,
+            flat: Default::default(),
         }),
         Structure::Forest {
             classification,
@@ -665,6 +666,7 @@ pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
             outputs: *outputs,
             features: *features,
             trees: w.trees(*trees, *outputs)?,
+            flat: Default::default(),
         }),
         Structure::Onnx { .. } => {
             return Err(bad(dir, "framework bastion cannot hold an ONNX model"));

@@ -4,6 +4,7 @@
 //! from a file cannot loop.
 
 pub mod bins;
+pub mod flat;
 pub mod grow;
 
 use ndarray::ArrayView1;
