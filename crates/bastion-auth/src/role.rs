@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub enum Permission {
     /// See it and its runs, versions and artifacts.
     Read,
+    /// Call what it serves: inference on a registered model's admitted versions.
+    Invoke,
     /// Change its contents: log runs and artifacts, create model versions, set tags.
     Edit,
     /// Promote what it holds to serving: aliases and stage transitions of model versions.
@@ -22,11 +24,18 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [Self::Read, Self::Edit, Self::Deploy, Self::Manage];
+    pub const ALL: [Permission; 5] = [
+        Self::Read,
+        Self::Invoke,
+        Self::Edit,
+        Self::Deploy,
+        Self::Manage,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "READ",
+            Self::Invoke => "INVOKE",
             Self::Edit => "EDIT",
             Self::Deploy => "DEPLOY",
             Self::Manage => "MANAGE",
@@ -40,7 +49,9 @@ impl FromStr for Permission {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown permission '{s}': use READ, EDIT, DEPLOY or MANAGE"))
+            .ok_or_else(|| {
+                format!("unknown permission '{s}': use READ, INVOKE, EDIT, DEPLOY or MANAGE")
+            })
     }
 }
 
@@ -189,7 +200,8 @@ mod tests {
 
     #[test]
     fn levels_are_ordered() {
-        assert!(Permission::Read < Permission::Edit);
+        assert!(Permission::Read < Permission::Invoke);
+        assert!(Permission::Invoke < Permission::Edit);
         assert!(Permission::Edit < Permission::Deploy);
         assert!(Permission::Deploy < Permission::Manage);
     }

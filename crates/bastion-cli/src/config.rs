@@ -41,6 +41,9 @@ pub struct ServerArgs {
     /// Largest accepted artifact upload, in bytes.
     #[arg(long, env = "BASTION_MAX_ARTIFACT_BYTES")]
     pub max_artifact_bytes: Option<u64>,
+    /// Largest accepted inference request (JSON and binary tensors), in bytes.
+    #[arg(long, env = "BASTION_MAX_INFER_BYTES")]
+    pub max_infer_bytes: Option<usize>,
     /// Metadata-store connections.
     #[arg(long, env = "BASTION_DB_CONNECTIONS")]
     pub db_connections: Option<u32>,
@@ -83,6 +86,7 @@ pub struct ServerFile {
     pub sqlite_synchronous: Option<SqliteSync>,
     pub max_json_bytes: Option<usize>,
     pub max_artifact_bytes: Option<u64>,
+    pub max_infer_bytes: Option<usize>,
     pub db_connections: Option<u32>,
 }
 
@@ -175,6 +179,7 @@ pub struct ServerSettings {
     pub sqlite_synchronous: SqliteSync,
     pub max_json_bytes: usize,
     pub max_artifact_bytes: u64,
+    pub max_infer_bytes: usize,
     pub db_connections: u32,
     pub insecure: bool,
     pub rate_limit_per_ip: u32,
@@ -271,6 +276,10 @@ impl ServerSettings {
                 .max_artifact_bytes
                 .or(file.max_artifact_bytes)
                 .unwrap_or(5 * 1024 * 1024 * 1024),
+            max_infer_bytes: args
+                .max_infer_bytes
+                .or(file.max_infer_bytes)
+                .unwrap_or(32 << 20),
             db_connections: args.db_connections.or(file.db_connections).unwrap_or(4),
             insecure: args.insecure,
             rate_limit_per_ip: args

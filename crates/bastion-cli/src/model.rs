@@ -534,40 +534,17 @@ async fn open_model(
         let (name, version) = rest
             .split_once('/')
             .ok_or_else(|| anyhow!("{reference}: expected models:/NAME/VERSION"))?;
-        let listing = bastion_evidence::version_files(&h.meta, name, version)
-            .await?
-            .map_err(|e| anyhow!("{reference}: {e}"))?;
-        let dir = tempfile::tempdir_in(&h.tmp)?;
-        let limits = Limits::default();
-        for f in &listing.files {
-            if f.path.contains('/') || f.path.starts_with('.') {
-                bail!("{reference}: '{}' is not a file of a model package", f.path);
-            }
-            // Refused before copying, not after: the limit bounds the disk used too.
-            if u64::try_from(f.size).map_or(true, |s| s > limits.max_file_bytes) {
-                bail!(
-                    "{reference}: '{}' is {} bytes, over the {}-byte limit for a package file",
-                    f.path,
-                    f.size,
-                    limits.max_file_bytes
-                );
-            }
-            let (_, mut stream) = h
-                .blobs
-                .get(&f.digest)
-                .await?
-                .ok_or_else(|| anyhow!("{reference}: blob {} is missing", f.digest))?;
-            let mut hasher = bastion_core::digest::Hasher::new();
-            let mut out = tokio::fs::File::create(dir.path().join(&f.path)).await?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                hasher.update(&chunk);
-                tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
-            }
-            if hasher.finish() != f.digest {
-                bail!("{reference}: '{}' does not match its digest", f.path);
-            }
-        }
+        let fetched = bastion_serve::fetch::fetch_package(
+            &h.meta,
+            h.blobs.as_ref(),
+            name,
+            version,
+            &h.tmp,
+            Limits::default(),
+        )
+        .await
+        .map_err(|e| anyhow!("{reference}: {e}"))?;
+        let dir = fetched.dir;
         let path = dir.path().to_owned();
         let (m, model) =
             tokio::task::spawn_blocking(move || package::load_predictor(&path, Limits::default()))

@@ -67,6 +67,7 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
         cors_origins: settings.cors_allowed_origins.clone(),
         max_json_bytes: settings.max_json_bytes,
         max_artifact_bytes: settings.max_artifact_bytes,
+        max_infer_bytes: settings.max_infer_bytes,
         insecure: settings.insecure,
         rate_limit_per_ip: limit(settings.rate_limit_per_ip),
         rate_limit_per_principal: limit(settings.rate_limit_per_user),
@@ -94,7 +95,10 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
         .context("loading the dataset encryption key")?
         .map(Arc::new),
         home.join("tmp"),
-    );
+    )
+    .with_serving(bastion_serve::ServeConfig::new(
+        home.join("tmp").join("serve"),
+    ));
     if let (Some(url), Some(oidc_file)) = (jwks_url, file.auth.oidc.clone()) {
         tokio::spawn(refresh_jwks(state.clone(), url, oidc_file));
     }

@@ -60,7 +60,7 @@ pub struct FileEvidence {
 
 impl FileEvidence {
     /// Whether its scan has a CRITICAL finding no later review accepted.
-    fn condemned(&self) -> bool {
+    pub fn condemned(&self) -> bool {
         let Some(scan) = &self.scan else {
             return false;
         };
@@ -79,6 +79,13 @@ pub struct VersionEvidence {
     pub unavailable: Option<String>,
     /// More files than [`MAX_VERSION_FILES`]: the rest were not looked at.
     pub truncated: bool,
+}
+
+impl VersionEvidence {
+    /// The first CRITICAL finding no review accepted, described, if there is one.
+    pub fn critical(&self) -> Option<String> {
+        condemning(&self.files)
+    }
 }
 
 /// Runs the model-file scanner on stored blobs.

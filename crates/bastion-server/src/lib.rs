@@ -9,6 +9,7 @@ mod datasets;
 mod error;
 mod evidence;
 mod host;
+mod inference;
 pub(crate) mod mlflow;
 mod ops;
 mod params;
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(evidence::routes())
         .merge(datasets::routes())
+        .merge(inference::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     pub max_json_bytes: usize,
     pub max_artifact_bytes: u64,
+    /// Largest inference request body (JSON header and binary tensors together).
+    pub max_infer_bytes: usize,
     /// No authentication: every caller acts as an admin. Only `--insecure` sets it.
     pub insecure: bool,
     pub rate_limit_per_ip: Option<RateLimit>,
@@ -42,6 +44,7 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             max_json_bytes: crate::params::DEFAULT_MAX_JSON_BYTES,
             max_artifact_bytes: 5 * 1024 * 1024 * 1024,
+            max_infer_bytes: 32 << 20,
             insecure: false,
             rate_limit_per_ip: Some(RateLimit {
                 per_second: 2000,
@@ -77,6 +80,8 @@ pub struct AppState {
     /// Signs registered model versions and verifies them.
     pub attestor: Arc<bastion_evidence::Attestor>,
     pub datasets: Arc<DatasetSettings>,
+    /// The model versions being served, admitted on first use.
+    pub models: Arc<bastion_serve::Models>,
 }
 
 /// How dataset blobs are stored: encrypted when the home has a dataset key, and where
@@ -101,6 +106,14 @@ impl AppState {
             authorizer: Authorizer::new(meta.clone()),
             limits: RateLimits::new(config.rate_limit_per_ip, config.rate_limit_per_principal),
         };
+        let scans = Arc::new(bastion_evidence::Scans::new(bastion_scan::Policy::builtin()));
+        let models = Arc::new(bastion_serve::Models::new(
+            meta.clone(),
+            blobs.clone(),
+            scans.clone(),
+            attestor.clone(),
+            bastion_serve::ServeConfig::new(std::env::temp_dir().join("bastion-serve")),
+        ));
         Self {
             meta,
             blobs,
@@ -108,8 +121,9 @@ impl AppState {
             metrics,
             auth: Arc::new(auth),
             audit_key,
-            scans: Arc::new(bastion_evidence::Scans::new(bastion_scan::Policy::builtin())),
+            scans,
             attestor,
+            models,
             datasets: Arc::new(DatasetSettings {
                 cipher: None,
                 tmp: std::env::temp_dir().join("bastion"),
@@ -124,6 +138,18 @@ impl AppState {
         tmp: std::path::PathBuf,
     ) -> Self {
         self.datasets = Arc::new(DatasetSettings { cipher, tmp });
+        self
+    }
+
+    /// Serves models with `config` (where packages are staged, limits, re-check interval).
+    pub fn with_serving(mut self, config: bastion_serve::ServeConfig) -> Self {
+        self.models = Arc::new(bastion_serve::Models::new(
+            self.meta.clone(),
+            self.blobs.clone(),
+            self.scans.clone(),
+            self.attestor.clone(),
+            config,
+        ));
         self
     }
 }

@@ -66,9 +66,14 @@ fn draft(
 }
 
 /// Whether the body of this route is streamed to the handler rather than read here (artifact
-/// and dataset uploads can be gigabytes; their content is addressed by digest anyway).
+/// and dataset uploads can be gigabytes; their content is addressed by digest anyway;
+/// inference bodies are not JSON parameters but tensors, with binary data, under their own
+/// limit).
 fn streams_body(rule: &Rule) -> bool {
-    matches!(rule.action, "artifacts.upload" | "datasets.add")
+    matches!(
+        rule.action,
+        "artifacts.upload" | "datasets.add" | "inference.infer"
+    )
 }
 
 pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -35,6 +35,8 @@ pub enum Target {
     RegisteredModel,
     /// the `{name}` path segment: a dataset.
     Dataset,
+    /// the `{model_name}` path segment: a registered model (inference routes).
+    ServedModel,
     /// every resource of a kind (creating one, searching them).
     AllOf(ResourceKind),
 }
@@ -209,6 +211,16 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/api/bastion/v1/datasets/{name}/versions/{version}/redacted" "datasets.redacted" read => Resource(Dataset, Read);
         POST "/api/bastion/v1/datasets/{name}/versions/{version}/poison" "datasets.poison" write => Resource(Dataset, Edit);
         POST "/api/bastion/v1/datasets/{name}/versions/{version}/diff" "datasets.diff" write => Resource(Dataset, Edit);
+        // inference (Open Inference Protocol); probes are public, as orchestrators call them
+        GET "/v2" "inference.server-metadata" read => Authenticated;
+        GET "/v2/health/live" "inference.live" read => Public;
+        GET "/v2/health/ready" "inference.ready" read => Public;
+        GET "/v2/models/{model_name}" "inference.model-metadata" read => Resource(ServedModel, Read);
+        GET "/v2/models/{model_name}/ready" "inference.model-ready" read => Resource(ServedModel, Read);
+        POST "/v2/models/{model_name}/infer" "inference.infer" read => Resource(ServedModel, Invoke);
+        GET "/v2/models/{model_name}/versions/{model_version}" "inference.model-metadata" read => Resource(ServedModel, Read);
+        GET "/v2/models/{model_name}/versions/{model_version}/ready" "inference.model-ready" read => Resource(ServedModel, Read);
+        POST "/v2/models/{model_name}/versions/{model_version}/infer" "inference.infer" read => Resource(ServedModel, Invoke);
     }
 });
 
@@ -411,6 +423,11 @@ impl Authorizer {
             }
             Target::RegisteredModel => {
                 let name = params.str("name")?;
+                let ok = self.permission(who, MODEL, &name).await? >= needed;
+                return Ok((ok, format!("registered_model:{name}")));
+            }
+            Target::ServedModel => {
+                let name = path_params.get("model_name").cloned().unwrap_or_default();
                 let ok = self.permission(who, MODEL, &name).await? >= needed;
                 return Ok((ok, format!("registered_model:{name}")));
             }

@@ -1,0 +1,246 @@
+//! The Open Inference Protocol (KServe V2) over REST. The auth layer has already checked the
+//! caller's INVOKE (inference) or READ (metadata) permission on the model; these handlers
+//! resolve the version (number, alias or stage), get it admitted and loaded through
+//! `bastion-serve`, and translate tensors. Errors use the protocol's `{"error": "…"}` body.
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bastion_ml::predictor::Field;
+use bastion_serve::infer::{outputs, select, table};
+use bastion_serve::tensor::{InferResponse, decode_request, encode_response};
+use bastion_serve::{Caller, ServeError, Served};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use crate::state::{AppState, Scoped};
+
+/// The binary tensor extension's header: the JSON part's length in a mixed body.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+pub fn routes() -> Router<AppState> {
+    let m = "/v2/models/{model_name}";
+    let v = "/v2/models/{model_name}/versions/{model_version}";
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route(m, get(metadata))
+        .route(&format!("{m}/ready"), get(model_ready))
+        .route(&format!("{m}/infer"), post(infer))
+        .route(v, get(version_metadata))
+        .route(&format!("{v}/ready"), get(version_ready))
+        .route(&format!("{v}/infer"), post(version_infer))
+}
+
+/// A protocol error: `{"error": message}` with its status.
+struct OipError(StatusCode, String);
+
+impl From<ServeError> for OipError {
+    fn from(e: ServeError) -> Self {
+        let status = match &e {
+            ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServeError::Refused { .. } => StatusCode::FORBIDDEN,
+            ServeError::Load(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::Model(_) | ServeError::Store(_) | ServeError::Evidence(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "inference failed");
+            return OipError(status, "internal error while serving the model".into());
+        }
+        OipError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for OipError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type OipResult<T> = Result<T, OipError>;
+
+fn caller_of<'a>(headers: &'a HeaderMap, actor: &'a str) -> Caller<'a> {
+    Caller {
+        actor,
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    }
+}
+
+async fn served(
+    s: &Scoped,
+    headers: &HeaderMap,
+    name: &str,
+    reference: Option<&str>,
+) -> OipResult<Arc<Served>> {
+    let version = s.models.resolve(name, reference).await?;
+    let actor = s.principal.actor();
+    Ok(s.models
+        .get(name, &version, caller_of(headers, &actor))
+        .await?)
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "bastion",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+    .into_response()
+}
+
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> StatusCode {
+    match state.meta.ping().await {
+        Ok(()) => StatusCode::OK,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn field_json(f: &Field) -> Value {
+    json!({ "name": f.name, "datatype": f.dtype, "shape": f.shape })
+}
+
+fn metadata_of(m: &Served) -> Value {
+    let sig = &m.manifest.signature;
+    json!({
+        "name": m.name,
+        "versions": [m.version],
+        "platform": match m.manifest.framework {
+            bastion_ml::package::Framework::Bastion => "bastion",
+            bastion_ml::package::Framework::Onnx => "onnx",
+        },
+        "inputs": sig.inputs.iter().map(field_json).collect::<Vec<_>>(),
+        "outputs": sig.outputs.iter().map(field_json).collect::<Vec<_>>(),
+        "parameters": {
+            "root_digest": m.admission.root_digest,
+            "admission": m.admission.checks,
+        },
+    })
+}
+
+async fn metadata(s: Scoped, headers: HeaderMap, Path(name): Path<String>) -> OipResult<Response> {
+    let m = served(&s, &headers, &name, None).await?;
+    Ok(axum::Json(metadata_of(&m)).into_response())
+}
+
+async fn version_metadata(
+    s: Scoped,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> OipResult<Response> {
+    let m = served(&s, &headers, &name, Some(&version)).await?;
+    Ok(axum::Json(metadata_of(&m)).into_response())
+}
+
+/// 200 when the version is admitted and loaded; 4xx (with the reason) when not.
+async fn readiness(s: &Scoped, headers: &HeaderMap, name: &str, v: Option<&str>) -> Response {
+    match served(s, headers, name, v).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn model_ready(s: Scoped, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    readiness(&s, &headers, &name, None).await
+}
+
+async fn version_ready(
+    s: Scoped,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    readiness(&s, &headers, &name, Some(&version)).await
+}
+
+async fn infer(s: Scoped, Path(name): Path<String>, req: Request) -> OipResult<Response> {
+    run_inference(s, name, None, req).await
+}
+
+async fn version_infer(
+    s: Scoped,
+    Path((name, version)): Path<(String, String)>,
+    req: Request,
+) -> OipResult<Response> {
+    run_inference(s, name, Some(version), req).await
+}
+
+async fn run_inference(
+    s: Scoped,
+    name: String,
+    version: Option<String>,
+    req: Request,
+) -> OipResult<Response> {
+    let (parts, body) = req.into_parts();
+    let header_len = match parts.headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    OipError(
+                        StatusCode::BAD_REQUEST,
+                        "Inference-Header-Content-Length must be a byte count".into(),
+                    )
+                })?,
+        ),
+    };
+    let limit = s.config.max_infer_bytes;
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        OipError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    })?;
+    let model = served(&s, &parts.headers, &name, version.as_deref()).await?;
+    let limits = s.models.config.tensor_limits;
+    let response = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+        let request = decode_request(&bytes, header_len, limits)?;
+        let table = table(&request, &model.plans)?;
+        let prediction = model
+            .predictor
+            .predict(&table)
+            .map_err(|e| ServeError::BadRequest(e.to_string()))?;
+        let outs = select(&request, outputs(&model.manifest.signature, &prediction))?;
+        Ok(encode_response(&InferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.clone(),
+            id: request.id,
+            parameters: Default::default(),
+            outputs: outs,
+        }))
+    })
+    .await
+    .map_err(|e| OipError::from(ServeError::Model(e.to_string())))??;
+    let (body, header_len) = response;
+    let mut r = Response::new(Body::from(body));
+    match header_len {
+        Some(n) => {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,486 @@
+//! The Open Inference Protocol (KServe V2) over REST: metadata, readiness, JSON and binary
+//! tensors, versions and aliases, admission refusals (tampered file, CRITICAL finding, wrong
+//! key, files not stored here) and hostile requests.
+
+mod common;
+
+use bastion_ml::builtin::Kind;
+use bastion_ml::package::{self, Training};
+use bastion_ml::predictor::{ColumnData, Prediction, Table};
+use bastion_ml::train::{TaskKind, TrainSpec, train};
+use common::{Backend, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+backend_tests!(
+    serves_a_builtin_model_with_json_and_binary_tensors,
+    admission_refuses_tampered_critical_and_foreign_versions,
+    hostile_requests_get_4xx_and_the_server_keeps_serving
+);
+
+fn data(n: usize) -> Table {
+    let a: Vec<Option<f64>> = (0..n).map(|i| Some((i % 17) as f64 / 17.0)).collect();
+    let b: Vec<Option<f64>> = (0..n).map(|i| Some((i * 7 % 13) as f64 / 13.0)).collect();
+    let colour: Vec<Option<String>> = (0..n)
+        .map(|i| Some(["red", "blue", "green"][i % 3].to_owned()))
+        .collect();
+    let y = (0..n)
+        .map(|i| {
+            let s = a[i].unwrap_or(0.0) + b[i].unwrap_or(0.0) + if i % 3 == 0 { 0.3 } else { 0.0 };
+            Some(if s > 1.0 { "yes" } else { "no" }.to_owned())
+        })
+        .collect();
+    Table {
+        names: vec!["a".into(), "b".into(), "colour".into(), "y".into()],
+        columns: vec![
+            ColumnData::Numeric(a),
+            ColumnData::Numeric(b),
+            ColumnData::Text(colour),
+            ColumnData::Text(y),
+        ],
+    }
+}
+
+/// Trains a logistic regression, stores its package as a run's artifacts and registers it.
+/// Returns the local package folder (to compare predictions) and the run's artifact root.
+async fn register_model(
+    s: &TestServer,
+    name: &str,
+    extra: &[(&str, &[u8])],
+) -> (tempfile::TempDir, String) {
+    let table = data(300);
+    let features = vec!["a".to_owned(), "b".to_owned(), "colour".to_owned()];
+    let spec = TrainSpec {
+        kind: Kind::Logreg,
+        target: "y",
+        features: Some(&features),
+        params: Default::default(),
+        task: Some(TaskKind::Classification),
+        test_fraction: 0.2,
+        // Per model, so that no two test models share a weights blob.
+        seed: name.bytes().map(u64::from).sum(),
+    };
+    let trained = train(&table, &spec, |_| {}).expect("training");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = dir.path().join("model");
+    let manifest = package::save(&pkg, &trained.model, Training::default()).expect("save");
+    let exp = s.create_experiment(&format!("serve-{name}")).await;
+    let run = s.create_run(&exp).await;
+    let root = format!("{exp}/{run}/artifacts");
+    let mut files: Vec<String> = manifest.files.keys().cloned().collect();
+    files.push(package::MANIFEST.to_owned());
+    for f in files {
+        let bytes = std::fs::read(pkg.join(&f)).expect("package file");
+        s.put_artifact(&format!("{root}/model/{f}"), &bytes).await;
+    }
+    for (f, bytes) in extra {
+        s.put_artifact(&format!("{root}/model/{f}"), bytes).await;
+    }
+    let _ = s
+        .post("/registered-models/create", json!({ "name": name }))
+        .await;
+    s.ok_post(
+        "/model-versions/create",
+        json!({ "name": name, "source": format!("runs:/{run}/model"), "run_id": run }),
+    )
+    .await;
+    (dir, root)
+}
+
+async fn infer(s: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = s
+        .client
+        .post(s.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let st = r.status();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+fn request(rows: &[(f64, f64, &str)]) -> Value {
+    json!({
+        "id": "req-1",
+        "inputs": [
+            {"name": "a", "shape": [rows.len()], "datatype": "FP64", "data": rows.iter().map(|r| r.0).collect::<Vec<_>>()},
+            {"name": "b", "shape": [rows.len(), 1], "datatype": "FP32", "data": rows.iter().map(|r| vec![r.1]).collect::<Vec<_>>()},
+            {"name": "colour", "shape": [rows.len()], "datatype": "BYTES", "data": rows.iter().map(|r| r.2).collect::<Vec<_>>()},
+        ]
+    })
+}
+
+fn local_probabilities(dir: &std::path::Path, rows: &[(f64, f64, &str)]) -> Vec<f64> {
+    let (_, model) = package::load_predictor(&dir.join("model"), Default::default()).expect("load");
+    let table = Table {
+        names: vec!["a".into(), "b".into(), "colour".into()],
+        columns: vec![
+            ColumnData::Numeric(rows.iter().map(|r| Some(r.0)).collect()),
+            ColumnData::Numeric(rows.iter().map(|r| Some(f64::from(r.1 as f32))).collect()),
+            ColumnData::Text(rows.iter().map(|r| Some(r.2.to_owned())).collect()),
+        ],
+    };
+    match model.predict(&table).expect("predict") {
+        Prediction::Classes(p) => p.iter().copied().collect(),
+        Prediction::Values(v) => v.to_vec(),
+    }
+}
+
+async fn serves_a_builtin_model_with_json_and_binary_tensors(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (dir, _) = register_model(&s, "churn", &[]).await;
+
+    let meta = s.client.get(s.url("/v2")).send().await.expect("v2");
+    let meta: Value = meta.json().await.unwrap_or_default();
+    assert_eq!(meta["name"], "bastion");
+    assert!(
+        meta["extensions"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!("binary_tensor_data")))
+    );
+    for probe in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/churn/ready",
+        "/v2/models/churn/versions/1/ready",
+    ] {
+        let st = s
+            .client
+            .get(s.url(probe))
+            .send()
+            .await
+            .expect("probe")
+            .status();
+        assert_eq!(st, StatusCode::OK, "{probe}");
+    }
+
+    let m: Value = s
+        .client
+        .get(s.url("/v2/models/churn"))
+        .send()
+        .await
+        .expect("meta")
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(m["name"], "churn");
+    assert_eq!(m["versions"], json!(["1"]));
+    assert_eq!(m["platform"], "bastion");
+    let inputs: Vec<&str> = m["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(inputs, vec!["a", "b", "colour"]);
+    assert_eq!(m["inputs"][2]["datatype"], "BYTES");
+    assert_eq!(
+        m["outputs"][1],
+        json!({"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]})
+    );
+    assert!(m["parameters"]["root_digest"].is_string());
+
+    // JSON tensors, flat and nested, mixed datatypes.
+    let rows = [(0.9, 0.8, "red"), (0.1, 0.2, "blue"), (0.5, 0.6, "green")];
+    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out["model_name"], "churn");
+    assert_eq!(out["model_version"], "1");
+    assert_eq!(out["id"], "req-1");
+    assert_eq!(out["outputs"][0]["name"], "label");
+    assert_eq!(out["outputs"][0]["shape"], json!([3]));
+    assert_eq!(out["outputs"][0]["data"][0], "yes");
+    assert_eq!(out["outputs"][0]["data"][1], "no");
+    assert_eq!(out["outputs"][1]["shape"], json!([3, 2]));
+    let got: Vec<f64> = out["outputs"][1]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    let want = local_probabilities(dir.path(), &rows);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+    }
+
+    // Requested outputs, by version number and by alias.
+    let mut req = request(&rows);
+    req["outputs"] = json!([{"name": "label"}]);
+    let (st, out) = infer(&s, "/v2/models/churn/versions/1/infer", req.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out["outputs"].as_array().map(Vec::len), Some(1));
+    s.ok_post(
+        "/registered-models/alias",
+        json!({"name": "churn", "alias": "champion", "version": "1"}),
+    )
+    .await;
+    let (st, out) = infer(&s, "/v2/models/churn/versions/champion/infer", req.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out["model_version"], "1");
+    let (st, out) = infer(&s, "/v2/models/churn/versions/nightly/infer", req.clone()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no version, alias or stage 'nightly'")),
+        "{out}"
+    );
+    let (st, out) = infer(&s, "/v2/models/nope/infer", req.clone()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{out}");
+    let (st, _) = infer(&s, "/v2/models/churn/versions/7/infer", req).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Binary tensors in and out: FP32 inputs, BYTES with length prefixes, binary outputs.
+    let a: Vec<u8> = rows
+        .iter()
+        .flat_map(|r| (r.0 as f32).to_le_bytes())
+        .collect();
+    let colour: Vec<u8> = rows
+        .iter()
+        .flat_map(|r| {
+            [
+                (r.2.len() as u32).to_le_bytes().to_vec(),
+                r.2.as_bytes().to_vec(),
+            ]
+            .concat()
+        })
+        .collect();
+    let header = serde_json::to_vec(&json!({
+        "inputs": [
+            {"name": "a", "shape": [3], "datatype": "FP32", "parameters": {"binary_data_size": a.len()}},
+            {"name": "b", "shape": [3], "datatype": "FP64", "data": rows.iter().map(|r| f64::from(r.1 as f32)).collect::<Vec<_>>()},
+            {"name": "colour", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": colour.len()}},
+        ],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": true}}]
+    })).unwrap_or_default();
+    let n = header.len();
+    let resp = s
+        .client
+        .post(s.url("/v2/models/churn/infer"))
+        .header("Inference-Header-Content-Length", n.to_string())
+        .header("Content-Type", "application/octet-stream")
+        .body([header, a, colour].concat())
+        .send()
+        .await
+        .expect("binary request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let hl: usize = resp
+        .headers()
+        .get("inference-header-content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("binary response header length");
+    let body = resp.bytes().await.expect("body");
+    let head: Value = serde_json::from_slice(&body[..hl]).unwrap_or_default();
+    assert_eq!(
+        head["outputs"][0]["parameters"]["binary_data_size"],
+        json!(48)
+    );
+    let probs: Vec<f64> = body[hl..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    let rows32: Vec<(f64, f64, &str)> = rows
+        .iter()
+        .map(|r| (f64::from(r.0 as f32), r.1, r.2))
+        .collect();
+    let want = local_probabilities(dir.path(), &rows32);
+    for (g, w) in probs.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+    }
+}
+
+async fn admission_refuses_tampered_critical_and_foreign_versions(b: Backend) {
+    let s = TestServer::start(b).await;
+    let rows = [(0.9, 0.8, "red")];
+
+    // A CRITICAL finding (a pickle that runs a command) among the package's files.
+    const EVIL: &[u8] = b"\x80\x02cos\nsystem\nX\x0a\x00\x00\x00echo pwned\x85R.";
+    register_model(&s, "evil", &[("extra.pkl", EVIL)]).await;
+    let (st, out) = infer(&s, "/v2/models/evil/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
+    let e = out["error"].as_str().unwrap_or_default();
+    assert!(e.contains("not admitted") && e.contains("CRITICAL"), "{e}");
+    let st = s
+        .client
+        .get(s.url("/v2/models/evil/ready"))
+        .send()
+        .await
+        .expect("ready")
+        .status();
+    assert!(st.is_client_error());
+
+    // A stored file changed after signing: the digests no longer match.
+    register_model(&s, "tampered", &[]).await;
+    let listing = bastion_evidence::version_files(&s.meta, "tampered", "1")
+        .await
+        .expect("listing")
+        .expect("stored here");
+    let weights = listing
+        .files
+        .iter()
+        .find(|f| f.path == package::WEIGHTS)
+        .expect("weights file");
+    let blob = s.blob_path(&weights.digest.hex());
+    let mut bytes = std::fs::read(&blob).expect("blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&blob, bytes).expect("tamper");
+    let (st, out) = infer(&s, "/v2/models/tampered/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
+    let e = out["error"].as_str().unwrap_or_default();
+    assert!(e.contains("digests") || e.contains("does not match"), "{e}");
+
+    // Files the server does not store.
+    let _ = s
+        .post("/registered-models/create", json!({"name": "remote"}))
+        .await;
+    s.ok_post(
+        "/model-versions/create",
+        json!({"name": "remote", "source": "s3://bucket/models/m1"}),
+    )
+    .await;
+    let (st, out) = infer(&s, "/v2/models/remote/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
+    assert!(
+        out["error"].as_str().is_some_and(|e| e.contains("files")),
+        "{out}"
+    );
+
+    // The server's own key admits a clean version; a key it does not trust refuses it.
+    register_model(&s, "foreign", &[]).await;
+    let (st, out) = infer(&s, "/v2/models/foreign/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    let scans = bastion_evidence::Scans::new(bastion_scan::Policy::builtin());
+    let other = bastion_evidence::Attestor::ephemeral().expect("key");
+    let a = bastion_serve::admission::admit(&s.meta, s.blobs.as_ref(), &scans, &other, "foreign", "1", "test")
+        .await
+        .expect("admission runs");
+    assert!(!a.admitted());
+    assert!(a.reasons().iter().any(|r| r.starts_with("signature:") && r.contains("key")), "{:?}", a.reasons());
+
+    // Every refusal and admission is in the audit log.
+    let entries = s
+        .meta
+        .audit_entries(&bastion_store::meta::AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    let refused: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == "serve.admission-refused")
+        .map(|e| e.resource.as_str())
+        .collect();
+    for m in ["evil/1", "tampered/1", "remote/1"] {
+        assert!(
+            refused.iter().any(|r| r.ends_with(m)),
+            "{m} not in {refused:?}"
+        );
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "serve.admitted" && e.resource.ends_with("foreign/1"))
+    );
+}
+
+async fn hostile_requests_get_4xx_and_the_server_keeps_serving(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.max_infer_bytes = 1 << 20).await;
+    register_model(&s, "m", &[]).await;
+    let url = "/v2/models/m/infer";
+    let send_raw = |body: Vec<u8>, header: Option<&str>| {
+        let mut r = s.client.post(s.url(url)).body(body);
+        if let Some(h) = header {
+            r = r.header("Inference-Header-Content-Length", h);
+        }
+        r.send()
+    };
+    let cases: Vec<(Vec<u8>, Option<&str>, StatusCode, &str)> = vec![
+        (b"not json".to_vec(), None, StatusCode::BAD_REQUEST, "not a valid inference request"),
+        (format!("{{\"inputs\":[{{\"name\":\"a\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":{}1{}}}]}}", "[".repeat(50_000), "]".repeat(50_000)).into_bytes(), None, StatusCode::BAD_REQUEST, "recursion"),
+        (br#"{"inputs":[{"name":"a","shape":[4294967296,4294967296],"datatype":"FP64","data":[]}]}"#.to_vec(), None, StatusCode::BAD_REQUEST, "request limit"),
+        (br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP64","data":[1]}]}"#.to_vec(), Some("999"), StatusCode::BAD_REQUEST, "Inference-Header-Content-Length"),
+        (br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP64","data":[1]}]}"#.to_vec(), Some("x"), StatusCode::BAD_REQUEST, "byte count"),
+    ];
+    for (body, header, want, text) in cases {
+        let r = send_raw(body, header).await.expect("request");
+        let st = r.status();
+        let v: Value = r.json().await.unwrap_or_default();
+        assert_eq!(st, want, "{v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| e.contains(text)),
+            "{text}: {v}"
+        );
+    }
+    // Over the body limit: a 413, or the connection closed while the client still sends.
+    match send_raw(vec![b'x'; 2 << 20], None).await {
+        Ok(r) => assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+    let rows = [(0.5, 0.5, "red")];
+    let mut wrong = request(&rows);
+    wrong["inputs"][0]["shape"] = json!([1, 3]);
+    wrong["inputs"][0]["data"] = json!([[0.5, 0.5, 0.5]]);
+    let (st, v) = infer(&s, url, wrong).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("values per row")),
+        "{v}"
+    );
+    let mut unknown_colour = request(&rows);
+    unknown_colour["inputs"][2]["data"] = json!(["ultraviolet"]);
+    let (st, v) = infer(&s, url, unknown_colour).await;
+    assert!(
+        st == StatusCode::OK || st == StatusCode::BAD_REQUEST,
+        "{st} {v}"
+    );
+    // NaN can only arrive as binary data; it is a missing value the model refuses or imputes.
+    let nan = f64::NAN.to_le_bytes().to_vec();
+    let header = serde_json::to_vec(&json!({"inputs": [
+        {"name": "a", "shape": [1], "datatype": "FP64", "parameters": {"binary_data_size": 8}},
+        {"name": "b", "shape": [1], "datatype": "FP64", "data": [0.5]},
+        {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}))
+    .unwrap_or_default();
+    let n = header.len().to_string();
+    let r = send_raw([header, nan].concat(), Some(&n))
+        .await
+        .expect("nan");
+    assert!(
+        r.status() == StatusCode::OK || r.status() == StatusCode::BAD_REQUEST,
+        "{}",
+        r.status()
+    );
+
+    // Concurrent requests, good and bad mixed, all answered.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = s.client.clone();
+        let u = s.url(url);
+        let body = if i % 2 == 0 {
+            request(&rows)
+        } else {
+            json!({"inputs": "nope"})
+        };
+        tasks.push(tokio::spawn(async move {
+            client.post(u).json(&body).send().await.map(|r| r.status())
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let st = t.await.expect("task").expect("response");
+        assert_eq!(
+            st,
+            if i % 2 == 0 {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            }
+        );
+    }
+    let (st, _) = infer(&s, url, request(&rows)).await;
+    assert_eq!(st, StatusCode::OK);
+}
