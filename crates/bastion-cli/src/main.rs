@@ -51,10 +51,23 @@ enum LogFormat {
     Json,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// A model to admit and load at start: NAME, NAME@VERSION or NAME@ALIAS (repeatable).
+    #[arg(long = "model", value_name = "NAME[@VERSION]")]
+    models: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the tracking, registry and artifact server (MLflow REST API compatible).
+    /// Run the tracking, registry and artifact server (MLflow REST API compatible), with
+    /// model serving over the Open Inference Protocol at /v2.
     Server(ServerArgs),
+    /// Serve models over the Open Inference Protocol (the same server as `bastion server`),
+    /// admitting the named versions before it listens: it does not start if one is refused.
+    Serve(ServeArgs),
     /// Manage users (roles, passwords, disabling).
     #[command(subcommand)]
     User(identity::UserCommand),
@@ -165,7 +178,8 @@ fn main() -> Result<()> {
         let home = prepare_home(&cli.home)?;
         let file = FileConfig::load(cli.config.as_deref(), &home)?;
         match cli.command {
-            Command::Server(args) => server::run(&home, file, args).await,
+            Command::Server(args) => server::run(&home, file, args, &[]).await,
+            Command::Serve(args) => server::run(&home, file, args.server, &args.models).await,
             Command::User(c) => identity::user(&home, &file, c).await,
             Command::Token(c) => identity::token(&home, &file, c).await,
             Command::Grant(c) => identity::grant(&home, &file, c).await,

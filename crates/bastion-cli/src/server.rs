@@ -20,7 +20,12 @@ fn limit(per_second: u32) -> Option<RateLimit> {
     })
 }
 
-pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> {
+pub async fn run(
+    home: &Path,
+    file: FileConfig,
+    args: ServerArgs,
+    preload: &[String],
+) -> Result<()> {
     let settings = ServerSettings::resolve(args, file.server, &file.auth, &file.tls, home)?;
     // Before anything is created: a bad certificate must not cost the bootstrap token.
     let tls = match &settings.tls {
@@ -101,6 +106,30 @@ pub async fn run(home: &Path, file: FileConfig, args: ServerArgs) -> Result<()> 
     ));
     if let (Some(url), Some(oidc_file)) = (jwks_url, file.auth.oidc.clone()) {
         tokio::spawn(refresh_jwks(state.clone(), url, oidc_file));
+    }
+    for reference in preload {
+        let (name, version) = match reference.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (reference.as_str(), None),
+        };
+        let version = state
+            .models
+            .resolve(name, version)
+            .await
+            .with_context(|| format!("model {reference}"))?;
+        state
+            .models
+            .get(
+                name,
+                &version,
+                bastion_serve::Caller {
+                    actor: "bastion serve",
+                    request_id: "",
+                },
+            )
+            .await
+            .with_context(|| format!("model {reference}"))?;
+        println!("Serving {name} version {version} at /v2/models/{name}/versions/{version}");
     }
     if !settings.bind.ip().is_loopback() {
         tracing::warn!(bind = %settings.bind, "listening on a non-loopback address: the server is reachable from the network");

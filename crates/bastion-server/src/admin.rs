@@ -233,7 +233,7 @@ async fn revoke_user_token(
 /// Grants a user (`user:<name>`) or group (`group:<name>`) a permission on one experiment or
 /// registered model (`*`: all of them), above what their role gives.
 #[utoipa::path(put, path = "/api/bastion/v1/grants", tag = "grants",
-    request_body(content = Object, description = "`{principal, resource_kind: experiment|registered_model|dataset, resource, permission: READ|EDIT|DEPLOY|MANAGE}`"),
+    request_body(content = Object, description = "`{principal, resource_kind: experiment|registered_model|dataset, resource, permission: READ|INVOKE|EDIT|DEPLOY|MANAGE}`"),
     responses((status = 200, description = "`{grant}`")))]
 async fn set_grant(s: Scoped, p: Params) -> JsonResult {
     let kind: ResourceKind = parse(&p, "resource_kind")?;

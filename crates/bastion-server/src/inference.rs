@@ -66,6 +66,34 @@ impl IntoResponse for OipError {
 
 type OipResult<T> = Result<T, OipError>;
 
+/// Refusals made before a handler runs (authentication, permissions, rate limits) carry
+/// Bastion's `{error_code, message}`; on the protocol's routes they also get the `error`
+/// field its clients read, so a tritonclient user sees why.
+pub async fn protocol_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let oip = req.uri().path() == "/v2" || req.uri().path().starts_with("/v2/");
+    let response = next.run(req).await;
+    if !oip || response.status().is_success() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = to_bytes(body, 64 << 10).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let mut value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    if value.get("error").is_none()
+        && let Some(message) = value.get("message").cloned()
+    {
+        value["error"] = message;
+        let body = serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec());
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(body));
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
 fn caller_of<'a>(headers: &'a HeaderMap, actor: &'a str) -> Caller<'a> {
     Caller {
         actor,
@@ -207,7 +235,12 @@ async fn run_inference(
     })?;
     let model = served(&s, &parts.headers, &name, version.as_deref()).await?;
     let limits = s.models.config.tensor_limits;
-    let response = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+    let started = std::time::Instant::now();
+    let labels = [
+        ("model", model.name.clone()),
+        ("version", model.version.clone()),
+    ];
+    let outcome = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let request = decode_request(&bytes, header_len, limits)?;
         let table = table(&request, &model.plans)?;
         let prediction = model
@@ -224,8 +257,21 @@ async fn run_inference(
         }))
     })
     .await
-    .map_err(|e| OipError::from(ServeError::Model(e.to_string())))??;
-    let (body, header_len) = response;
+    .map_err(|e| ServeError::Model(e.to_string()))
+    .and_then(|r| r);
+    let result = match &outcome {
+        Ok(_) => "ok",
+        Err(ServeError::BadRequest(_)) => "rejected",
+        Err(_) => "error",
+    };
+    metrics::counter!(
+        "bastion_inference_requests_total",
+        &[&labels[..], &[("outcome", result.to_owned())]].concat()
+    )
+    .increment(1);
+    metrics::histogram!("bastion_inference_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    let (body, header_len) = outcome?;
     let mut r = Response::new(Body::from(body));
     match header_len {
         Some(n) => {

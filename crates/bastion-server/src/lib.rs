@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
             auth::layer::guard,
         ))
         .route_layer(axum::middleware::from_fn(ops::track))
+        .layer(axum::middleware::from_fn(inference::protocol_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             host::check_host,

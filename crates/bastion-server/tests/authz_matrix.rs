@@ -295,6 +295,10 @@ async fn every_route_and_role_matches_the_matrix(b: Backend) {
                     if row.expected[col] { "allow" } else { "deny" }
                 ));
             }
+            if !allowed && row.path.starts_with("/v2") {
+                // Inference clients read the protocol's `error` field.
+                assert_eq!(body["error"], body["message"], "{body}");
+            }
             if !allowed && col > 0 {
                 assert_eq!(body["error_code"], "PERMISSION_DENIED", "{body}");
             }

@@ -231,6 +231,27 @@ async fn serves_a_builtin_model_with_json_and_binary_tensors(b: Backend) {
     let (st, _) = infer(&s, "/v2/models/churn/versions/7/infer", req).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
+    // Per-model counters and latency for Prometheus.
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        text.contains(
+            r#"bastion_inference_requests_total{model="churn",version="1",outcome="ok"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("bastion_inference_duration_seconds"),
+        "{text}"
+    );
+
     // Binary tensors in and out: FP32 inputs, BYTES with length prefixes, binary outputs.
     let a: Vec<u8> = rows
         .iter()
@@ -354,11 +375,25 @@ async fn admission_refuses_tampered_critical_and_foreign_versions(b: Backend) {
     assert_eq!(st, StatusCode::OK, "{out}");
     let scans = bastion_evidence::Scans::new(bastion_scan::Policy::builtin());
     let other = bastion_evidence::Attestor::ephemeral().expect("key");
-    let a = bastion_serve::admission::admit(&s.meta, s.blobs.as_ref(), &scans, &other, "foreign", "1", "test")
-        .await
-        .expect("admission runs");
+    let a = bastion_serve::admission::admit(
+        &s.meta,
+        s.blobs.as_ref(),
+        &scans,
+        &other,
+        "foreign",
+        "1",
+        "test",
+    )
+    .await
+    .expect("admission runs");
     assert!(!a.admitted());
-    assert!(a.reasons().iter().any(|r| r.starts_with("signature:") && r.contains("key")), "{:?}", a.reasons());
+    assert!(
+        a.reasons()
+            .iter()
+            .any(|r| r.starts_with("signature:") && r.contains("key")),
+        "{:?}",
+        a.reasons()
+    );
 
     // Every refusal and admission is in the audit log.
     let entries = s
@@ -416,7 +451,13 @@ async fn hostile_requests_get_4xx_and_the_server_keeps_serving(b: Backend) {
         );
     }
     // Over the body limit: a 413, or the connection closed while the client still sends.
-    match send_raw(vec![b'x'; 2 << 20], None).await {
+    // A client of its own, so that the closed connection is not reused by later requests.
+    let big = reqwest::Client::new()
+        .post(s.url(url))
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await;
+    match big {
         Ok(r) => assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE),
         Err(e) => assert!(e.is_request(), "{e}"),
     }
