@@ -24,3 +24,16 @@ def shipped_home(env=None):
         for name, csv in [("bc", "breast_cancer.csv"), ("digits", "digits.csv"), ("diabetes", "diabetes.csv")]:
             run(d, "data", "add", os.path.join(DATASETS, csv), "--name", name, env=env)
         yield d
+
+
+def load_csv(name, target):
+    """A shipped dataset as (feature names, float matrix, target values as text)."""
+    import numpy as np
+
+    with open(os.path.join(DATASETS, name)) as f:
+        header = f.readline().strip().split(",")
+        rows = [line.strip().split(",") for line in f if line.strip()]
+    t = header.index(target)
+    features = [h for i, h in enumerate(header) if i != t]
+    x = np.array([[float(v) for i, v in enumerate(r) if i != t] for r in rows])
+    return features, x, [r[t] for r in rows]

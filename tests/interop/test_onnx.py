@@ -24,7 +24,6 @@ from sklearn.preprocessing import StandardScaler
 
 import cli
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "datasets")
 TOL = 1e-5
 LIB = sorted(glob.glob(os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime.so*")))[0]
 
@@ -33,15 +32,7 @@ def run(home, *args, ok=True):
     return cli.run(home, *args, env={"BASTION_ONNXRUNTIME": LIB}, ok=ok)
 
 
-def load_csv(name, target):
-    with open(os.path.join(ROOT, name)) as f:
-        header = f.readline().strip().split(",")
-        rows = [line.strip().split(",") for line in f if line.strip()]
-    t = header.index(target)
-    features = [h for i, h in enumerate(header) if i != t]
-    x = np.array([[float(v) for i, v in enumerate(r) if i != t] for r in rows])
-    y = [r[t] for r in rows]
-    return features, x, y
+load_csv = cli.load_csv
 
 
 @pytest.fixture(scope="module")

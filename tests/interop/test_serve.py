@@ -24,17 +24,9 @@ from conftest import Server, free_port
 
 LIB = sorted(glob.glob(os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime.so*")))[0]
 ENV = {"BASTION_ONNXRUNTIME": LIB}
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "datasets")
 
 
-def load_csv(name, target):
-    with open(os.path.join(ROOT, name)) as f:
-        header = f.readline().strip().split(",")
-        rows = [line.strip().split(",") for line in f if line.strip()]
-    t = header.index(target)
-    features = [h for i, h in enumerate(header) if i != t]
-    x = np.array([[float(v) for i, v in enumerate(r) if i != t] for r in rows])
-    return features, x, [r[t] for r in rows]
+load_csv = cli.load_csv
 
 
 @pytest.fixture(scope="module")

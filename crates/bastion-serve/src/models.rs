@@ -300,15 +300,7 @@ impl Models {
         };
         let resource = format!("registered_model:{name}/{version}");
         if let Err(e) = outcome {
-            self.audit(
-                caller,
-                "serve.admission-refused",
-                &resource,
-                Outcome::Denied,
-            )
-            .await;
-            tracing::warn!(model = name, version, reason = %e, "model version refused for serving");
-            return Err(e);
+            return Err(self.refuse(caller, &resource, e).await);
         }
         let Ok(fetched) = fetched else {
             return Err(ServeError::Load("the package could not be copied".into()));
@@ -321,14 +313,9 @@ impl Models {
         let (manifest, predictor) = match loaded {
             Ok(x) => x,
             Err(e) => {
-                self.audit(
-                    caller,
-                    "serve.admission-refused",
-                    &resource,
-                    Outcome::Denied,
-                )
-                .await;
-                return Err(ServeError::Load(e.to_string()));
+                return Err(self
+                    .refuse(caller, &resource, ServeError::Load(e.to_string()))
+                    .await);
             }
         };
         let plans = plan(&manifest).map_err(ServeError::Load)?;
@@ -343,6 +330,14 @@ impl Models {
             plans,
             admission,
         }))
+    }
+
+    /// Records a refusal (audit entry and log) and hands the error back.
+    async fn refuse(&self, caller: Caller<'_>, resource: &str, e: ServeError) -> ServeError {
+        self.audit(caller, "serve.admission-refused", resource, Outcome::Denied)
+            .await;
+        tracing::warn!(resource, reason = %e, "model version refused for serving");
+        e
     }
 
     async fn audit(&self, caller: Caller<'_>, action: &str, resource: &str, outcome: Outcome) {

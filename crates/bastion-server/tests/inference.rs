@@ -396,14 +396,7 @@ async fn admission_refuses_tampered_critical_and_foreign_versions(b: Backend) {
     );
 
     // Every refusal and admission is in the audit log.
-    let entries = s
-        .meta
-        .audit_entries(&bastion_store::meta::AuditQuery {
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("audit");
+    let entries = s.audit_entries().await;
     let refused: Vec<&str> = entries
         .iter()
         .filter(|e| e.action == "serve.admission-refused")

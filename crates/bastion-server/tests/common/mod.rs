@@ -196,6 +196,17 @@ impl TestServer {
         assert!(st.is_success(), "{path}: {st}");
     }
 
+    /// The first thousand audit entries.
+    pub async fn audit_entries(&self) -> Vec<bastion_audit::entry::AuditEntry> {
+        self.meta
+            .audit_entries(&bastion_store::meta::AuditQuery {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit entries")
+    }
+
     /// Where the local blob store keeps the blob with this hex digest (to tamper with it).
     pub fn blob_path(&self, hex: &str) -> std::path::PathBuf {
         self._dir
