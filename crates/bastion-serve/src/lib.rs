@@ -1,7 +1,8 @@
 //! Model serving without HTTP: the Open Inference Protocol's tensors (`tensor`), how a
 //! request becomes a model's table and its prediction the response (`infer`), whether a
 //! version may be served (`admission`), copying a version's package out of the blob store
-//! (`fetch`), and the set of loaded versions with alias resolution (`models`).
+//! (`fetch`), the set of loaded versions with alias resolution (`models`), and what
+//! answers may reveal (`policy`).
 //!
 //! Nothing here runs model code: packages are parsed by `bastion-ml`, which reads
 //! safetensors and checks ONNX graphs before ONNX Runtime sees them.
@@ -11,6 +12,7 @@ mod error;
 pub mod fetch;
 pub mod infer;
 pub mod models;
+pub mod policy;
 pub mod tensor;
 
 pub use error::ServeError;

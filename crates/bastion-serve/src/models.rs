@@ -22,6 +22,7 @@ use crate::admission::{Admission, admit};
 use crate::error::ServeError;
 use crate::fetch::fetch_package;
 use crate::infer::{InputPlan, plan};
+use crate::policy::{OUTPUT_POLICY_TAG, OutputPolicy};
 use crate::tensor::TensorLimits;
 
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct Served {
     pub predictor: Box<dyn Predictor>,
     pub plans: Vec<InputPlan>,
     pub admission: Admission,
+    /// What its answers may reveal (the registered model's output-policy tag).
+    pub policy: OutputPolicy,
 }
 
 enum Entry {
@@ -250,7 +253,22 @@ impl Models {
             .model_version_root_digest(&s.name, &s.version)
             .await?
             .map(|d| d.hex());
-        Ok(!quarantined && root == s.admission.root_digest)
+        let policy = self.policy(&s.name).await?;
+        Ok(!quarantined && root == s.admission.root_digest && policy.ok() == Some(s.policy))
+    }
+
+    /// The registered model's output policy (`full` when it sets none).
+    async fn policy(&self, name: &str) -> Result<Result<OutputPolicy, String>, ServeError> {
+        let model = self
+            .meta
+            .get_registered_model(name)
+            .await
+            .map_err(|e| not_found(e, format!("no registered model '{name}'")))?;
+        Ok(model
+            .tags
+            .iter()
+            .find(|t| t.key == OUTPUT_POLICY_TAG)
+            .map_or(Ok(OutputPolicy::Full), |t| t.value.parse()))
     }
 
     async fn load(
@@ -282,7 +300,16 @@ impl Models {
             caller.actor,
         )
         .await?;
+        let policy = self.policy(name).await?;
         let outcome = match (&fetched, admission.admitted()) {
+            (_, true) if policy.is_err() => Err(ServeError::Refused {
+                model: name.to_owned(),
+                version: version.to_owned(),
+                reasons: vec![format!(
+                    "output policy: {}",
+                    policy.clone().err().unwrap_or_default()
+                )],
+            }),
             (Ok(f), true) => {
                 // The files copied must be the files admission just verified.
                 let now = bastion_evidence::version_files(&self.meta, name, version)
@@ -329,6 +356,7 @@ impl Models {
             predictor,
             plans,
             admission,
+            policy: policy.unwrap_or_default(),
         }))
     }
 

@@ -151,7 +151,12 @@ fn metadata_of(m: &Served) -> Value {
             bastion_ml::package::Framework::Onnx => "onnx",
         },
         "inputs": sig.inputs.iter().map(field_json).collect::<Vec<_>>(),
-        "outputs": sig.outputs.iter().map(field_json).collect::<Vec<_>>(),
+        "outputs": sig
+            .outputs
+            .iter()
+            .filter(|f| m.policy.serves(&f.name))
+            .map(field_json)
+            .collect::<Vec<_>>(),
         "parameters": {
             "root_digest": m.admission.root_digest,
             "admission": m.admission.checks,
@@ -247,7 +252,10 @@ async fn run_inference(
             .predictor
             .predict(&table)
             .map_err(|e| ServeError::BadRequest(e.to_string()))?;
-        let outs = select(&request, outputs(&model.manifest.signature, &prediction))?;
+        let all = model
+            .policy
+            .apply(outputs(&model.manifest.signature, &prediction));
+        let outs = select(&request, all)?;
         Ok(encode_response(&InferResponse {
             model_name: model.name.clone(),
             model_version: model.version.clone(),

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 backend_tests!(
     serves_a_builtin_model_with_json_and_binary_tensors,
     admission_refuses_tampered_critical_and_foreign_versions,
-    hostile_requests_get_4xx_and_the_server_keeps_serving
+    hostile_requests_get_4xx_and_the_server_keeps_serving,
+    output_policies_limit_what_answers_reveal
 );
 
 fn data(n: usize) -> Table {
@@ -517,4 +518,70 @@ async fn hostile_requests_get_4xx_and_the_server_keeps_serving(b: Backend) {
     }
     let (st, _) = infer(&s, url, request(&rows)).await;
     assert_eq!(st, StatusCode::OK);
+}
+
+async fn set_policy(s: &TestServer, model: &str, value: &str) {
+    s.ok_post(
+        "/registered-models/set-tag",
+        json!({"name": model, "key": "bastion.output_policy", "value": value}),
+    )
+    .await;
+}
+
+async fn output_policies_limit_what_answers_reveal(b: Backend) {
+    let s = TestServer::start(b).await;
+    let rows = [(0.9, 0.8, "red"), (0.1, 0.2, "blue")];
+    register_model(&s, "pol", &[]).await;
+    set_policy(&s, "pol", "label").await;
+    let (st, out) = infer(&s, "/v2/models/pol/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    let names: Vec<&str> = out["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["label"]);
+    let meta: Value = s
+        .client
+        .get(s.url("/v2/models/pol"))
+        .send()
+        .await
+        .expect("meta")
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(meta["outputs"].as_array().map(Vec::len), Some(1), "{meta}");
+    let mut asks = request(&rows);
+    asks["outputs"] = json!([{"name": "probabilities"}]);
+    let (st, out) = infer(&s, "/v2/models/pol/infer", asks).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
+
+    // A changed policy applies once the loaded version is re-checked.
+    set_policy(&s, "pol", "round=1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5200)).await;
+    let (st, out) = infer(&s, "/v2/models/pol/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    for p in out["outputs"][1]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+    {
+        assert!(
+            ((p * 10.0).round() - p * 10.0).abs() < 1e-9,
+            "{p} is not rounded to 1 decimal"
+        );
+    }
+
+    register_model(&s, "odd", &[]).await;
+    set_policy(&s, "odd", "everything").await;
+    let (st, out) = infer(&s, "/v2/models/odd/infer", request(&rows)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("output policy")),
+        "{out}"
+    );
 }
