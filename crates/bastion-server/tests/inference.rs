@@ -88,6 +88,11 @@ async fn register_model(
     (dir, root)
 }
 
+async fn get_json(s: &TestServer, path: &str) -> Value {
+    let r = s.client.get(s.url(path)).send().await.expect("request");
+    r.json().await.unwrap_or_default()
+}
+
 async fn infer(s: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
     let r = s
         .client
@@ -155,15 +160,7 @@ async fn serves_a_builtin_model_with_json_and_binary_tensors(b: Backend) {
         assert_eq!(st, StatusCode::OK, "{probe}");
     }
 
-    let m: Value = s
-        .client
-        .get(s.url("/v2/models/churn"))
-        .send()
-        .await
-        .expect("meta")
-        .json()
-        .await
-        .unwrap_or_default();
+    let m = get_json(&s, "/v2/models/churn").await;
     assert_eq!(m["name"], "churn");
     assert_eq!(m["versions"], json!(["1"]));
     assert_eq!(m["platform"], "bastion");
@@ -542,15 +539,7 @@ async fn output_policies_limit_what_answers_reveal(b: Backend) {
         .filter_map(|o| o["name"].as_str())
         .collect();
     assert_eq!(names, vec!["label"]);
-    let meta: Value = s
-        .client
-        .get(s.url("/v2/models/pol"))
-        .send()
-        .await
-        .expect("meta")
-        .json()
-        .await
-        .unwrap_or_default();
+    let meta = get_json(&s, "/v2/models/pol").await;
     assert_eq!(meta["outputs"].as_array().map(Vec::len), Some(1), "{meta}");
     let mut asks = request(&rows);
     asks["outputs"] = json!([{"name": "probabilities"}]);
