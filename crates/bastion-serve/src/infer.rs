@@ -187,7 +187,8 @@ fn column(
     match (p.field.dtype, &t.values) {
         (DType::Bytes, Values::Bytes(v)) => idx
             .map(|k| {
-                String::from_utf8(v[k].clone()).map(Some).map_err(|_| {
+                let bytes = v.get(k).cloned().unwrap_or_default();
+                String::from_utf8(bytes).map(Some).map_err(|_| {
                     bad(format!(
                         "input '{}' row {} is not UTF-8 text",
                         t.name,

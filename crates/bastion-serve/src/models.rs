@@ -58,9 +58,39 @@ pub struct Served {
     pub policy: OutputPolicy,
 }
 
+#[derive(Clone)]
 enum Entry {
     Ready(Arc<Served>, Instant),
-    Refused(Arc<Admission>, Instant),
+    /// Why the version could not be served: remembered so that it is answered again, with
+    /// the same status, without a new admission (and audit entry) per request.
+    Failed(Failure, Instant),
+}
+
+#[derive(Clone)]
+enum Failure {
+    Refused(Vec<String>),
+    Load(String),
+}
+
+impl Failure {
+    fn of(e: &ServeError) -> Option<Self> {
+        match e {
+            ServeError::Refused { reasons, .. } => Some(Self::Refused(reasons.clone())),
+            ServeError::Load(m) => Some(Self::Load(m.clone())),
+            _ => None,
+        }
+    }
+
+    fn error(&self, model: &str, version: &str) -> ServeError {
+        match self {
+            Self::Refused(reasons) => ServeError::Refused {
+                model: model.to_owned(),
+                version: version.to_owned(),
+                reasons: reasons.clone(),
+            },
+            Self::Load(m) => ServeError::Load(m.clone()),
+        }
+    }
 }
 
 pub struct Models {
@@ -185,7 +215,7 @@ impl Models {
         let key = (name.to_owned(), version.to_owned());
         match self.cached(&key) {
             Some((Entry::Ready(s, _), true)) => return Ok(s),
-            Some((Entry::Refused(a, _), true)) => return Err(a.refusal()),
+            Some((Entry::Failed(f, _), true)) => return Err(f.error(name, version)),
             Some((Entry::Ready(s, _), false)) if self.unchanged(&s).await? => {
                 self.insert(key, Entry::Ready(s.clone(), Instant::now()));
                 return Ok(s);
@@ -193,45 +223,32 @@ impl Models {
             _ => {}
         }
         let _one = self.loading.lock().await;
-        if let Some((Entry::Ready(s, _), true)) = self.cached(&key) {
-            return Ok(s);
+        // Another request may have loaded it, or failed to, while this one waited.
+        match self.cached(&key) {
+            Some((Entry::Ready(s, _), true)) => return Ok(s),
+            Some((Entry::Failed(f, _), true)) => return Err(f.error(name, version)),
+            _ => {}
         }
-        match self.load(name, version, caller).await {
-            Ok(s) => {
-                self.insert(key, Entry::Ready(s.clone(), Instant::now()));
-                Ok(s)
+        let loaded = self.load(name, version, caller).await;
+        match &loaded {
+            Ok(s) => self.insert(key, Entry::Ready(s.clone(), Instant::now())),
+            Err(e) => {
+                if let Some(f) = Failure::of(e) {
+                    self.insert(key, Entry::Failed(f, Instant::now()));
+                }
             }
-            Err(e @ (ServeError::Refused { .. } | ServeError::Load(_))) => {
-                let reasons = match &e {
-                    ServeError::Refused { reasons, .. } => reasons.clone(),
-                    other => vec![other.to_string()],
-                };
-                let remembered = Admission {
-                    model: name.to_owned(),
-                    version: version.to_owned(),
-                    root_digest: None,
-                    checks: reasons
-                        .into_iter()
-                        .map(|detail| crate::admission::Check {
-                            name: "admission",
-                            ok: false,
-                            detail,
-                        })
-                        .collect(),
-                };
-                self.insert(key, Entry::Refused(Arc::new(remembered), Instant::now()));
-                Err(e)
-            }
-            Err(e) => Err(e),
         }
+        loaded
     }
 
     fn cached(&self, key: &(String, String)) -> Option<(Entry, bool)> {
         let map = self.entries.read().ok()?;
         let fresh = |at: &Instant| at.elapsed() < self.config.recheck;
-        map.get(key).map(|e| match e {
-            Entry::Ready(s, at) => (Entry::Ready(s.clone(), *at), fresh(at)),
-            Entry::Refused(a, at) => (Entry::Refused(a.clone(), *at), fresh(at)),
+        map.get(key).map(|e| {
+            let at = match e {
+                Entry::Ready(_, at) | Entry::Failed(_, at) => at,
+            };
+            (e.clone(), fresh(at))
         })
     }
 

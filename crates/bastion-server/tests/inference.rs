@@ -321,6 +321,9 @@ async fn admission_refuses_tampered_critical_and_foreign_versions(b: Backend) {
     assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
     let e = out["error"].as_str().unwrap_or_default();
     assert!(e.contains("not admitted") && e.contains("CRITICAL"), "{e}");
+    // Asked again within the re-check interval: the same answer, no new admission.
+    let (st, again) = infer(&s, "/v2/models/evil/infer", request(&rows)).await;
+    assert_eq!((st, &again), (StatusCode::FORBIDDEN, &out));
     let st = s
         .client
         .get(s.url("/v2/models/evil/ready"))
@@ -400,6 +403,7 @@ async fn admission_refuses_tampered_critical_and_foreign_versions(b: Backend) {
         .filter(|e| e.action == "serve.admission-refused")
         .map(|e| e.resource.as_str())
         .collect();
+    assert_eq!(refused.iter().filter(|r| r.ends_with("evil/1")).count(), 1);
     for m in ["evil/1", "tampered/1", "remote/1"] {
         assert!(
             refused.iter().any(|r| r.ends_with(m)),

@@ -63,7 +63,13 @@ impl Flat {
             ..Default::default()
         };
         for (i, t) in trees.iter().enumerate() {
-            let splits = t.feature.len();
+            // Arrays of unequal length (a tree that skipped validation) are cut to the shortest.
+            let splits = t
+                .feature
+                .len()
+                .min(t.threshold.len())
+                .min(t.left.len())
+                .min(t.right.len());
             let leaves = splits + 1;
             let nodes = splits + leaves;
             let start = flat.nodes.len();
@@ -288,6 +294,7 @@ mod tests {
         t.left[0] = 99;
         t.feature[1] = 40;
         t.values.clear();
+        t.right.pop();
         let flat = Flat::new(&[t], 2, |_| 0);
         let mut out = Array2::zeros((1, 1));
         flat.add_to(array![[0.0, 0.0]].view(), &mut out);

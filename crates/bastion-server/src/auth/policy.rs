@@ -224,6 +224,10 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     }
 });
 
+fn path_param(path_params: &HashMap<String, String>, key: &str) -> String {
+    path_params.get(key).cloned().unwrap_or_default()
+}
+
 static BY_ROUTE: LazyLock<HashMap<(Method, &'static str), &'static Rule>> = LazyLock::new(|| {
     RULES
         .iter()
@@ -421,20 +425,15 @@ impl Authorizer {
                 let exp = artifact_experiment(&path).unwrap_or("*").to_owned();
                 (vec![exp], Some(format!("artifact:{path}")))
             }
-            Target::RegisteredModel => {
-                let name = params.str("name")?;
-                let ok = self.permission(who, MODEL, &name).await? >= needed;
-                return Ok((ok, format!("registered_model:{name}")));
-            }
-            Target::ServedModel => {
-                let name = path_params.get("model_name").cloned().unwrap_or_default();
-                let ok = self.permission(who, MODEL, &name).await? >= needed;
-                return Ok((ok, format!("registered_model:{name}")));
-            }
-            Target::Dataset => {
-                let name = path_params.get("name").cloned().unwrap_or_default();
-                let ok = self.permission(who, DATASET, &name).await? >= needed;
-                return Ok((ok, format!("dataset:{name}")));
+            Target::RegisteredModel | Target::ServedModel | Target::Dataset => {
+                // One named resource: from the `name` parameter, or from the path.
+                let (kind, name) = match target {
+                    Target::RegisteredModel => (MODEL, params.str("name")?),
+                    Target::ServedModel => (MODEL, path_param(path_params, "model_name")),
+                    _ => (DATASET, path_param(path_params, "name")),
+                };
+                let ok = self.permission(who, kind, &name).await? >= needed;
+                return Ok((ok, format!("{kind}:{name}")));
             }
             Target::AllOf(kind) => {
                 let ok = self.permission(who, kind, "*").await? >= needed;
