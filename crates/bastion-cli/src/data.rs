@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::attest::{RegistryArgs, open_registry, whoami, write_whole};
 use crate::print_json;
-mod remote;
+pub(crate) mod remote;
 
 use remote::Remote;
 
@@ -190,7 +190,7 @@ pub(crate) struct Home {
     pub home: PathBuf,
     pub meta: MetaStore,
     pub blobs: Box<dyn bastion_store::BlobStore>,
-    cipher: Option<Arc<DatasetCipher>>,
+    pub cipher: Option<Arc<DatasetCipher>>,
     pub tmp: PathBuf,
     pub actor: String,
 }
@@ -226,6 +226,14 @@ impl Home {
     }
 }
 
+/// The API token for `--server`: `--token`, `$BASTION_TOKEN`, then `$MLFLOW_TRACKING_TOKEN`.
+pub(crate) fn token_of(at: &Where) -> Option<String> {
+    at.token
+        .clone()
+        .or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+}
+
 /// The stores a command works on.
 enum Target {
     Home(Box<Home>),
@@ -235,14 +243,7 @@ enum Target {
 impl Target {
     async fn open(home: &Path, at: &Where) -> Result<Self> {
         match &at.server {
-            Some(url) => {
-                let token = at
-                    .token
-                    .clone()
-                    .or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok())
-                    .filter(|t| !t.is_empty());
-                Ok(Self::Remote(Remote::new(url, token)?))
-            }
+            Some(url) => Ok(Self::Remote(Remote::new(url, token_of(at))?)),
             None => Ok(Self::Home(Box::new(Home::open(home, &at.registry).await?))),
         }
     }

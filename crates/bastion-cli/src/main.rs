@@ -5,6 +5,7 @@ mod attest;
 mod audit;
 mod config;
 mod data;
+mod deploy;
 mod identity;
 mod import;
 mod model;
@@ -104,6 +105,16 @@ enum Command {
     Evaluate(model::EvaluateArgs),
     /// Predict with a model package or registered version for a dataset version.
     Predict(model::PredictArgs),
+    /// Put a registered model version into service: as the stable version, a canary
+    /// (--canary 10%), the shadow or a pinned variant; and set the model's serving settings
+    /// (guards, limits, batching, automatic rollback). Admitted first, audited.
+    Deploy(deploy::DeployArgs),
+    /// Make a model's canary its stable version.
+    Promote(deploy::ModelArgs),
+    /// Drop a model's canary, or return to its previous stable version.
+    Rollback(deploy::ModelArgs),
+    /// Show deployments (route tables and serving settings).
+    Deployments(deploy::ListArgs),
     /// Models from elsewhere: `import` checks an ONNX model, wraps it in a package and
     /// registers it.
     #[command(subcommand)]
@@ -189,6 +200,10 @@ fn main() -> Result<()> {
             Command::Evaluate(args) => model::evaluate_command(&home, args).await,
             Command::Predict(args) => model::predict_command(&home, args).await,
             Command::Model(cmd) => import::run(&home, cmd).await,
+            Command::Deploy(args) => deploy::deploy(&home, args).await,
+            Command::Promote(args) => deploy::promote(&home, args).await,
+            Command::Rollback(args) => deploy::rollback(&home, args).await,
+            Command::Deployments(args) => deploy::list(&home, args).await,
             Command::Scan(_)
             | Command::Verify(_)
             | Command::Keygen(_)

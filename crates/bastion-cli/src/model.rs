@@ -11,7 +11,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use bastion_core::model::{Dataset, DatasetInput, KeyValue, Metric, MetricValue, RunStatus};
 use bastion_core::uri::{self, ArtifactUri};
 use bastion_core::{RelPath, time};
-use bastion_data::columns::{Values, read_columns};
 use bastion_evidence::{Attestor, Scans};
 use bastion_ml::builtin::Kind;
 use bastion_ml::evaluate::evaluate;
@@ -128,21 +127,7 @@ pub struct PredictArgs {
 }
 
 fn to_table(path: &Path) -> Result<Table> {
-    let cols = read_columns(path, MAX_ROWS)?;
-    if !cols.skipped.is_empty() {
-        tracing::info!(columns = ?cols.skipped, "nested or binary columns are not used by models");
-    }
-    Ok(Table {
-        names: cols.names,
-        columns: cols
-            .values
-            .into_iter()
-            .map(|v| match v {
-                Values::Numeric(v) => ColumnData::Numeric(v),
-                Values::Text(v) => ColumnData::Text(v),
-            })
-            .collect(),
-    })
+    Ok(Table::read_parquet(path, MAX_ROWS)?)
 }
 
 /// The dataset version's rows as a table, and `NAME@vK` for it.

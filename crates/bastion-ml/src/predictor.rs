@@ -105,6 +105,15 @@ impl ColumnData {
     }
 }
 
+impl From<bastion_data::columns::Values> for ColumnData {
+    fn from(v: bastion_data::columns::Values) -> Self {
+        match v {
+            bastion_data::columns::Values::Numeric(v) => Self::Numeric(v),
+            bastion_data::columns::Values::Text(v) => Self::Text(v),
+        }
+    }
+}
+
 /// Named columns of equal length.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
@@ -113,6 +122,20 @@ pub struct Table {
 }
 
 impl Table {
+    /// The usable columns of a Parquet file (nested and binary ones are skipped and named in
+    /// the log), refusing files of more than `max_rows` rows.
+    pub fn read_parquet(path: &std::path::Path, max_rows: u64) -> MlResult<Self> {
+        let cols = bastion_data::columns::read_columns(path, max_rows)
+            .map_err(|e| MlError::invalid(e.to_string()))?;
+        if !cols.skipped.is_empty() {
+            tracing::info!(columns = ?cols.skipped, "nested or binary columns are not used by models");
+        }
+        Ok(Self {
+            names: cols.names,
+            columns: cols.values.into_iter().map(ColumnData::from).collect(),
+        })
+    }
+
     pub fn rows(&self) -> usize {
         self.columns.first().map_or(0, ColumnData::len)
     }

@@ -5,6 +5,19 @@ pub enum ServeError {
     /// The request is malformed or does not fit the model (HTTP 400).
     #[error("{0}")]
     BadRequest(String),
+    /// An input guard rejected the request (HTTP 400, counted as a guard rejection).
+    #[error("{message}")]
+    Guarded {
+        /// Which guard: `range`, `nan`, `category` or `ood`.
+        guard: &'static str,
+        message: String,
+    },
+    /// Over a model's rate or concurrency limit (HTTP 429).
+    #[error("{0}")]
+    Limited(String),
+    /// The deployment changed meanwhile (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
     /// No such model, version or alias (HTTP 404).
     #[error("{0}")]
     NotFound(String),

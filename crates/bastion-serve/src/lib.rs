@@ -8,10 +8,18 @@
 //! safetensors and checks ONNX graphs before ONNX Runtime sees them.
 
 pub mod admission;
+pub mod batch;
+pub mod canary;
+pub mod deployed;
+pub mod deployment;
 mod error;
+pub mod events;
 pub mod fetch;
+pub mod guard;
 pub mod infer;
+pub mod limits;
 pub mod models;
+pub mod pipeline;
 pub mod policy;
 pub mod tensor;
 

@@ -19,8 +19,11 @@ use bastion_store::meta::AuditDraft;
 use bastion_store::{BlobStore, MetaStore, StoreError};
 
 use crate::admission::{Admission, admit};
+use crate::deployed::Live;
 use crate::error::ServeError;
+use crate::events::EventSink;
 use crate::fetch::fetch_package;
+use crate::guard::Reference;
 use crate::infer::{InputPlan, plan};
 use crate::policy::{OUTPUT_POLICY_TAG, OutputPolicy};
 use crate::tensor::TensorLimits;
@@ -31,8 +34,14 @@ pub struct ServeConfig {
     pub tensor_limits: TensorLimits,
     /// How long an admission, a refusal or an alias resolution is trusted.
     pub recheck: Duration,
-    /// Where packages are copied to while they load.
+    /// Where packages are copied to while they load (and reference datasets decrypted).
     pub staging: PathBuf,
+    /// Decrypts dataset blobs when the home encrypts them (guard references).
+    pub dataset_cipher: Option<Arc<bastion_store::crypt::DatasetCipher>>,
+    /// Inference events queued for the store, at most (beyond: counted as dropped).
+    pub event_queue: usize,
+    /// The share of requests whose input rows are kept in their inference event.
+    pub event_sample: f64,
 }
 
 impl ServeConfig {
@@ -42,6 +51,9 @@ impl ServeConfig {
             tensor_limits: TensorLimits::default(),
             recheck: Duration::from_secs(5),
             staging,
+            dataset_cipher: None,
+            event_queue: 10_000,
+            event_sample: 0.1,
         }
     }
 }
@@ -56,7 +68,14 @@ pub struct Served {
     pub admission: Admission,
     /// What its answers may reveal (the registered model's output-policy tag).
     pub policy: OutputPolicy,
+    /// The training data its inputs are compared with, when it could be built.
+    pub reference: Option<Arc<Reference>>,
+    /// Which dataset the reference is, or why there is none.
+    pub reference_note: String,
 }
+
+/// A model's deployment (none: it has none) and when it was read.
+pub(crate) type LiveEntry = (Option<Arc<Live>>, Instant);
 
 #[derive(Clone)]
 enum Entry {
@@ -94,8 +113,8 @@ impl Failure {
 }
 
 pub struct Models {
-    meta: MetaStore,
-    blobs: Arc<dyn BlobStore>,
+    pub(crate) meta: MetaStore,
+    pub(crate) blobs: Arc<dyn BlobStore>,
     scans: Arc<Scans>,
     attestor: Arc<Attestor>,
     pub config: ServeConfig,
@@ -103,6 +122,12 @@ pub struct Models {
     resolved: RwLock<HashMap<(String, String), (String, Instant)>>,
     /// One load at a time: loads are rare, and two requests for a cold model load it once.
     loading: tokio::sync::Mutex<()>,
+    /// Deployments as last read, and when.
+    pub(crate) live: RwLock<HashMap<String, LiveEntry>>,
+    /// Guard references by dataset and features.
+    pub(crate) references: RwLock<HashMap<String, Arc<Reference>>>,
+    /// Where inference events go; `None` outside a Tokio runtime.
+    pub events: Option<Arc<EventSink>>,
 }
 
 /// Who asks, for the audit entries admission writes.
@@ -117,7 +142,7 @@ fn is_missing(e: &StoreError) -> bool {
         .is_some_and(|d| d.code == bastion_core::ErrorCode::ResourceDoesNotExist)
 }
 
-fn not_found(e: StoreError, what: String) -> ServeError {
+pub(crate) fn not_found(e: StoreError, what: String) -> ServeError {
     if is_missing(&e) {
         ServeError::NotFound(what)
     } else {
@@ -133,6 +158,9 @@ impl Models {
         attestor: Arc<Attestor>,
         config: ServeConfig,
     ) -> Self {
+        let events = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|_| EventSink::start(meta.clone(), config.event_queue));
         Self {
             meta,
             blobs,
@@ -142,6 +170,9 @@ impl Models {
             entries: RwLock::default(),
             resolved: RwLock::default(),
             loading: tokio::sync::Mutex::new(()),
+            live: RwLock::default(),
+            references: RwLock::default(),
+            events,
         }
     }
 
@@ -363,6 +394,23 @@ impl Models {
             }
         };
         let plans = plan(&manifest).map_err(ServeError::Load)?;
+        let (reference, reference_note) = match &manifest.training.dataset {
+            None => (None, "the package records no training dataset".to_owned()),
+            Some(d) => match self
+                .reference(
+                    d,
+                    manifest.training.dataset_digest.as_deref(),
+                    &columns_of(&plans),
+                )
+                .await
+            {
+                Ok(r) => (Some(r), d.clone()),
+                Err(e) => {
+                    tracing::warn!(model = name, version, reason = %e, "serving without a guard reference");
+                    (None, e)
+                }
+            },
+        };
         self.audit(caller, "serve.admitted", &resource, Outcome::Success)
             .await;
         tracing::info!(model = name, version, "model version admitted and loaded");
@@ -374,6 +422,8 @@ impl Models {
             plans,
             admission,
             policy: policy.unwrap_or_default(),
+            reference,
+            reference_note,
         }))
     }
 
@@ -399,6 +449,11 @@ impl Models {
         }
     }
 
+    /// Whether this request's input rows go into its inference event (`event_sample`).
+    pub fn sample_rows(&self) -> bool {
+        rand::random::<f64>() < self.config.event_sample
+    }
+
     /// The versions loaded and admitted now.
     pub fn loaded(&self) -> Vec<(String, String)> {
         self.entries
@@ -414,6 +469,14 @@ impl Models {
             })
             .unwrap_or_default()
     }
+}
+
+/// The table columns a model's requests become (what a guard reference is built over).
+pub(crate) fn columns_of(plans: &[InputPlan]) -> Vec<String> {
+    plans
+        .iter()
+        .flat_map(|p| p.columns.iter().cloned())
+        .collect()
 }
 
 fn admission_changed(a: &Admission) -> ServeError {

@@ -364,7 +364,9 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
           crate::datasets::list, crate::datasets::add, crate::datasets::show,
           crate::datasets::download, crate::datasets::profile, crate::datasets::validate,
           crate::datasets::suggest, crate::datasets::pii, crate::datasets::redacted,
-          crate::datasets::poison, crate::datasets::diff),
+          crate::datasets::poison, crate::datasets::diff,
+          crate::deployments::list, crate::deployments::show, crate::deployments::deploy,
+          crate::deployments::promote, crate::deployments::rollback, crate::deployments::events),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = []), ("client_certificate" = []))
 )]

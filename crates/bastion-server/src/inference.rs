@@ -10,8 +10,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bastion_ml::predictor::Field;
-use bastion_serve::infer::{outputs, select, table};
-use bastion_serve::tensor::{InferResponse, decode_request, encode_response};
 use bastion_serve::{Caller, ServeError, Served};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,26 +28,37 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/health/ready", get(ready))
         .route(m, get(metadata))
         .route(&format!("{m}/ready"), get(model_ready))
-        .route(&format!("{m}/infer"), post(infer))
         .route(v, get(version_metadata))
         .route(&format!("{v}/ready"), get(version_ready))
-        .route(&format!("{v}/infer"), post(version_infer))
+        .merge(
+            Router::new()
+                .route(&format!("{m}/infer"), post(infer))
+                .route(&format!("{v}/infer"), post(version_infer))
+                .route_layer(axum::middleware::from_fn(crate::rollout::limits)),
+        )
 }
 
 /// A protocol error: `{"error": message}` with its status.
-struct OipError(StatusCode, String);
+pub(crate) struct OipError(pub StatusCode, pub String);
+
+/// The status a serving error answers with.
+pub(crate) fn status_of(e: &ServeError) -> StatusCode {
+    match e {
+        ServeError::BadRequest(_) | ServeError::Guarded { .. } => StatusCode::BAD_REQUEST,
+        ServeError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServeError::Conflict(_) => StatusCode::CONFLICT,
+        ServeError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServeError::Refused { .. } => StatusCode::FORBIDDEN,
+        ServeError::Load(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServeError::Model(_) | ServeError::Store(_) | ServeError::Evidence(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
 
 impl From<ServeError> for OipError {
     fn from(e: ServeError) -> Self {
-        let status = match &e {
-            ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
-            ServeError::Refused { .. } => StatusCode::FORBIDDEN,
-            ServeError::Load(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServeError::Model(_) | ServeError::Store(_) | ServeError::Evidence(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
+        let status = status_of(&e);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "inference failed");
             return OipError(status, "internal error while serving the model".into());
@@ -64,7 +73,7 @@ impl IntoResponse for OipError {
     }
 }
 
-type OipResult<T> = Result<T, OipError>;
+pub(crate) type OipResult<T> = Result<T, OipError>;
 
 /// Refusals made before a handler runs (authentication, permissions, rate limits) carry
 /// Bastion's `{error_code, message}`; on the protocol's routes they also get the `error`
@@ -94,7 +103,7 @@ pub async fn protocol_errors(req: Request, next: axum::middleware::Next) -> Resp
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn caller_of<'a>(headers: &'a HeaderMap, actor: &'a str) -> Caller<'a> {
+pub(crate) fn caller_of<'a>(headers: &'a HeaderMap, actor: &'a str) -> Caller<'a> {
     Caller {
         actor,
         request_id: headers
@@ -198,88 +207,20 @@ async fn version_ready(
     readiness(&s, &headers, &name, Some(&version)).await
 }
 
-async fn infer(s: Scoped, Path(name): Path<String>, req: Request) -> OipResult<Response> {
-    run_inference(s, name, None, req).await
+async fn infer(s: Scoped, Path(name): Path<String>, req: Request) -> Response {
+    crate::rollout::run(s, name, None, req).await
 }
 
 async fn version_infer(
     s: Scoped,
     Path((name, version)): Path<(String, String)>,
     req: Request,
-) -> OipResult<Response> {
-    run_inference(s, name, Some(version), req).await
+) -> Response {
+    crate::rollout::run(s, name, Some(version), req).await
 }
 
-async fn run_inference(
-    s: Scoped,
-    name: String,
-    version: Option<String>,
-    req: Request,
-) -> OipResult<Response> {
-    let (parts, body) = req.into_parts();
-    let header_len = match parts.headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    OipError(
-                        StatusCode::BAD_REQUEST,
-                        "Inference-Header-Content-Length must be a byte count".into(),
-                    )
-                })?,
-        ),
-    };
-    let limit = s.config.max_infer_bytes;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        OipError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is over the limit of {limit} bytes"),
-        )
-    })?;
-    let model = served(&s, &parts.headers, &name, version.as_deref()).await?;
-    let limits = s.models.config.tensor_limits;
-    let started = std::time::Instant::now();
-    let labels = [
-        ("model", model.name.clone()),
-        ("version", model.version.clone()),
-    ];
-    let outcome = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
-        let request = decode_request(&bytes, header_len, limits)?;
-        let table = table(&request, &model.plans)?;
-        let prediction = model
-            .predictor
-            .predict(&table)
-            .map_err(|e| ServeError::BadRequest(e.to_string()))?;
-        let all = model
-            .policy
-            .apply(outputs(&model.manifest.signature, &prediction));
-        let outs = select(&request, all)?;
-        Ok(encode_response(&InferResponse {
-            model_name: model.name.clone(),
-            model_version: model.version.clone(),
-            id: request.id,
-            parameters: Default::default(),
-            outputs: outs,
-        }))
-    })
-    .await
-    .map_err(|e| ServeError::Model(e.to_string()))
-    .and_then(|r| r);
-    let result = match &outcome {
-        Ok(_) => "ok",
-        Err(ServeError::BadRequest(_)) => "rejected",
-        Err(_) => "error",
-    };
-    metrics::counter!(
-        "bastion_inference_requests_total",
-        &[&labels[..], &[("outcome", result.to_owned())]].concat()
-    )
-    .increment(1);
-    metrics::histogram!("bastion_inference_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    let (body, header_len) = outcome?;
+/// The answer as a response: JSON, or JSON header plus binary tensors.
+pub(crate) fn encoded(body: Vec<u8>, header_len: Option<usize>) -> Response {
     let mut r = Response::new(Body::from(body));
     match header_len {
         Some(n) => {
@@ -296,5 +237,5 @@ async fn run_inference(
             );
         }
     }
-    Ok(r)
+    r
 }

@@ -6,6 +6,7 @@
 mod admin;
 pub mod auth;
 mod datasets;
+mod deployments;
 mod error;
 mod evidence;
 mod host;
@@ -13,6 +14,7 @@ mod inference;
 pub(crate) mod mlflow;
 mod ops;
 mod params;
+mod rollout;
 mod state;
 pub mod tls;
 
@@ -47,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .merge(evidence::routes())
         .merge(datasets::routes())
         .merge(inference::routes())
+        .merge(deployments::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)

@@ -37,6 +37,13 @@ impl Params {
         Self { map, body_len: 0 }
     }
 
+    /// The whole request as one typed value (a body with its own schema); the error names
+    /// what did not fit.
+    pub fn typed<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, Error> {
+        serde_json::from_value(Value::Object(self.map.clone()))
+            .map_err(|e| Error::invalid(format!("{what}: {e}")))
+    }
+
     fn get(&self, field: &str) -> Option<&Value> {
         self.map.get(field).filter(|v| !v.is_null())
     }

@@ -142,7 +142,12 @@ impl AppState {
     }
 
     /// Serves models with `config` (where packages are staged, limits, re-check interval).
-    pub fn with_serving(mut self, config: bastion_serve::ServeConfig) -> Self {
+    /// Dataset blobs (guard references) are decrypted with the home's dataset key unless
+    /// `config` names another.
+    pub fn with_serving(mut self, mut config: bastion_serve::ServeConfig) -> Self {
+        if config.dataset_cipher.is_none() {
+            config.dataset_cipher = self.datasets.cipher.clone();
+        }
         self.models = Arc::new(bastion_serve::Models::new(
             self.meta.clone(),
             self.blobs.clone(),

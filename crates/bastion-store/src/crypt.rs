@@ -34,6 +34,15 @@ pub struct DatasetCipher {
     recipients: Vec<age::x25519::Recipient>,
 }
 
+impl std::fmt::Debug for DatasetCipher {
+    /// Never the key itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetCipher")
+            .field("recipients", &self.recipients.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl DatasetCipher {
     /// The key at `path` if it exists (mode 0600 required), else `None`: encryption is off.
     pub fn load(path: &Path) -> Result<Option<Self>, CryptError> {

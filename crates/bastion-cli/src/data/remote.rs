@@ -50,18 +50,34 @@ impl Remote {
         })
     }
 
-    /// `{base}/api/bastion/v1/datasets/…` with each segment percent-encoded.
-    fn url(&self, segments: &[&str]) -> Result<Url> {
+    /// `{base}/api/bastion/v1/…` with each segment percent-encoded.
+    fn v1_url(&self, segments: &[&str]) -> Result<Url> {
         let mut url = self.base.clone();
         {
             let mut path = url
                 .path_segments_mut()
                 .map_err(|_| anyhow!("--server is not a base URL"))?;
             path.pop_if_empty();
-            path.extend(["api", "bastion", "v1", "datasets"]);
+            path.extend(["api", "bastion", "v1"]);
             path.extend(segments);
         }
         Ok(url)
+    }
+
+    /// `{base}/api/bastion/v1/datasets/…`
+    fn url(&self, segments: &[&str]) -> Result<Url> {
+        let mut all = vec!["datasets"];
+        all.extend_from_slice(segments);
+        self.v1_url(&all)
+    }
+
+    /// Any `/api/bastion/v1` call with a JSON answer: GET without a body, POST with one.
+    pub async fn api(&self, segments: &[&str], body: Option<&Value>) -> Result<Value> {
+        let url = self.v1_url(segments)?;
+        match body {
+            None => self.json(self.request(Method::GET, url)).await,
+            Some(b) => self.json(self.request(Method::POST, url).json(b)).await,
+        }
     }
 
     /// The URL of one version's endpoint (`op` empty: the version itself).

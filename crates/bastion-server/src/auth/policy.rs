@@ -211,6 +211,13 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/api/bastion/v1/datasets/{name}/versions/{version}/redacted" "datasets.redacted" read => Resource(Dataset, Read);
         POST "/api/bastion/v1/datasets/{name}/versions/{version}/poison" "datasets.poison" write => Resource(Dataset, Edit);
         POST "/api/bastion/v1/datasets/{name}/versions/{version}/diff" "datasets.diff" write => Resource(Dataset, Edit);
+        // deployments (route tables, rollouts) and what serving recorded
+        GET "/api/bastion/v1/deployments" "deployments.list" read => Authenticated;
+        GET "/api/bastion/v1/deployments/{model_name}" "deployments.show" read => Resource(ServedModel, Read);
+        POST "/api/bastion/v1/deployments/{model_name}" "deployment.deploy" write => Resource(ServedModel, Deploy);
+        POST "/api/bastion/v1/deployments/{model_name}/promote" "deployment.promote" write => Resource(ServedModel, Deploy);
+        POST "/api/bastion/v1/deployments/{model_name}/rollback" "deployment.rollback" write => Resource(ServedModel, Deploy);
+        GET "/api/bastion/v1/inference-events" "inference.events" read => Resource(RegisteredModel, Read);
         // inference (Open Inference Protocol); probes are public, as orchestrators call them
         GET "/v2" "inference.server-metadata" read => Authenticated;
         GET "/v2/health/live" "inference.live" read => Public;

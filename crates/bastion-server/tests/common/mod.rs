@@ -2,6 +2,8 @@
 //! folder or, when `BASTION_TEST_POSTGRES_URL` is set, by a fresh PostgreSQL database.
 #![allow(dead_code)]
 
+pub mod served;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,6 +27,8 @@ pub struct TestServer {
     pub audit_key: Arc<ed25519_dalek::SigningKey>,
     /// The metadata store's URI, for tests that tamper with the database directly.
     pub db_uri: String,
+    /// The served models (to flush inference events, read deployments).
+    pub models: Arc<bastion_serve::Models>,
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -83,13 +87,28 @@ impl TestServer {
             None,
             None,
             false,
+            None,
+        )
+        .await
+    }
+
+    /// An `--insecure` server whose serving re-reads deployments and admissions every
+    /// `recheck` (5 s in production).
+    pub async fn start_serving(backend: Backend, recheck: std::time::Duration) -> Self {
+        Self::start_full(
+            backend,
+            |c| c.insecure = true,
+            None,
+            None,
+            false,
+            Some(recheck),
         )
         .await
     }
 
     /// An `--insecure` server whose home has a dataset key: dataset blobs are stored encrypted.
     pub async fn start_with_dataset_key(backend: Backend) -> Self {
-        Self::start_full(backend, |c| c.insecure = true, None, None, true).await
+        Self::start_full(backend, |c| c.insecure = true, None, None, true, None).await
     }
 
     /// A server that requires authentication, as `bastion server` runs by default.
@@ -98,13 +117,13 @@ impl TestServer {
         tweak: impl FnOnce(&mut ServerConfig),
         oidc: Option<bastion_server::OidcConfig>,
     ) -> Self {
-        Self::start_full(backend, tweak, oidc, None, false).await
+        Self::start_full(backend, tweak, oidc, None, false, None).await
     }
 
     /// A secure server speaking HTTPS (mutual TLS if `tls` asks for client certificates) at
     /// `https://127.0.0.1:PORT`.
     pub async fn start_tls(backend: Backend, tls: Arc<rustls::ServerConfig>) -> Self {
-        Self::start_full(backend, |_| {}, None, Some(tls), false).await
+        Self::start_full(backend, |_| {}, None, Some(tls), false, None).await
     }
 
     async fn start_full(
@@ -113,6 +132,7 @@ impl TestServer {
         oidc: Option<bastion_server::OidcConfig>,
         tls: Option<Arc<rustls::ServerConfig>>,
         dataset_key: bool,
+        recheck: Option<std::time::Duration>,
     ) -> Self {
         // reqwest is built without a default TLS provider (the workspace uses ring's).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -159,6 +179,12 @@ impl TestServer {
             }),
             dir.path().join("tmp"),
         );
+        let mut serve = bastion_serve::ServeConfig::new(dir.path().join("tmp").join("serve"));
+        if let Some(r) = recheck {
+            serve.recheck = r;
+        }
+        let state = state.with_serving(serve);
+        let models = state.models.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
@@ -178,6 +204,7 @@ impl TestServer {
             blobs,
             audit_key,
             db_uri: uri,
+            models,
             _dir: dir,
             shutdown: Some(tx),
         }

@@ -19,6 +19,7 @@ mod registry;
 mod rows;
 mod run_search;
 mod runs;
+mod serving;
 mod write;
 
 use std::path::Path;
@@ -43,6 +44,7 @@ pub use identity::{
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};
 pub use runs::{BatchLog, RunDraft, RunUpdate};
+pub use serving::{EventQuery, InferenceEvent, StoredDeployment};
 pub use write::AuditContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

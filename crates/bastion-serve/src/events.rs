@@ -1,0 +1,184 @@
+//! Inference events leave the request path through a bounded queue: `record` never waits,
+//! and when the queue is full the event is counted as dropped
+//! (`bastion_inference_events_dropped_total`) instead of slowing inference down. One writer
+//! task drains the queue in batches into the store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bastion_store::MetaStore;
+use bastion_store::meta::InferenceEvent;
+use tokio::sync::{mpsc, oneshot};
+
+/// Events written per store transaction, at most.
+const BATCH: usize = 1000;
+
+enum Message {
+    Event(Box<InferenceEvent>),
+    Flush(oneshot::Sender<()>),
+}
+
+pub struct EventSink {
+    tx: mpsc::Sender<Message>,
+    dropped: AtomicU64,
+    written: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// Starts the writer on the current Tokio runtime with a queue of `capacity` events.
+    pub fn start(meta: MetaStore, capacity: usize) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let written = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_events(meta, rx, written.clone()));
+        Arc::new(Self {
+            tx,
+            dropped: AtomicU64::new(0),
+            written,
+        })
+    }
+
+    /// Queues an event, or counts it as dropped if the queue is full.
+    pub fn record(&self, event: InferenceEvent) {
+        if self.tx.try_send(Message::Event(Box::new(event))).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("bastion_inference_events_dropped_total").increment(1);
+        }
+    }
+
+    /// Waits until every event queued before this call is written (tests, shutdown).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_events(meta: MetaStore, mut rx: mpsc::Receiver<Message>, written: Arc<AtomicU64>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Message::Event(e) => batch.push(*e),
+                Message::Flush(done) => waiting.push(done),
+            }
+            if batch.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let n = batch.len() as u64;
+            let mut attempt = 0;
+            loop {
+                match meta.insert_inference_events(&batch).await {
+                    Ok(()) => {
+                        written.fetch_add(n, Ordering::Relaxed);
+                        metrics::counter!("bastion_inference_events_written_total").increment(n);
+                        break;
+                    }
+                    Err(e) if attempt < 3 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "writing inference events failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, events = n, "inference events lost");
+                        metrics::counter!("bastion_inference_events_dropped_total").increment(n);
+                        break;
+                    }
+                }
+            }
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bastion_store::MetaStoreOptions;
+    use bastion_store::meta::{EventQuery, SqliteSync};
+
+    fn event(i: i64) -> InferenceEvent {
+        InferenceEvent {
+            id: 0,
+            time_ms: i,
+            model_name: "m".into(),
+            version: "1".into(),
+            route: "stable".into(),
+            actor: "a".into(),
+            request_id: format!("r{i}"),
+            latency_us: 10,
+            status: 200,
+            decision: "ok".into(),
+            input_digest: String::new(),
+            rows: 1,
+            features: serde_json::Value::Null,
+            outputs: serde_json::json!({ "labels": ["x"] }),
+            guards: serde_json::Value::Null,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::connect(&MetaStoreOptions {
+            uri: format!("sqlite://{}", dir.path().join("t.db").display()),
+            max_connections: 2,
+            sqlite_sync: SqliteSync::Normal,
+        })
+        .await
+        .unwrap();
+        let sink = EventSink::start(meta.clone(), 8);
+        // The writer cannot run until this task yields: 8 fit, the rest are dropped at once.
+        for i in 0..100 {
+            sink.record(event(i));
+        }
+        assert_eq!(sink.dropped(), 92);
+        sink.flush().await;
+        assert_eq!(sink.written(), 8);
+        // Once drained, the queue takes events again.
+        for i in 100..150 {
+            sink.record(event(i));
+            tokio::task::yield_now().await;
+        }
+        sink.flush().await;
+        let stored = meta
+            .inference_events(&EventQuery {
+                model_name: Some("m".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(stored.len() as u64, sink.written());
+        assert_eq!(sink.written() + sink.dropped(), 150);
+        assert_eq!(stored[0].request_id, "r0");
+        assert_eq!(stored[0].outputs["labels"][0], "x");
+        let after = meta
+            .inference_events(&EventQuery {
+                model_name: Some("m".into()),
+                after_id: Some(stored[5].id),
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].id, stored[6].id);
+    }
+}
