@@ -163,3 +163,57 @@ def test_bastion_serve_admits_its_models_before_listening(served):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_deploy_guards_and_routes_from_the_cli(served):
+    """`bastion deploy` through the server (--server) and on the home's store: guards built
+    from the model's training data (bc@v1) reach tritonclient as errors or flags; a pin made
+    on the store is served within the re-check interval; every change is audited."""
+    srv, features, x, _ = served
+    started_ms = int(time.time() * 1000)
+    c = client(srv)
+    remote = ["--server", srv.url, "--token", srv.token]
+    out = json.loads(cli.run(srv.home, "deploy", "bc@1", "--guard", "range=reject,ood=flag", *remote).stdout)
+    assert out["deployment"]["stable"] == "1" and out["deployment"]["guards"]["range"] == "reject"
+
+    def inputs(row):
+        ts = []
+        for j, name in enumerate(features):
+            t = httpclient.InferInput(name, [1], "FP64")
+            t.set_data_from_numpy(np.array([row[j]], dtype=np.float64))
+            ts.append(t)
+        return ts
+
+    ok = c.infer("bc", inputs(x[0]), headers=srv.auth)
+    assert ok.get_response().get("parameters", {}).get("bastion_guard") is None
+    far = x[0].copy()
+    far[0] = x[:, 0].max() * 100
+    with pytest.raises(InferenceServerException, match=f"input '{features[0]}' row 0: .* outside the training range"):
+        c.infer("bc", inputs(far), headers=srv.auth)
+    # Within every range but unlike any training row: flagged, still answered.
+    odd = np.where(np.arange(len(features)) % 2 == 0, x.min(axis=0), x.max(axis=0))
+    flagged = c.infer("bc", inputs(odd), headers=srv.auth).get_response()
+    assert flagged["parameters"]["bastion_ood_score"] > 1.0, flagged
+    assert json.loads(flagged["parameters"]["bastion_guard"])["counts"]["ood"] == 1
+
+    # A pin written to the home's store directly; the server picks it up within 5 s.
+    cli.run(srv.home, "deploy", "bc@1", "--pin", "blue")
+    seen = None
+    for _ in range(80):
+        r = requests.post(srv.url + "/v2/models/bc/infer", headers={**srv.auth, "x-bastion-variant": "blue"},
+                          json={"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [float(x[0][j])]}
+                                           for j, n in enumerate(features)]}, timeout=30)
+        seen = r.status_code
+        if seen == 200:
+            break
+        time.sleep(0.1)
+    assert seen == 200
+    listed = json.loads(cli.run(srv.home, "deployments", "bc", *remote).stdout)
+    assert listed["deployment"]["pins"] == {"blue": "1"} and listed["revision"] == 2
+    refused = cli.run(srv.home, "rollback", "bc", *remote, ok=False)
+    assert refused.returncode != 0 and "no canary and no earlier stable version" in refused.stderr
+    events = srv.admin("GET", "/api/bastion/v1/inference-events?name=bc")["events"]
+    assert {"ok", "rejected", "flagged"} <= {e["decision"] for e in events}
+    actions = [e["action"] for e in srv.admin("GET", "/api/bastion/v1/audit/entries",
+                                                   params={"since_ms": started_ms, "limit": 1000})["entries"]]
+    assert actions.count("deployment.deploy") >= 2
