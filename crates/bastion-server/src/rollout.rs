@@ -257,22 +257,7 @@ impl Job<'_> {
         let header_len = self.header_len;
         let batcher = self.live.and_then(|l| l.batcher(&model));
         let m = model.clone();
-        let Some(batcher) = batcher else {
-            return blocking(move || {
-                let p = pipeline::prepare(
-                    &m,
-                    &bytes,
-                    header_len,
-                    limits,
-                    &guards,
-                    reference.as_deref(),
-                )?;
-                let prediction = pipeline::predict(&m, &p.table)?;
-                pipeline::finish(&m, p, &prediction, keep_rows)
-            })
-            .await;
-        };
-        let mut prepared = blocking(move || {
+        let prepare = move || {
             pipeline::prepare(
                 &m,
                 &bytes,
@@ -281,8 +266,17 @@ impl Job<'_> {
                 &guards,
                 reference.as_deref(),
             )
-        })
-        .await?;
+        };
+        let Some(batcher) = batcher else {
+            let m = model.clone();
+            return blocking(move || {
+                let p = prepare()?;
+                let prediction = pipeline::predict(&m, &p.table)?;
+                pipeline::finish(&m, p, &prediction, keep_rows)
+            })
+            .await;
+        };
+        let mut prepared = blocking(prepare).await?;
         let table = std::mem::take(&mut prepared.table);
         let rows = table.rows();
         let prediction = batcher.predict(table).await?;

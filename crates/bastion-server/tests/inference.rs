@@ -5,7 +5,7 @@
 mod common;
 
 use bastion_ml::package;
-use common::served::{get_json, infer, local_probabilities, register_model, request};
+use common::served::{get_json, infer, local_probabilities, metrics, register_model, request};
 use common::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -115,15 +115,7 @@ async fn serves_a_builtin_model_with_json_and_binary_tensors(b: Backend) {
     assert_eq!(st, StatusCode::NOT_FOUND);
 
     // Per-model counters and latency for Prometheus.
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let text = metrics(&s).await;
     assert!(
         text.contains(
             r#"bastion_inference_requests_total{model="churn",version="1",route="direct",outcome="ok"}"#

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bastion_audit::entry::Outcome;
-use common::served::{infer, local_probabilities, register_model, request};
+use common::served::{infer, local_probabilities, metrics, register_model, request};
 use common::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -112,15 +112,40 @@ async fn events(s: &TestServer, model: &str) -> Vec<Value> {
     out["events"].as_array().cloned().unwrap_or_default()
 }
 
-async fn metrics(s: &TestServer) -> String {
-    s.client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default()
+/// Version 1 stable, version 2 a 50% canary judged by `rule`.
+async fn stable_and_canary(s: &TestServer, model: &str, rule: Value) {
+    ok_deploy(
+        s,
+        model,
+        json!({"change": {"action": "stable", "version": "1"}}),
+    )
+    .await;
+    ok_deploy(
+        s,
+        model,
+        json!({"change": {"action": "canary", "version": "2", "percent": 50}, "rollback": rule}),
+    )
+    .await;
+}
+
+/// Whether the model's canary is gone within `tries` rounds (each sending `load` requests,
+/// or waiting 100 ms when `load` is 0).
+async fn canary_gone(s: &TestServer, model: &str, tries: usize, load: usize) -> bool {
+    for _ in 0..tries {
+        if load > 0 {
+            versions_answering(s, model, load, None).await;
+        }
+        if deployment(s, model).await["deployment"]
+            .get("canary")
+            .is_none()
+        {
+            return true;
+        }
+        if load == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    false
 }
 
 async fn two_versions(s: &TestServer, model: &str) -> tempfile::TempDir {
@@ -298,19 +323,10 @@ async fn canary_weights_pins_promote_and_rollback(b: Backend) {
 async fn a_failing_or_slow_canary_rolls_back_without_failed_requests(b: Backend) {
     let s = TestServer::start_serving(b, Duration::from_millis(300)).await;
     two_versions(&s, "churn").await;
-    ok_deploy(
+    stable_and_canary(
         &s,
         "churn",
-        json!({"change": {"action": "stable", "version": "1"}}),
-    )
-    .await;
-    ok_deploy(
-        &s,
-        "churn",
-        json!({
-            "change": {"action": "canary", "version": "2", "percent": 50},
-            "rollback": {"max_error_rate": 0.1, "max_p99_ms": null, "min_requests": 5, "window": 50}
-        }),
+        json!({"max_error_rate": 0.1, "max_p99_ms": null, "min_requests": 5, "window": 50}),
     )
     .await;
     // The canary breaks: it is quarantined, so it is no longer admitted.
@@ -325,18 +341,11 @@ async fn a_failing_or_slow_canary_rolls_back_without_failed_requests(b: Backend)
         vec![("1".into(), 60)],
         "the stable version answers for the canary"
     );
-    let mut rolled_back = false;
-    for _ in 0..50 {
-        if deployment(&s, "churn").await["deployment"]
-            .get("canary")
-            .is_none()
-        {
-            rolled_back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(rolled_back, "{}", deployment(&s, "churn").await);
+    assert!(
+        canary_gone(&s, "churn", 50, 0).await,
+        "{}",
+        deployment(&s, "churn").await
+    );
     let entries = s.audit_entries().await;
     let auto = entries
         .iter()
@@ -348,33 +357,17 @@ async fn a_failing_or_slow_canary_rolls_back_without_failed_requests(b: Backend)
 
     // A canary slower than its bound goes the same way.
     two_versions(&s, "slow").await;
-    ok_deploy(
+    stable_and_canary(
         &s,
         "slow",
-        json!({"change": {"action": "stable", "version": "1"}}),
+        json!({"max_error_rate": null, "max_p99_ms": 0.000001, "min_requests": 3, "window": 20}),
     )
     .await;
-    ok_deploy(
-        &s,
-        "slow",
-        json!({
-            "change": {"action": "canary", "version": "2", "percent": 50},
-            "rollback": {"max_error_rate": null, "max_p99_ms": 0.000001, "min_requests": 3, "window": 20}
-        }),
-    )
-    .await;
-    let mut rolled_back = false;
-    for _ in 0..100 {
-        versions_answering(&s, "slow", 5, None).await;
-        if deployment(&s, "slow").await["deployment"]
-            .get("canary")
-            .is_none()
-        {
-            rolled_back = true;
-            break;
-        }
-    }
-    assert!(rolled_back, "{}", deployment(&s, "slow").await);
+    assert!(
+        canary_gone(&s, "slow", 100, 5).await,
+        "{}",
+        deployment(&s, "slow").await
+    );
     assert_eq!(
         versions_answering(&s, "slow", 10, None).await,
         vec![("1".into(), 10)]

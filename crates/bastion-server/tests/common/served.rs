@@ -125,3 +125,15 @@ pub fn local_probabilities(dir: &std::path::Path, rows: &[(f64, f64, &str)]) -> 
         Prediction::Values(v) => v.to_vec(),
     }
 }
+
+/// The Prometheus text the server exposes now.
+pub async fn metrics(s: &TestServer) -> String {
+    s.client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
