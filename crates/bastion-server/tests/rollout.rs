@@ -375,30 +375,32 @@ async fn a_failing_or_slow_canary_rolls_back_without_failed_requests(b: Backend)
 }
 
 async fn shadow_traffic_is_compared_and_never_returned(b: Backend) {
+    // Metrics are per process, shared by the SQLite and PostgreSQL runs: one name each.
+    let m = format!("churn-{b:?}").to_lowercase();
     let s = TestServer::start(b).await;
-    two_versions(&s, "churn").await;
+    two_versions(&s, &m).await;
     ok_deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "stable", "version": "1"}}),
     )
     .await;
-    let (st, out) = deploy(&s, "churn", json!({"change": {"action": "clear_shadow"}})).await;
+    let (st, out) = deploy(&s, &m, json!({"change": {"action": "clear_shadow"}})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
     ok_deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "shadow", "version": "2"}}),
     )
     .await;
     assert_eq!(
-        versions_answering(&s, "churn", 20, None).await,
+        versions_answering(&s, &m, 20, None).await,
         vec![("1".into(), 20)]
     );
     // Shadow answers are recorded in the background.
     let mut shadows = Vec::new();
     for _ in 0..50 {
-        shadows = events(&s, "churn")
+        shadows = events(&s, &m)
             .await
             .into_iter()
             .filter(|e| e["route"] == "shadow")
@@ -414,10 +416,10 @@ async fn shadow_traffic_is_compared_and_never_returned(b: Backend) {
             .iter()
             .all(|e| e["version"] == "2" && e["outputs"]["agreement"] == 1.0)
     );
-    assert!(metrics(&s).await.contains(
-        r#"bastion_shadow_comparisons_total{model="churn",version="2",result="agree"} 20"#
-    ));
-    ok_deploy(&s, "churn", json!({"change": {"action": "clear_shadow"}})).await;
+    let want =
+        format!(r#"bastion_shadow_comparisons_total{{model="{m}",version="2",result="agree"}} 20"#);
+    assert!(metrics(&s).await.contains(&want), "{want}");
+    ok_deploy(&s, &m, json!({"change": {"action": "clear_shadow"}})).await;
 }
 
 async fn per_model_rate_and_concurrency_limits(b: Backend) {
@@ -532,8 +534,11 @@ fn training_csv() -> String {
 }
 
 async fn guards_compare_inputs_with_the_training_data(b: Backend) {
+    // Metrics are per process, shared by the SQLite and PostgreSQL runs: one name each.
+    let m = format!("churn-{b:?}").to_lowercase();
+    let url = format!("/v2/models/{m}/infer");
     let s = TestServer::start(b).await;
-    register_model(&s, "churn", &[]).await;
+    register_model(&s, &m, &[]).await;
     let r = s
         .client
         .post(s.url("/api/bastion/v1/datasets/churn-train/versions?filename=train.csv"))
@@ -549,7 +554,7 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
     };
     let (st, out) = deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "stable", "version": "1"},
                "guards": {"reference": "nothing@v1"}}),
     )
@@ -557,35 +562,25 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
     assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
     ok_deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "stable", "version": "1"}, "guards": guards("reject", "log")}),
     )
     .await;
-    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&ROWS)).await;
+    let (st, out) = infer(&s, &url, request(&ROWS)).await;
     assert_eq!(st, StatusCode::OK, "{out}");
     assert!(
         out.get("parameters")
             .is_none_or(|p| p.get("bastion_guard").is_none()),
         "{out}"
     );
-    let (st, out) = infer(
-        &s,
-        "/v2/models/churn/infer",
-        request(&[(0.5, 0.5, "red"), (5.0, 0.5, "red")]),
-    )
-    .await;
+    let (st, out) = infer(&s, &url, request(&[(0.5, 0.5, "red"), (5.0, 0.5, "red")])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
     let e = out["error"].as_str().unwrap();
     assert!(
         e.contains("input 'a' row 1: 5 is outside the training range [0, 0.94"),
         "{e}"
     );
-    let (st, out) = infer(
-        &s,
-        "/v2/models/churn/infer",
-        request(&[(0.5, 0.5, "purple")]),
-    )
-    .await;
+    let (st, out) = infer(&s, &url, request(&[(0.5, 0.5, "purple")])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
     assert!(
         out["error"]
@@ -598,11 +593,11 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
     // Flag: answered, with what was noticed.
     ok_deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "configure"}, "guards": guards("flag", "flag")}),
     )
     .await;
-    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&[(5.0, 0.5, "red")])).await;
+    let (st, out) = infer(&s, &url, request(&[(5.0, 0.5, "red")])).await;
     assert_eq!(st, StatusCode::OK, "{out}");
     let noticed: Value =
         serde_json::from_str(out["parameters"]["bastion_guard"].as_str().unwrap()).unwrap();
@@ -616,17 +611,12 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
     // Clip: the value is clamped into the range, so the answer equals the one at the bound.
     ok_deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "configure"}, "guards": guards("clip", "log")}),
     )
     .await;
-    let (_, clipped) = infer(&s, "/v2/models/churn/infer", request(&[(5.0, 0.5, "red")])).await;
-    let (_, bound) = infer(
-        &s,
-        "/v2/models/churn/infer",
-        request(&[(16.0 / 17.0, 0.5, "red")]),
-    )
-    .await;
+    let (_, clipped) = infer(&s, &url, request(&[(5.0, 0.5, "red")])).await;
+    let (_, bound) = infer(&s, &url, request(&[(16.0 / 17.0, 0.5, "red")])).await;
     assert_eq!(
         clipped["outputs"][1]["data"], bound["outputs"][1]["data"],
         "{clipped} {bound}"
@@ -636,13 +626,13 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
     // the corner (max, max) alone is not far; far beyond both is.
     ok_deploy(
         &s,
-        "churn",
+        &m,
         json!({"change": {"action": "configure"}, "guards": guards("log", "reject")}),
     )
     .await;
-    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&[(0.5, 0.5, "red")])).await;
+    let (st, out) = infer(&s, &url, request(&[(0.5, 0.5, "red")])).await;
     assert_eq!(st, StatusCode::OK, "{out}");
-    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&[(3.0, 3.0, "red")])).await;
+    let (st, out) = infer(&s, &url, request(&[(3.0, 3.0, "red")])).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
     assert!(
         out["error"]
@@ -652,7 +642,7 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
         "{out}"
     );
 
-    let ev = events(&s, "churn").await;
+    let ev = events(&s, &m).await;
     for d in ["ok", "rejected", "flagged"] {
         assert!(ev.iter().any(|e| e["decision"] == d), "no {d} event");
     }
