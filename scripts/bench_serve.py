@@ -194,6 +194,7 @@ def main():
     ap.add_argument("--work")
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="bench-serve-")
+    os.makedirs(work, exist_ok=True)
     import onnxruntime
     lib = sorted(f for f in os.listdir(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))
                  if f.startswith("libonnxruntime.so"))[0]

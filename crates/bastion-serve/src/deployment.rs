@@ -243,8 +243,9 @@ impl Deployment {
         let mut d = self.clone();
         match change {
             Change::Stable { version: v } => {
+                // Deploying the stable version again changes no route (settings may change).
                 if d.stable.as_deref() == Some(v) {
-                    return Err(format!("version {v} is already the stable version"));
+                    return Ok(d);
                 }
                 if let Some(old) = d.stable.replace(v.clone()) {
                     d.push_history(old);
@@ -546,11 +547,12 @@ mod tests {
             .unwrap();
         assert_eq!(d.history.len(), HISTORY);
         assert_eq!(d.history.iter().filter(|v| *v == "5").count(), 0);
-        assert!(
+        // Again: idempotent.
+        assert_eq!(
             d.apply(&Change::Stable {
                 version: "5".into()
-            })
-            .is_err()
+            }),
+            Ok(d.clone())
         );
     }
 
