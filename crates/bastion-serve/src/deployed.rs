@@ -14,6 +14,7 @@ use std::time::Instant;
 use bastion_audit::entry::Outcome;
 use bastion_store::MetaStore;
 use bastion_store::meta::{AuditContext, AuditDraft, parse_dataset_reference};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::batch::Batcher;
 use crate::canary::Health;
@@ -38,7 +39,12 @@ pub struct Live {
     rolling_back: AtomicBool,
     /// Micro-batchers per loaded version, when the deployment batches.
     batchers: Mutex<HashMap<String, ServedBatcher>>,
+    /// Shadow copies in progress, at most `SHADOW_SLOTS`.
+    shadow_slots: Arc<Semaphore>,
 }
+
+/// Shadow copies of one model's requests running at once, at most.
+const SHADOW_SLOTS: usize = 64;
 
 /// Rows a guard reference is built from, at most (larger training sets are refused for now).
 const MAX_REFERENCE_ROWS: u64 = 2_000_000;
@@ -84,6 +90,7 @@ impl Models {
                     canary_health: Mutex::default(),
                     rolling_back: AtomicBool::new(false),
                     batchers: Mutex::default(),
+                    shadow_slots: Arc::new(Semaphore::new(SHADOW_SLOTS)),
                 }))
             }
         };
@@ -106,6 +113,16 @@ impl Models {
         Ok(crate::models::columns_of(
             &self.get(name, v, caller).await?.plans,
         ))
+    }
+
+    /// Forgets the per-caller limiter state of callers back to a full burst (bounded memory;
+    /// the server calls it periodically).
+    pub fn forget_idle(&self) {
+        if let Ok(map) = self.live.read() {
+            for live in map.values().filter_map(|(l, _)| l.as_ref()) {
+                live.limits.forget_idle();
+            }
+        }
     }
 
     /// The stored deployment and its revision (a default one at revision 0 when there is none).
@@ -286,6 +303,11 @@ impl Models {
 }
 
 impl Live {
+    /// A place for one shadow copy, if one is free.
+    pub fn shadow_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.shadow_slots.clone().try_acquire_owned().ok()
+    }
+
     /// The micro-batcher for a loaded version, when the deployment batches (a reloaded
     /// version gets a new one).
     pub fn batcher(&self, served: &Arc<Served>) -> Option<Arc<Batcher>> {

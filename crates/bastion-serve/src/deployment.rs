@@ -398,21 +398,6 @@ impl Deployment {
         }
         self.guards.validate()
     }
-
-    /// Every version the deployment serves.
-    pub fn versions(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self
-            .stable
-            .iter()
-            .chain(self.canary.as_ref().map(|c| &c.version))
-            .chain(self.shadow.iter())
-            .chain(self.pins.values())
-            .map(String::as_str)
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
 }
 
 #[cfg(test)]
@@ -507,7 +492,6 @@ mod tests {
         );
         assert!(d.route(Some("green"), 0.1).is_err());
         assert_eq!(Deployment::default().route(None, 0.0).unwrap(), None);
-        assert_eq!(d.versions(), vec!["1", "2", "3"]);
         assert!(
             d.apply(&Change::Pin {
                 label: "stable".into(),

@@ -99,7 +99,7 @@ pub fn finish(
     Ok(Answer {
         body,
         header_len,
-        rows: p.table.rows(),
+        rows: prediction.rows(),
         features: if keep_rows {
             rows_json(&p.table)
         } else {

@@ -173,7 +173,8 @@ where
 }
 
 /// Background upkeep while serving: records when tokens were last used, signs a new audit tree
-/// head when the log has grown, and forgets idle rate-limit state.
+/// head when the log has grown, and forgets idle rate-limit state (the server's and each
+/// deployment's).
 async fn upkeep(state: AppState) {
     let mut tick = tokio::time::interval(state.config.audit_sign_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,6 +183,7 @@ async fn upkeep(state: AppState) {
         flush_token_use(&state).await;
         sign_head(&state).await;
         state.auth.limits.forget_idle();
+        state.models.forget_idle();
     }
 }
 

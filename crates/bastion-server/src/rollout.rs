@@ -6,7 +6,7 @@
 //! shadow copy, metrics and the inference event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::body::{Bytes, to_bytes};
@@ -53,7 +53,7 @@ pub async fn limits(
                 metrics::counter!("bastion_inference_limited_total", "model" => name.clone())
                     .increment(1);
                 let caller = caller_of(req.headers(), &actor);
-                let mut event = event_of(&name, "", Route::Direct, caller, &[]);
+                let mut event = event_of(&name, "", Route::Direct, caller, "");
                 event.status = 429;
                 event.decision = "limited".into();
                 record(&s, event);
@@ -120,34 +120,25 @@ async fn serve(
         )
     })?;
     let actor = s.principal.actor();
-    let caller = caller_of(&parts.headers, &actor);
-    let started = Instant::now();
-    let (version, route) = match choose(&s, &name, version, live.as_deref(), &parts.headers).await {
-        Ok(chosen) => chosen,
-        Err(e) => {
-            let settings = guards_of(live.as_deref());
-            observe(
-                &s,
-                &name,
-                "",
-                Route::Direct,
-                caller,
-                &bytes,
-                started.elapsed(),
-                Err(&e),
-                &settings,
-            );
-            return Err(e.into());
-        }
-    };
+    let digest = input_digest(&bytes).await;
     let job = Job {
         s: &s,
         name: &name,
         live: live.as_ref(),
         bytes: &bytes,
         header_len,
+        caller: caller_of(&parts.headers, &actor),
+        digest: &digest,
     };
-    let mut outcome = job.answer(&version, caller).await;
+    let started = Instant::now();
+    let (version, route) = match choose(&s, &name, version, live.as_deref(), &parts.headers).await {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            job.observe("", Route::Direct, started.elapsed(), Err(&e));
+            return Err(e.into());
+        }
+    };
+    let mut outcome = job.answer(&version).await;
     let mut served = (version, route);
     if route == Route::Canary
         && let Some(l) = &live
@@ -159,42 +150,62 @@ async fn serve(
             // The caller gets the stable version's answer; the canary's failure is counted.
             metrics::counter!("bastion_canary_fallbacks_total", "model" => name.clone())
                 .increment(1);
-            outcome = job.answer(&stable, caller).await;
+            outcome = job.answer(&stable).await;
             served = (stable, Route::Stable);
         }
     }
-    let latency = started.elapsed();
     let (version, route) = served;
-    let settings = guards_of(live.as_deref());
-    observe(
-        &s,
-        &name,
-        &version,
-        route,
-        caller,
-        &bytes,
-        latency,
-        outcome.as_ref(),
-        &settings,
-    );
+    job.observe(&version, route, started.elapsed(), outcome.as_ref());
     if matches!(route, Route::Stable | Route::Canary)
         && let Some(l) = &live
         && let Some(shadow) = l.deployment.shadow.clone()
         && shadow != version
     {
-        let primary = outcome.as_ref().ok().map(|a| a.outputs.clone());
-        let (s, name, l, actor) = (s.clone(), name.clone(), l.clone(), actor.clone());
-        let request_id = caller.request_id.to_owned();
-        tokio::spawn(async move {
-            let caller = Caller {
-                actor: &actor,
-                request_id: &request_id,
-            };
-            mirror(&s, &name, &l, &shadow, &bytes, header_len, caller, primary).await;
-        });
+        match l.shadow_slot() {
+            // Shadow copies never pile up behind a slow shadow version: beyond the slots in
+            // use, requests are not mirrored.
+            None => metrics::counter!("bastion_shadow_skipped_total", "model" => name.clone())
+                .increment(1),
+            Some(slot) => {
+                let primary = outcome.as_ref().ok().map(|a| a.outputs.clone());
+                let (s, name, l) = (s.clone(), name.clone(), l.clone());
+                let (actor, request_id) = (actor.clone(), job.caller.request_id.to_owned());
+                tokio::spawn(async move {
+                    let job = Job {
+                        s: &s,
+                        name: &name,
+                        live: Some(&l),
+                        bytes: &bytes,
+                        header_len,
+                        caller: Caller {
+                            actor: &actor,
+                            request_id: &request_id,
+                        },
+                        digest: &digest,
+                    };
+                    job.mirror(&shadow, primary).await;
+                    drop(slot);
+                });
+            }
+        }
     }
     let answer = outcome?;
     Ok(encoded(answer.body, answer.header_len))
+}
+
+/// The request body's SHA-256 (hex), for its inference event; a large body is hashed on the
+/// blocking pool, not on a runtime thread.
+async fn input_digest(bytes: &Bytes) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    if bytes.len() <= 64 << 10 {
+        return Digest::of(bytes).hex();
+    }
+    let b = bytes.clone();
+    tokio::task::spawn_blocking(move || Digest::of(&b).hex())
+        .await
+        .unwrap_or_default()
 }
 
 /// The version a request goes to and how.
@@ -227,26 +238,30 @@ async fn choose(
     Ok((s.models.resolve(name, None).await?, Route::Direct))
 }
 
-fn guards_of(live: Option<&Live>) -> GuardSettings {
-    live.map(|l| l.deployment.guards.clone())
-        .unwrap_or_default()
+static DEFAULT_GUARDS: LazyLock<GuardSettings> = LazyLock::new(GuardSettings::default);
+
+fn guards_of(live: Option<&Live>) -> &GuardSettings {
+    live.map_or(&DEFAULT_GUARDS, |l| &l.deployment.guards)
 }
 
-/// One request's bytes and the model it is for.
+/// One request: its bytes, who sent it, and the model it is for.
 struct Job<'a> {
     s: &'a Scoped,
     name: &'a str,
     live: Option<&'a Arc<Live>>,
     bytes: &'a Bytes,
     header_len: Option<usize>,
+    caller: Caller<'a>,
+    /// The body's SHA-256, once per request (the shadow's event reuses it).
+    digest: &'a str,
 }
 
 impl Job<'_> {
     /// The version's answer: admitted and loaded, prepared (decode, guards), predicted
     /// (alone or in a micro-batch), finished (output policy, encoding).
-    async fn answer(&self, version: &str, caller: Caller<'_>) -> Result<Answer, ServeError> {
-        let model = self.s.models.get(self.name, version, caller).await?;
-        let guards = guards_of(self.live.map(|l| l.as_ref()));
+    async fn answer(&self, version: &str) -> Result<Answer, ServeError> {
+        let model = self.s.models.get(self.name, version, self.caller).await?;
+        let guards = guards_of(self.live.map(|l| l.as_ref())).clone();
         let reference = self
             .live
             .and_then(|l| l.reference.clone())
@@ -277,7 +292,12 @@ impl Job<'_> {
             .await;
         };
         let mut prepared = blocking(prepare).await?;
-        let table = std::mem::take(&mut prepared.table);
+        // A sampled request keeps its rows for its event; the others hand theirs over.
+        let table = if keep_rows {
+            prepared.table.clone()
+        } else {
+            std::mem::take(&mut prepared.table)
+        };
         let rows = table.rows();
         let prediction = batcher.predict(table).await?;
         if prediction.rows() != rows {
@@ -286,13 +306,87 @@ impl Job<'_> {
                 prediction.rows()
             )));
         }
-        let m = model.clone();
-        blocking(move || {
-            let mut a = pipeline::finish(&m, prepared, &prediction, false)?;
-            a.rows = rows;
-            Ok(a)
-        })
-        .await
+        blocking(move || pipeline::finish(&model, prepared, &prediction, keep_rows)).await
+    }
+
+    /// Runs the shadow version on the same request; its answer is compared with the
+    /// primary's and recorded, never returned.
+    async fn mirror(&self, shadow: &str, primary: Option<Value>) {
+        let started = Instant::now();
+        let mut outcome = self.answer(shadow).await;
+        let agreement = match (&outcome, &primary) {
+            (Ok(a), Some(p)) => agreement(p, &a.outputs),
+            _ => None,
+        };
+        let result = match agreement {
+            Some(x) if x >= 1.0 => "agree",
+            Some(_) => "disagree",
+            None => "error",
+        };
+        metrics::counter!(
+            "bastion_shadow_comparisons_total",
+            "model" => self.name.to_owned(),
+            "version" => shadow.to_owned(),
+            "result" => result
+        )
+        .increment(1);
+        if let (Ok(a), Some(x)) = (&mut outcome, agreement) {
+            a.outputs["agreement"] = json!(x);
+        }
+        self.observe(shadow, Route::Shadow, started.elapsed(), outcome.as_ref());
+    }
+
+    /// Metrics and the inference event of one answer.
+    fn observe(
+        &self,
+        version: &str,
+        route: Route,
+        latency: std::time::Duration,
+        outcome: Result<&Answer, &ServeError>,
+    ) {
+        let name = self.name;
+        let settings = guards_of(self.live.map(|l| l.as_ref()));
+        let decided = decision(outcome);
+        let labels = [
+            ("model", name.to_owned()),
+            ("version", version.to_owned()),
+            ("route", route.as_str().to_owned()),
+        ];
+        metrics::counter!(
+            "bastion_inference_requests_total",
+            &[&labels[..], &[("outcome", decided.to_owned())]].concat()
+        )
+        .increment(1);
+        metrics::histogram!("bastion_inference_duration_seconds", &labels)
+            .record(latency.as_secs_f64());
+        let mut event = event_of(name, version, route, self.caller, self.digest);
+        event.latency_us = latency.as_micros().min(i64::MAX as u128) as i64;
+        event.decision = decided.into();
+        match outcome {
+            Ok(a) => {
+                count_guards(name, version, &a.verdict, settings);
+                event.status = 200;
+                event.rows = a.rows as i64;
+                event.features = a.features.clone();
+                event.outputs = a.outputs.clone();
+                event.guards = serde_json::to_value(&a.verdict).unwrap_or_default();
+            }
+            Err(e) => {
+                if let ServeError::Guarded { guard, .. } = e {
+                    metrics::counter!(
+                        "bastion_inference_guard_total",
+                        "model" => name.to_owned(),
+                        "version" => version.to_owned(),
+                        "guard" => *guard,
+                        "action" => "reject"
+                    )
+                    .increment(1);
+                }
+                event.status = i64::from(status_of(e).as_u16());
+                event.guards = json!({ "error": e.to_string() });
+            }
+        }
+        record(self.s, event);
     }
 }
 
@@ -302,62 +396,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ServeError::Model(e.to_string()))?
-}
-
-/// Runs the shadow version on the same request; its answer is compared with the primary's
-/// and recorded, never returned.
-#[allow(clippy::too_many_arguments)]
-async fn mirror(
-    s: &Scoped,
-    name: &str,
-    live: &Arc<Live>,
-    shadow: &str,
-    bytes: &Bytes,
-    header_len: Option<usize>,
-    caller: Caller<'_>,
-    primary: Option<Value>,
-) {
-    let started = Instant::now();
-    let job = Job {
-        s,
-        name,
-        live: Some(live),
-        bytes,
-        header_len,
-    };
-    let outcome = job.answer(shadow, caller).await;
-    let agreement = match (&outcome, &primary) {
-        (Ok(a), Some(p)) => agreement(p, &a.outputs),
-        _ => None,
-    };
-    let result = match agreement {
-        Some(x) if x >= 1.0 => "agree",
-        Some(_) => "disagree",
-        None => "error",
-    };
-    metrics::counter!(
-        "bastion_shadow_comparisons_total",
-        "model" => name.to_owned(),
-        "version" => shadow.to_owned(),
-        "result" => result
-    )
-    .increment(1);
-    let settings = guards_of(Some(live));
-    let mut outcome = outcome;
-    if let (Ok(a), Some(x)) = (&mut outcome, agreement) {
-        a.outputs["agreement"] = json!(x);
-    }
-    observe(
-        s,
-        name,
-        shadow,
-        Route::Shadow,
-        caller,
-        bytes,
-        started.elapsed(),
-        outcome.as_ref(),
-        &settings,
-    );
 }
 
 /// The share of rows on which two answers agree (same label; values within 1e-6 relative).
@@ -394,62 +432,6 @@ fn decision(outcome: Result<&Answer, &ServeError>) -> &'static str {
     }
 }
 
-/// Metrics and the inference event of one answer.
-#[allow(clippy::too_many_arguments)]
-fn observe(
-    s: &Scoped,
-    name: &str,
-    version: &str,
-    route: Route,
-    caller: Caller<'_>,
-    bytes: &[u8],
-    latency: std::time::Duration,
-    outcome: Result<&Answer, &ServeError>,
-    settings: &GuardSettings,
-) {
-    let decided = decision(outcome);
-    let labels = [
-        ("model", name.to_owned()),
-        ("version", version.to_owned()),
-        ("route", route.as_str().to_owned()),
-    ];
-    metrics::counter!(
-        "bastion_inference_requests_total",
-        &[&labels[..], &[("outcome", decided.to_owned())]].concat()
-    )
-    .increment(1);
-    metrics::histogram!("bastion_inference_duration_seconds", &labels)
-        .record(latency.as_secs_f64());
-    let mut event = event_of(name, version, route, caller, bytes);
-    event.latency_us = latency.as_micros().min(i64::MAX as u128) as i64;
-    event.decision = decided.into();
-    match outcome {
-        Ok(a) => {
-            count_guards(name, version, &a.verdict, settings);
-            event.status = 200;
-            event.rows = a.rows as i64;
-            event.features = a.features.clone();
-            event.outputs = a.outputs.clone();
-            event.guards = serde_json::to_value(&a.verdict).unwrap_or_default();
-        }
-        Err(e) => {
-            if let ServeError::Guarded { guard, .. } = e {
-                metrics::counter!(
-                    "bastion_inference_guard_total",
-                    "model" => name.to_owned(),
-                    "version" => version.to_owned(),
-                    "guard" => *guard,
-                    "action" => "reject"
-                )
-                .increment(1);
-            }
-            event.status = i64::from(status_of(e).as_u16());
-            event.guards = json!({ "error": e.to_string() });
-        }
-    }
-    record(s, event);
-}
-
 fn count_guards(name: &str, version: &str, v: &Verdict, settings: &GuardSettings) {
     for (guard, n) in &v.counts {
         let action = match *guard {
@@ -474,7 +456,7 @@ fn event_of(
     version: &str,
     route: Route,
     caller: Caller<'_>,
-    bytes: &[u8],
+    digest: &str,
 ) -> InferenceEvent {
     InferenceEvent {
         id: 0,
@@ -487,11 +469,7 @@ fn event_of(
         latency_us: 0,
         status: 0,
         decision: String::new(),
-        input_digest: if bytes.is_empty() {
-            String::new()
-        } else {
-            Digest::of(bytes).hex()
-        },
+        input_digest: digest.to_owned(),
         rows: 0,
         features: Value::Null,
         outputs: Value::Null,

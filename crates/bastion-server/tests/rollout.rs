@@ -321,7 +321,7 @@ async fn canary_weights_pins_promote_and_rollback(b: Backend) {
 }
 
 async fn a_failing_or_slow_canary_rolls_back_without_failed_requests(b: Backend) {
-    let s = TestServer::start_serving(b, Duration::from_millis(300)).await;
+    let s = TestServer::start_serving(b, |c| c.recheck = Duration::from_millis(300)).await;
     two_versions(&s, "churn").await;
     stable_and_canary(
         &s,
@@ -658,7 +658,8 @@ async fn guards_compare_inputs_with_the_training_data(b: Backend) {
 }
 
 async fn micro_batching_and_hot_swap_under_load(b: Backend) {
-    let s = Arc::new(TestServer::start(b).await);
+    // Every request keeps its rows in its event, batched or not.
+    let s = Arc::new(TestServer::start_serving(b, |c| c.event_sample = 1.0).await);
     let dir = two_versions(&s, "churn").await;
     ok_deploy(
         &s,
@@ -691,6 +692,17 @@ async fn micro_batching_and_hot_swap_under_load(b: Backend) {
     }
     let text = metrics(&s).await;
     assert!(text.contains("bastion_inference_batch_rows"), "{text}");
+    let ev = events(&s, "churn").await;
+    assert_eq!(ev.len(), 40);
+    for e in &ev {
+        assert_eq!(e["rows"], 2, "{e}");
+        assert_eq!(e["features"]["a"], json!([0.2, 0.8]), "{e}");
+        assert_eq!(
+            e["outputs"]["labels"].as_array().map(Vec::len),
+            Some(2),
+            "{e}"
+        );
+    }
 
     // Hot swap: clients keep sending while the stable version changes back and forth.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

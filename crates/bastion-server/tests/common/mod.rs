@@ -12,6 +12,9 @@ use bastion_store::meta::{MetaStore, MetaStoreOptions, SqliteSync};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+/// A change to the serving settings a test server starts with.
+type ServingTweak<'a> = Box<dyn FnOnce(&mut bastion_serve::ServeConfig) + 'a>;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -92,16 +95,19 @@ impl TestServer {
         .await
     }
 
-    /// An `--insecure` server whose serving re-reads deployments and admissions every
-    /// `recheck` (5 s in production).
-    pub async fn start_serving(backend: Backend, recheck: std::time::Duration) -> Self {
+    /// An `--insecure` server with serving settings changed by `tweak` (e.g. a shorter
+    /// `recheck` than production's 5 s).
+    pub async fn start_serving(
+        backend: Backend,
+        tweak: impl FnOnce(&mut bastion_serve::ServeConfig),
+    ) -> Self {
         Self::start_full(
             backend,
             |c| c.insecure = true,
             None,
             None,
             false,
-            Some(recheck),
+            Some(Box::new(tweak)),
         )
         .await
     }
@@ -132,7 +138,7 @@ impl TestServer {
         oidc: Option<bastion_server::OidcConfig>,
         tls: Option<Arc<rustls::ServerConfig>>,
         dataset_key: bool,
-        recheck: Option<std::time::Duration>,
+        serving: Option<ServingTweak<'_>>,
     ) -> Self {
         // reqwest is built without a default TLS provider (the workspace uses ring's).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -180,8 +186,8 @@ impl TestServer {
             dir.path().join("tmp"),
         );
         let mut serve = bastion_serve::ServeConfig::new(dir.path().join("tmp").join("serve"));
-        if let Some(r) = recheck {
-            serve.recheck = r;
+        if let Some(tweak) = serving {
+            tweak(&mut serve);
         }
         let state = state.with_serving(serve);
         let models = state.models.clone();
