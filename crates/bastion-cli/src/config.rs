@@ -44,6 +44,9 @@ pub struct ServerArgs {
     /// Largest accepted inference request (JSON and binary tensors), in bytes.
     #[arg(long, env = "BASTION_MAX_INFER_BYTES")]
     pub max_infer_bytes: Option<usize>,
+    /// Seconds an inference request's body may take to arrive (slower: 408).
+    #[arg(long, env = "BASTION_INFER_BODY_TIMEOUT")]
+    pub infer_body_timeout: Option<u64>,
     /// Metadata-store connections.
     #[arg(long, env = "BASTION_DB_CONNECTIONS")]
     pub db_connections: Option<u32>,
@@ -87,6 +90,7 @@ pub struct ServerFile {
     pub max_json_bytes: Option<usize>,
     pub max_artifact_bytes: Option<u64>,
     pub max_infer_bytes: Option<usize>,
+    pub infer_body_timeout: Option<u64>,
     pub db_connections: Option<u32>,
 }
 
@@ -180,6 +184,7 @@ pub struct ServerSettings {
     pub max_json_bytes: usize,
     pub max_artifact_bytes: u64,
     pub max_infer_bytes: usize,
+    pub infer_body_timeout: u64,
     pub db_connections: u32,
     pub insecure: bool,
     pub rate_limit_per_ip: u32,
@@ -280,6 +285,11 @@ impl ServerSettings {
                 .max_infer_bytes
                 .or(file.max_infer_bytes)
                 .unwrap_or(32 << 20),
+            infer_body_timeout: args
+                .infer_body_timeout
+                .or(file.infer_body_timeout)
+                .unwrap_or(30)
+                .max(1),
             db_connections: args.db_connections.or(file.db_connections).unwrap_or(4),
             insecure: args.insecure,
             rate_limit_per_ip: args

@@ -73,6 +73,7 @@ pub async fn run(
         max_json_bytes: settings.max_json_bytes,
         max_artifact_bytes: settings.max_artifact_bytes,
         max_infer_bytes: settings.max_infer_bytes,
+        infer_body_timeout: Duration::from_secs(settings.infer_body_timeout),
         insecure: settings.insecure,
         rate_limit_per_ip: limit(settings.rate_limit_per_ip),
         rate_limit_per_principal: limit(settings.rate_limit_per_user),

@@ -113,12 +113,25 @@ async fn serve(
         ),
     };
     let limit = s.config.max_infer_bytes;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        OipError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is over the limit of {limit} bytes"),
-        )
-    })?;
+    let wait = s.config.infer_body_timeout;
+    let bytes = match tokio::time::timeout(wait, to_bytes(body, limit)).await {
+        Err(_) => {
+            return Err(OipError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    wait.as_secs_f64()
+                ),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(OipError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over the limit of {limit} bytes"),
+            ));
+        }
+        Ok(Ok(b)) => b,
+    };
     let actor = s.principal.actor();
     let digest = input_digest(&bytes).await;
     let job = Job {

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub max_artifact_bytes: u64,
     /// Largest inference request body (JSON header and binary tensors together).
     pub max_infer_bytes: usize,
+    /// How long an inference request's body may take to arrive: a slow (or stalled) client
+    /// gets 408 instead of holding its model's concurrency place.
+    pub infer_body_timeout: std::time::Duration,
     /// No authentication: every caller acts as an admin. Only `--insecure` sets it.
     pub insecure: bool,
     pub rate_limit_per_ip: Option<RateLimit>,
@@ -45,6 +48,7 @@ impl ServerConfig {
             max_json_bytes: crate::params::DEFAULT_MAX_JSON_BYTES,
             max_artifact_bytes: 5 * 1024 * 1024 * 1024,
             max_infer_bytes: 32 << 20,
+            infer_body_timeout: std::time::Duration::from_secs(30),
             insecure: false,
             rate_limit_per_ip: Some(RateLimit {
                 per_second: 2000,

@@ -21,6 +21,7 @@ backend_tests!(
     a_failing_or_slow_canary_rolls_back_without_failed_requests,
     shadow_traffic_is_compared_and_never_returned,
     per_model_rate_and_concurrency_limits,
+    a_stalled_body_times_out_and_frees_its_place,
     guards_compare_inputs_with_the_training_data,
     micro_batching_and_hot_swap_under_load
 );
@@ -747,4 +748,40 @@ async fn micro_batching_and_hot_swap_under_load(b: Backend) {
         seen.lock().unwrap().iter().cloned().collect::<Vec<_>>(),
         vec!["1".to_owned(), "2".to_owned()]
     );
+}
+
+async fn a_stalled_body_times_out_and_frees_its_place(b: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(b, |c| c.infer_body_timeout = Duration::from_millis(400)).await;
+    register_model(&s, "churn", &[]).await;
+    ok_deploy(
+        &s,
+        "churn",
+        json!({"change": {"action": "stable", "version": "1"},
+               "limits": {"rate": null, "rate_per_caller": null, "burst": null, "concurrency": 1}}),
+    )
+    .await;
+    // Headers and the start of a body, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /v2/models/churn/infer HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"inputs\"",
+        s.addr
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While it stalls, it holds the model's one place.
+    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&ROWS)).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{out}");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive within 0.4 s"), "{text}");
+    // The place is free again.
+    let (st, out) = infer(&s, "/v2/models/churn/infer", request(&ROWS)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
 }
