@@ -14,17 +14,24 @@ const COLOURS: [&str; 10] = [
     "#bcbd22", "#17becf",
 ];
 
-/// A square unit-range chart of several polylines, with axis labels and a legend.
-fn line_chart(
+/// A square chart of several polylines, with axis labels and a legend: `y` in [0, 1], `x` in
+/// [0, `x_max`].
+pub fn line_chart(
     title: &str,
     x_label: &str,
     y_label: &str,
+    x_max: f64,
     series: &[(String, Vec<(f64, f64)>)],
     diagonal: bool,
 ) -> String {
     const S: f64 = 260.0;
     const M: f64 = 40.0;
-    let px = |x: f64| M + x.clamp(0.0, 1.0) * S;
+    let x_max = if x_max > 0.0 && x_max.is_finite() {
+        x_max
+    } else {
+        1.0
+    };
+    let px = |x: f64| M + (x / x_max).clamp(0.0, 1.0) * S;
     let py = |y: f64| M + (1.0 - y.clamp(0.0, 1.0)) * S;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\">",
@@ -36,13 +43,18 @@ fn line_chart(
         svg,
         "<rect x=\"{M}\" y=\"{M}\" width=\"{S}\" height=\"{S}\" fill=\"none\" stroke=\"#999\"/>"
     );
+    let tick = |v: f64| {
+        let t = format!("{v:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
     for i in 0..=4 {
         let v = i as f64 / 4.0;
         let _ = write!(
             svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{v}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{v}</text>",
-            px(v),
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{v}</text>",
+            px(v * x_max),
             M + S + 14.0,
+            tick(v * x_max),
             M - 4.0,
             py(v) + 3.0
         );
@@ -65,7 +77,7 @@ fn line_chart(
             "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#ccc\" stroke-dasharray=\"4\"/>",
             px(0.0),
             py(0.0),
-            px(1.0),
+            px(x_max),
             py(1.0)
         );
     }
@@ -134,6 +146,7 @@ pub fn evaluation_html(title: &str, e: &Evaluation) -> String {
             "ROC",
             "false positive rate",
             "true positive rate",
+            1.0,
             &roc,
             true,
         ));
@@ -141,6 +154,7 @@ pub fn evaluation_html(title: &str, e: &Evaluation) -> String {
             "Precision-recall",
             "recall",
             "precision",
+            1.0,
             &pr,
             false,
         ));
@@ -148,6 +162,7 @@ pub fn evaluation_html(title: &str, e: &Evaluation) -> String {
             "Reliability",
             "mean predicted probability",
             "observed frequency",
+            1.0,
             &reliability,
             true,
         ));

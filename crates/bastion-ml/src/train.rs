@@ -261,6 +261,24 @@ pub fn train(table: &Table, spec: &TrainSpec, on_step: impl FnMut(Step)) -> MlRe
     fit_split(table, spec, &prepared, &split, on_step)
 }
 
+/// Trains and evaluates on a given split of `table`'s rows (`fold.train` to fit,
+/// `fold.test` to evaluate): what red-team retraining uses to keep the model's own split.
+pub fn train_on(
+    table: &Table,
+    spec: &TrainSpec,
+    fold: &Fold,
+    on_step: impl FnMut(Step),
+) -> MlResult<Trained> {
+    let prepared = prepare(table, spec)?;
+    if let Some(&i) = fold.train.iter().chain(&fold.test).find(|&&i| i >= table.rows()) {
+        return Err(MlError::invalid(format!(
+            "row {i} of the split is beyond the table's {} rows",
+            table.rows()
+        )));
+    }
+    fit_split(table, spec, &prepared, fold, on_step)
+}
+
 /// Metrics of `k`-fold cross-validation: a model trained on each fold's training rows and
 /// evaluated on its held-out rows (folds stratified by class for classification).
 #[derive(Debug, Clone, PartialEq, Serialize)]
