@@ -9,6 +9,7 @@ mod deploy;
 mod identity;
 mod import;
 mod model;
+mod redteam;
 mod scan;
 mod server;
 
@@ -105,6 +106,10 @@ enum Command {
     Evaluate(model::EvaluateArgs),
     /// Predict with a model package or registered version for a dataset version.
     Predict(model::PredictArgs),
+    /// Attack a model on a dataset version: evasion (FGSM, PGD, HopSkipJump, Square),
+    /// membership inference, extraction and poisoning; tracked as a run, recorded as
+    /// evidence on a registered version.
+    Redteam(redteam::RedteamArgs),
     /// Put a registered model version into service: as the stable version, a canary
     /// (--canary 10%), the shadow or a pinned variant; and set the model's serving settings
     /// (guards, limits, batching, automatic rollback). Admitted first, audited.
@@ -199,6 +204,7 @@ fn main() -> Result<()> {
             Command::Train(args) => model::train_command(&home, args).await,
             Command::Evaluate(args) => model::evaluate_command(&home, args).await,
             Command::Predict(args) => model::predict_command(&home, args).await,
+            Command::Redteam(args) => redteam::redteam_command(&home, args).await,
             Command::Model(cmd) => import::run(&home, cmd).await,
             Command::Deploy(args) => deploy::deploy(&home, args).await,
             Command::Promote(args) => deploy::promote(&home, args).await,

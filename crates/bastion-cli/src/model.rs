@@ -131,7 +131,7 @@ fn to_table(path: &Path) -> Result<Table> {
 }
 
 /// The dataset version's rows as a table, and `NAME@vK` for it.
-async fn read_dataset(
+pub(crate) async fn read_dataset(
     h: &Home,
     reference: &str,
 ) -> Result<(Table, bastion_store::meta::DatasetVersion)> {
@@ -447,22 +447,34 @@ pub(crate) async fn store_package(
     pkg_dir: &Path,
     manifest: &package::Manifest,
 ) -> Result<Vec<Value>> {
+    let mut names: Vec<String> = manifest.files.keys().cloned().collect();
+    names.push(package::MANIFEST.to_owned());
+    store_files(h, artifact_uri, "model", pkg_dir, &names).await
+}
+
+/// Stores files `names` of `dir` as the run's artifacts under `prefix/`.
+pub(crate) async fn store_files(
+    h: &Home,
+    artifact_uri: &str,
+    prefix: &str,
+    dir: &Path,
+    names: &[String],
+) -> Result<Vec<Value>> {
     let root = match uri::parse("artifact_uri", artifact_uri)? {
         ArtifactUri::Proxied(root) => root,
         _ => bail!("the run's artifacts are not stored by this home ({artifact_uri})"),
     };
     let mut files = Vec::new();
-    let mut names: Vec<String> = manifest.files.keys().cloned().collect();
-    names.push(package::MANIFEST.to_owned());
-    for name in &names {
-        let f = tokio::fs::File::open(pkg_dir.join(name)).await?;
+    for name in names {
+        let f = tokio::fs::File::open(dir.join(name)).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).boxed();
         let stored = h.blobs.put(stream, u64::MAX, None).await?;
-        let path = root.join(&RelPath::parse(&format!("model/{name}"))?)?;
+        let rel = format!("{prefix}/{name}");
+        let path = root.join(&RelPath::parse(&rel)?)?;
         h.meta
             .put_artifact(&path, &stored.digest, stored.size as i64)
             .await?;
-        files.push(json!({ "path": format!("model/{name}"), "sha256": stored.digest.hex(), "size": stored.size }));
+        files.push(json!({ "path": rel, "sha256": stored.digest.hex(), "size": stored.size }));
     }
     Ok(files)
 }
@@ -505,8 +517,33 @@ pub(crate) async fn register(
     Ok(json!({ "name": v.name, "version": v.version, "source": v.source, "status": v.status }))
 }
 
-/// A model package from a folder, or from a registered version's files (each checked
-/// against its digest as it is copied out of the blob store).
+/// A model package's folder: the given one, or a registered version's files copied out of
+/// the blob store (each checked against its digest), kept while the `TempDir` lives.
+pub(crate) async fn model_dir(
+    h: &Home,
+    reference: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let Some(rest) = reference.strip_prefix("models:/") else {
+        return Ok((PathBuf::from(reference), None));
+    };
+    let (name, version) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{reference}: expected models:/NAME/VERSION"))?;
+    let fetched = bastion_serve::fetch::fetch_package(
+        &h.meta,
+        h.blobs.as_ref(),
+        name,
+        version,
+        &h.tmp,
+        Limits::default(),
+    )
+    .await
+    .map_err(|e| anyhow!("{reference}: {e}"))?;
+    let path = fetched.dir.path().to_owned();
+    Ok((path, Some(fetched.dir)))
+}
+
+/// A model package from a folder or a registered version (see [`model_dir`]).
 async fn open_model(
     h: &Home,
     reference: &str,
@@ -515,32 +552,11 @@ async fn open_model(
     Box<dyn Predictor>,
     Option<tempfile::TempDir>,
 )> {
-    if let Some(rest) = reference.strip_prefix("models:/") {
-        let (name, version) = rest
-            .split_once('/')
-            .ok_or_else(|| anyhow!("{reference}: expected models:/NAME/VERSION"))?;
-        let fetched = bastion_serve::fetch::fetch_package(
-            &h.meta,
-            h.blobs.as_ref(),
-            name,
-            version,
-            &h.tmp,
-            Limits::default(),
-        )
-        .await
-        .map_err(|e| anyhow!("{reference}: {e}"))?;
-        let dir = fetched.dir;
-        let path = dir.path().to_owned();
-        let (m, model) =
-            tokio::task::spawn_blocking(move || package::load_predictor(&path, Limits::default()))
-                .await??;
-        return Ok((m, model, Some(dir)));
-    }
-    let path = PathBuf::from(reference);
+    let (path, dir) = model_dir(h, reference).await?;
     let (m, model) =
         tokio::task::spawn_blocking(move || package::load_predictor(&path, Limits::default()))
             .await??;
-    Ok((m, model, None))
+    Ok((m, model, dir))
 }
 
 pub async fn evaluate_command(home: &Path, a: EvaluateArgs) -> Result<()> {

@@ -197,6 +197,57 @@ impl Preprocessor {
             .collect()
     }
 
+    /// The input values a feature row stands for: numbers unscaled, a one-hot group's or an
+    /// ordinal code's category (`null` for none, or a code out of range).
+    pub fn inverse(&self, row: &[f64]) -> MlResult<Vec<(String, serde_json::Value)>> {
+        let width = self.feature_names().len();
+        if row.len() != width {
+            return Err(MlError::invalid(format!(
+                "preprocessing: a row of {} features, the model makes {width}",
+                row.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(self.steps.len());
+        let mut at = 0;
+        for step in &self.steps {
+            match step {
+                Step::Numeric {
+                    name, mean, scale, ..
+                } => {
+                    out.push((name.clone(), serde_json::json!(row[at] * scale + mean)));
+                    at += 1;
+                }
+                Step::Categorical {
+                    name,
+                    categories,
+                    encoding: Encoding::OneHot,
+                    ..
+                } => {
+                    let group = &row[at..at + categories.len()];
+                    let hot = group
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| **v > 0.5)
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(k, _)| categories[k].clone());
+                    out.push((name.clone(), serde_json::json!(hot)));
+                    at += categories.len();
+                }
+                Step::Categorical {
+                    name, categories, ..
+                } => {
+                    let code = row[at].round();
+                    let cat = (code >= 0.0)
+                        .then(|| categories.get(code as usize).cloned())
+                        .flatten();
+                    out.push((name.clone(), serde_json::json!(cat)));
+                    at += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The feature matrix for `columns` (same order and kinds as at fit time).
     pub fn transform(&self, columns: &[Column]) -> MlResult<Array2<f64>> {
         if columns.len() != self.steps.len() {

@@ -270,7 +270,12 @@ pub fn train_on(
     on_step: impl FnMut(Step),
 ) -> MlResult<Trained> {
     let prepared = prepare(table, spec)?;
-    if let Some(&i) = fold.train.iter().chain(&fold.test).find(|&&i| i >= table.rows()) {
+    if let Some(&i) = fold
+        .train
+        .iter()
+        .chain(&fold.test)
+        .find(|&&i| i >= table.rows())
+    {
         return Err(MlError::invalid(format!(
             "row {i} of the split is beyond the table's {} rows",
             table.rows()

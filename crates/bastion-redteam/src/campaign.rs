@@ -129,7 +129,11 @@ impl Plan {
                 "poisoning rate {r} is not between 0 and 1"
             )));
         }
-        if self.extraction_budgets.iter().any(|&b| b == 0 || b > 1_000_000) {
+        if self
+            .extraction_budgets
+            .iter()
+            .any(|&b| b == 0 || b > 1_000_000)
+        {
             return Err(RedteamError::invalid(
                 "extraction budgets must be between 1 and 1,000,000 queries",
             ));
@@ -147,7 +151,8 @@ impl Plan {
 pub trait Retrain: Sync {
     /// A model of the same kind and parameters, fitted on `fold.train` rows of the subject's
     /// table, with the classes of the rows in `relabel` replaced (`(row, class)`).
-    fn retrain(&self, fold: &Fold, relabel: &[(usize, usize)]) -> RedteamResult<Box<dyn Predictor>>;
+    fn retrain(&self, fold: &Fold, relabel: &[(usize, usize)])
+    -> RedteamResult<Box<dyn Predictor>>;
 }
 
 /// The model and data under attack.
@@ -225,7 +230,10 @@ impl SpaceSummary {
     fn of(s: &Space) -> Self {
         let finite = |v: f64| v.is_finite().then_some(v);
         let pick = |f: &dyn Fn(usize) -> bool| -> Vec<String> {
-            (0..s.dim()).filter(|&j| f(j)).map(|j| s.features[j].clone()).collect()
+            (0..s.dim())
+                .filter(|&j| f(j))
+                .map(|j| s.features[j].clone())
+                .collect()
         };
         Self {
             features: s.features.clone(),
@@ -244,6 +252,8 @@ pub struct Report {
     /// Which rows evasion attacked: "held-out" (the model's test rows) or "sample".
     pub rows_from: &'static str,
     pub rows: usize,
+    /// The rows of the data evasion attacked, in order.
+    pub attacked: Vec<usize>,
     pub clean_accuracy: f64,
     pub differentiable: bool,
     pub space: SpaceSummary,
@@ -342,6 +352,7 @@ pub fn run(
             seed: plan.seed,
             rows_from,
             rows: rows.len(),
+            attacked: rows.clone(),
             clean_accuracy: correct as f64 / rows.len() as f64,
             differentiable,
             space: SpaceSummary::of(&subject.space),
@@ -409,7 +420,10 @@ impl Run<'_, '_> {
             queries,
             seconds: started.elapsed().as_secs_f64(),
         });
-        for i in (0..y.len()).filter(|&i| turned[i]).take(self.plan.max_examples) {
+        for i in (0..y.len())
+            .filter(|&i| turned[i])
+            .take(self.plan.max_examples)
+        {
             self.examples.push(Example {
                 attack,
                 norm,
@@ -499,7 +513,8 @@ impl Run<'_, '_> {
                     });
                 }
                 for (i, f) in found.iter().enumerate() {
-                    if clean[i] != y[i] || self.examples_of(Check::HopSkipJump) >= plan.max_examples {
+                    if clean[i] != y[i] || self.examples_of(Check::HopSkipJump) >= plan.max_examples
+                    {
                         continue;
                     }
                     if let Some(a) = &f.adversarial {
@@ -531,7 +546,18 @@ impl Run<'_, '_> {
                     let sq = Square::new(e, plan.square_iterations);
                     let (adv, queries) =
                         sq.run(&self.oracle, &self.subject.space, x.view(), y, plan.seed)?;
-                    self.record(Check::Square, norm, e, x, &adv, y, rows, clean, queries, started)?;
+                    self.record(
+                        Check::Square,
+                        norm,
+                        e,
+                        x,
+                        &adv,
+                        y,
+                        rows,
+                        clean,
+                        queries,
+                        started,
+                    )?;
                 }
             }
         }
@@ -580,13 +606,18 @@ impl Run<'_, '_> {
         members.shuffle(&mut rng);
         members.truncate(non.len().max(1));
         members.sort_unstable();
-        let answers = |m: &dyn Predictor, idx: &[usize]| -> RedteamResult<(Array2<f64>, Vec<usize>)> {
-            let p = match m.predict(&self.subject.table.take(idx))? {
-                bastion_ml::predictor::Prediction::Classes(p) => p,
-                _ => return Err(RedteamError::invalid("the model did not return probabilities")),
+        let answers =
+            |m: &dyn Predictor, idx: &[usize]| -> RedteamResult<(Array2<f64>, Vec<usize>)> {
+                let p = match m.predict(&self.subject.table.take(idx))? {
+                    bastion_ml::predictor::Prediction::Classes(p) => p,
+                    _ => {
+                        return Err(RedteamError::invalid(
+                            "the model did not return probabilities",
+                        ));
+                    }
+                };
+                Ok((p, idx.iter().map(|&i| self.subject.y[i]).collect()))
             };
-            Ok((p, idx.iter().map(|&i| self.subject.y[i]).collect()))
-        };
         let (pm, ym) = answers(self.subject.model, &members)?;
         let (pn, yn) = answers(self.subject.model, &non)?;
         let loss = loss_threshold((&pm, &ym), (&pn, &yn))?;
@@ -594,7 +625,9 @@ impl Run<'_, '_> {
             None => {
                 self.report.skipped.push(Skipped {
                     check: Check::Membership,
-                    why: "shadow-model attack: the model is not a built-in model Bastion can retrain".into(),
+                    why:
+                        "shadow-model attack: the model is not a built-in model Bastion can retrain"
+                            .into(),
                 });
                 None
             }
@@ -617,7 +650,9 @@ impl Run<'_, '_> {
                     Err(e) => {
                         self.report.skipped.push(Skipped {
                             check: Check::Membership,
-                            why: format!("shadow-model attack: the shadow model could not be trained: {e}"),
+                            why: format!(
+                                "shadow-model attack: the shadow model could not be trained: {e}"
+                            ),
                         });
                         None
                     }
@@ -645,7 +680,10 @@ impl Run<'_, '_> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.plan.seed ^ 0x6578_7472);
         own.shuffle(&mut rng);
         if own.len() < 4 {
-            self.skip(Check::Extraction, "fewer than 4 rows to query near and compare on");
+            self.skip(
+                Check::Extraction,
+                "fewer than 4 rows to query near and compare on",
+            );
             return Ok(());
         }
         let half = own.len() / 2;
@@ -722,27 +760,39 @@ impl Run<'_, '_> {
         let m = &mut self.report.metrics;
         m.insert("redteam.clean_accuracy".into(), self.report.clean_accuracy);
         for e in &self.report.evasion {
-            let key = format!("redteam.{}.{}", attack_key(e.attack, e.norm), eps_key(e.eps));
+            let key = format!(
+                "redteam.{}.{}",
+                attack_key(e.attack, e.norm),
+                eps_key(e.eps)
+            );
             m.insert(format!("{key}.robust_accuracy"), e.robust_accuracy);
             m.insert(format!("{key}.success_rate"), e.success_rate);
         }
         let mut worst: BTreeMap<String, f64> = BTreeMap::new();
         for e in &self.report.evasion {
-            let w = worst.entry(format!("redteam.{}.robust_accuracy", eps_key(e.eps))).or_insert(1.0);
+            let w = worst
+                .entry(format!("redteam.{}.robust_accuracy", eps_key(e.eps)))
+                .or_insert(1.0);
             *w = w.min(e.robust_accuracy);
         }
         m.extend(worst);
         for p in &self.report.minimal_perturbation {
             if let Some(v) = p.median {
                 m.insert(
-                    format!("redteam.{}.median_perturbation", attack_key(p.attack, p.norm)),
+                    format!(
+                        "redteam.{}.median_perturbation",
+                        attack_key(p.attack, p.norm)
+                    ),
                     v,
                 );
             }
         }
         if let Some(mb) = &self.report.membership {
             m.insert("privacy.membership.loss_auc".into(), mb.loss_threshold.auc);
-            m.insert("privacy.membership.loss_advantage".into(), mb.loss_threshold.advantage);
+            m.insert(
+                "privacy.membership.loss_advantage".into(),
+                mb.loss_threshold.advantage,
+            );
             let (mut auc, mut adv) = (mb.loss_threshold.auc, mb.loss_threshold.advantage);
             if let Some(s) = &mb.shadow {
                 m.insert("privacy.membership.shadow_auc".into(), s.auc);
@@ -754,7 +804,10 @@ impl Run<'_, '_> {
             m.insert("privacy.membership_advantage".into(), adv);
         }
         for x in &self.report.extraction {
-            m.insert(format!("privacy.extraction.queries_{}.fidelity", x.queries), x.fidelity);
+            m.insert(
+                format!("privacy.extraction.queries_{}.fidelity", x.queries),
+                x.fidelity,
+            );
         }
         if let Some(last) = self.report.extraction.last() {
             m.insert("privacy.extraction_fidelity".into(), last.fidelity);
@@ -764,7 +817,13 @@ impl Run<'_, '_> {
             m.insert(format!("poisoning.{k}.accuracy"), p.accuracy);
             m.insert(format!("poisoning.{k}.accuracy_drop"), p.drop);
         }
-        if let Some(max) = self.report.poisoning.iter().map(|p| p.drop).reduce(f64::max) {
+        if let Some(max) = self
+            .report
+            .poisoning
+            .iter()
+            .map(|p| p.drop)
+            .reduce(f64::max)
+        {
             m.insert("poisoning.max_accuracy_drop".into(), max);
         }
     }

@@ -76,7 +76,9 @@ impl GradientAttack {
         }
         for _ in 0..self.iterations {
             let mut g = oracle.gradient(adv.view(), y).ok_or_else(|| {
-                RedteamError::invalid("the model has no input gradients (a white-box attack needs them)")
+                RedteamError::invalid(
+                    "the model has no input gradients (a white-box attack needs them)",
+                )
             })??;
             for (i, (mut gi, mut row)) in g
                 .axis_iter_mut(Axis(0))
@@ -98,7 +100,12 @@ impl GradientAttack {
 }
 
 /// A uniformly random point of the ball of radius `eps` around 0 in `d` dimensions.
-pub(crate) fn ball_sample(rng: &mut ChaCha8Rng, norm: Norm, eps: f64, d: usize) -> ndarray::Array1<f64> {
+pub(crate) fn ball_sample(
+    rng: &mut ChaCha8Rng,
+    norm: Norm,
+    eps: f64,
+    d: usize,
+) -> ndarray::Array1<f64> {
     match norm {
         Norm::Linf => ndarray::Array1::from_shape_fn(d, |_| rng.random_range(-eps..=eps)),
         Norm::L2 => {

@@ -125,16 +125,21 @@ impl Walk<'_> {
     fn interpolate(&self, x: &Array1<f64>, alpha: f64, norm: Norm) -> Array1<f64> {
         let p = match norm {
             Norm::L2 => &self.x0 * (1.0 - alpha) + x * alpha,
-            Norm::Linf => {
-                Array1::from_shape_fn(x.len(), |j| x[j].clamp(self.x0[j] - alpha, self.x0[j] + alpha))
-            }
+            Norm::Linf => Array1::from_shape_fn(x.len(), |j| {
+                x[j].clamp(self.x0[j] - alpha, self.x0[j] + alpha)
+            }),
         };
         self.projected(p)
     }
 
     /// Binary search from adversarial `x` towards the row, to within `theta` of the
     /// boundary.
-    fn to_boundary(&mut self, x: &Array1<f64>, norm: Norm, theta: f64) -> RedteamResult<Array1<f64>> {
+    fn boundary_from(
+        &mut self,
+        x: &Array1<f64>,
+        norm: Norm,
+        theta: f64,
+    ) -> RedteamResult<Array1<f64>> {
         let (mut high, threshold) = match norm {
             Norm::L2 => (1.0, theta),
             Norm::Linf => {
@@ -156,7 +161,13 @@ impl Walk<'_> {
     }
 
     /// The boundary's normal at `x`, estimated from `n` label queries at distance `delta`.
-    fn normal(&mut self, x: &Array1<f64>, n: usize, delta: f64, norm: Norm) -> RedteamResult<Array1<f64>> {
+    fn normal(
+        &mut self,
+        x: &Array1<f64>,
+        n: usize,
+        delta: f64,
+        norm: Norm,
+    ) -> RedteamResult<Array1<f64>> {
         let d = x.len();
         let mut noise = Array2::from_shape_fn((n, d), |(_, j)| {
             if !self.space.mutable[j] {
@@ -223,7 +234,9 @@ impl HopSkipJump {
                     space,
                     x0: x.row(i),
                     y: y[i],
-                    rng: ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    rng: ChaCha8Rng::seed_from_u64(
+                        seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    ),
                     queries: 0,
                 };
                 self.walk(&mut w)
@@ -249,7 +262,7 @@ impl HopSkipJump {
             if w.queries >= self.max_queries {
                 break;
             }
-            current = w.to_boundary(&current, self.norm, theta)?;
+            current = w.boundary_from(&current, self.norm, theta)?;
             best = current.clone();
             let dist = self.norm.distance(current.view(), w.x0);
             let delta = if t == 0 {
@@ -283,7 +296,7 @@ impl HopSkipJump {
             }
         }
         // The last step left the boundary: search back to it, keep the closer point.
-        let last = w.to_boundary(&current, self.norm, theta)?;
+        let last = w.boundary_from(&current, self.norm, theta)?;
         if self.norm.distance(last.view(), w.x0) < self.norm.distance(best.view(), w.x0) {
             best = last;
         }

@@ -112,7 +112,9 @@ pub fn shadow(
 }
 
 fn standardizer(x: &Array2<f64>) -> (ndarray::Array1<f64>, ndarray::Array1<f64>) {
-    let mean = x.mean_axis(ndarray::Axis(0)).unwrap_or_else(|| ndarray::Array1::zeros(x.ncols()));
+    let mean = x
+        .mean_axis(ndarray::Axis(0))
+        .unwrap_or_else(|| ndarray::Array1::zeros(x.ncols()));
     let sd = x
         .std_axis(ndarray::Axis(0), 0.0)
         .mapv(|s| if s > 1e-12 { s } else { 1.0 });

@@ -135,7 +135,12 @@ pub fn html(title: &str, r: &Report) -> String {
     }
     b.push_str("<h2>Metrics</h2><table><tr><th class=\"l\">name</th><th>value</th></tr>");
     for (k, v) in &r.metrics {
-        let _ = write!(b, "<tr><td class=\"l\">{}</td><td>{}</td></tr>", escape(k), num(*v));
+        let _ = write!(
+            b,
+            "<tr><td class=\"l\">{}</td><td>{}</td></tr>",
+            escape(k),
+            num(*v)
+        );
     }
     b.push_str("</table>");
     format!(

@@ -50,9 +50,9 @@ impl<'a> BuiltinRetrain<'a> {
             })
         };
         let test_fraction = number("test_fraction")?;
-        let seed = get("split_seed")?
-            .parse::<u64>()
-            .map_err(|_| RedteamError::invalid("the model's training record has a bad 'split_seed'"))?;
+        let seed = get("split_seed")?.parse::<u64>().map_err(|_| {
+            RedteamError::invalid("the model's training record has a bad 'split_seed'")
+        })?;
         let params = recorded
             .iter()
             .filter(|(k, _)| !NOT_ESTIMATOR.contains(&k.as_str()))
@@ -78,7 +78,12 @@ impl<'a> BuiltinRetrain<'a> {
 
     /// The model's own split of the table's rows (`y` the rows' classes).
     pub fn split(&self, y: &[usize]) -> RedteamResult<Fold> {
-        Ok(holdout(self.table.rows(), Some(y), self.test_fraction, self.seed)?)
+        Ok(holdout(
+            self.table.rows(),
+            Some(y),
+            self.test_fraction,
+            self.seed,
+        )?)
     }
 
     /// The table with some rows' target replaced by another class's name.
@@ -88,7 +93,9 @@ impl<'a> BuiltinRetrain<'a> {
             .names
             .iter()
             .position(|n| *n == self.target)
-            .ok_or_else(|| RedteamError::invalid(format!("the data has no target column '{}'", self.target)))?;
+            .ok_or_else(|| {
+                RedteamError::invalid(format!("the data has no target column '{}'", self.target))
+            })?;
         for &(row, class) in relabel {
             let name = self.classes.get(class).ok_or_else(|| {
                 RedteamError::invalid(format!("class {class} is not one of the model's classes"))
@@ -97,7 +104,9 @@ impl<'a> BuiltinRetrain<'a> {
                 ColumnData::Text(v) => v[row] = Some(name.clone()),
                 ColumnData::Numeric(v) => {
                     v[row] = Some(name.parse::<f64>().map_err(|_| {
-                        RedteamError::invalid(format!("class '{name}' of a numeric target is not a number"))
+                        RedteamError::invalid(format!(
+                            "class '{name}' of a numeric target is not a number"
+                        ))
                     })?)
                 }
             }
@@ -107,7 +116,11 @@ impl<'a> BuiltinRetrain<'a> {
 }
 
 impl Retrain for BuiltinRetrain<'_> {
-    fn retrain(&self, fold: &Fold, relabel: &[(usize, usize)]) -> RedteamResult<Box<dyn Predictor>> {
+    fn retrain(
+        &self,
+        fold: &Fold,
+        relabel: &[(usize, usize)],
+    ) -> RedteamResult<Box<dyn Predictor>> {
         let owned;
         let table = if relabel.is_empty() {
             self.table

@@ -100,7 +100,8 @@ impl Space {
                         s.lo[at] = (lo - mean) / scale;
                         s.hi[at] = (hi - mean) / scale;
                     }
-                    if present.clone().next().is_some() && present.into_iter().all(|v| v.fract() == 0.0)
+                    if present.clone().next().is_some()
+                        && present.into_iter().all(|v| v.fract() == 0.0)
                     {
                         s.integer[at] = Some(IntegerGrid {
                             mean: *mean,
@@ -175,7 +176,12 @@ impl Space {
 
     /// Moves `x` (a perturbed copy of `x0`) into the space and, when `ball` is given, into
     /// the ball of that norm and radius around `x0`.
-    pub fn project(&self, mut x: ArrayViewMut1<f64>, x0: ArrayView1<f64>, ball: Option<(Norm, f64)>) {
+    pub fn project(
+        &self,
+        mut x: ArrayViewMut1<f64>,
+        x0: ArrayView1<f64>,
+        ball: Option<(Norm, f64)>,
+    ) {
         for j in 0..x.len() {
             if !self.mutable[j] || !x[j].is_finite() {
                 x[j] = x0[j];

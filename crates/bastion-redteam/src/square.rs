@@ -56,7 +56,11 @@ impl Square {
         let mut best = x.to_owned();
         for (i, mut row) in best.axis_iter_mut(Axis(0)).enumerate() {
             for &j in &mutable {
-                row[j] += if rng.random::<bool>() { self.eps } else { -self.eps };
+                row[j] += if rng.random::<bool>() {
+                    self.eps
+                } else {
+                    -self.eps
+                };
             }
             space.project(row, x.row(i), ball);
         }
@@ -73,7 +77,12 @@ impl Square {
                 let mut row = tries.row_mut(t);
                 for pick in sample(&mut rng, mutable.len(), k) {
                     let j = mutable[pick];
-                    row[j] = x[[i, j]] + if rng.random::<bool>() { self.eps } else { -self.eps };
+                    row[j] = x[[i, j]]
+                        + if rng.random::<bool>() {
+                            self.eps
+                        } else {
+                            -self.eps
+                        };
                 }
                 space.project(row, x.row(i), ball);
             }

@@ -22,7 +22,7 @@ const D: usize = 5;
 /// Two overlapping Gaussian classes in `D` features, plus a text label column.
 fn table(n: usize, seed: u64) -> Table {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut cols = vec![Vec::with_capacity(n); D];
+    let mut cols: Vec<Vec<Option<f64>>> = (0..D).map(|_| Vec::with_capacity(n)).collect();
     let mut label = Vec::with_capacity(n);
     for i in 0..n {
         let c = i % 2;
@@ -109,7 +109,10 @@ fn fgsm_on_a_linear_model_reaches_the_closed_form_optimum() {
             }
             let l = losses(&oracle.probabilities(probe.view()).unwrap(), &y);
             for i in 0..x.nrows() {
-                assert!(l[i] <= best[i] + 1e-9, "a random point beat FGSM at row {i}");
+                assert!(
+                    l[i] <= best[i] + 1e-9,
+                    "a random point beat FGSM at row {i}"
+                );
             }
         }
     }
@@ -141,7 +144,10 @@ fn hopskipjump_finds_the_minimal_l2_distance_of_a_linear_model() {
         let exact = (x.row(i).dot(&w) + b).abs() / w_l2;
         let f = &found[i];
         assert!(f.adversarial.is_some(), "row {i}: nothing found");
-        assert!(f.distance >= exact * (1.0 - 1e-6), "row {i}: below the minimum");
+        assert!(
+            f.distance >= exact * (1.0 - 1e-6),
+            "row {i}: below the minimum"
+        );
         assert!(f.queries <= HopSkipJump::default().max_queries + 200);
         ratios.push(f.distance / exact);
     }
@@ -171,7 +177,10 @@ fn square_stays_in_the_ball_and_turns_the_rows_a_corner_can_turn() {
         assert!(Norm::Linf.distance(adv.row(i), x.row(i)) <= eps + 1e-12);
         let min_linf = (x.row(i).dot(&w) + b).abs() / w_l1;
         if clean[i] == y[i] && min_linf < 0.9 * eps {
-            assert_ne!(after[i], y[i], "row {i} (minimum {min_linf}) was not turned");
+            assert_ne!(
+                after[i], y[i],
+                "row {i} (minimum {min_linf}) was not turned"
+            );
         }
         if clean[i] == y[i] && min_linf > eps {
             assert_eq!(after[i], y[i], "row {i} turned beyond the ball");
@@ -237,19 +246,32 @@ fn a_campaign_on_an_mlp_reports_every_check_and_is_deterministic() {
             .iter()
             .map(|e| ra(&format!("redteam.{attack}.{e}.robust_accuracy")))
             .collect();
-        assert!(curve[0] <= report.clean_accuracy + 1e-12, "{attack}: {curve:?}");
+        assert!(
+            curve[0] <= report.clean_accuracy + 1e-12,
+            "{attack}: {curve:?}"
+        );
         if attack != "square" {
-            assert!(curve.windows(2).all(|w| w[1] <= w[0] + 1e-12), "{attack}: {curve:?}");
+            assert!(
+                curve.windows(2).all(|w| w[1] <= w[0] + 1e-12),
+                "{attack}: {curve:?}"
+            );
         }
     }
-    assert!(ra("redteam.pgd.eps_0_6.robust_accuracy") <= ra("redteam.fgsm.eps_0_6.robust_accuracy") + 0.02);
+    assert!(
+        ra("redteam.pgd.eps_0_6.robust_accuracy")
+            <= ra("redteam.fgsm.eps_0_6.robust_accuracy") + 0.02
+    );
     assert!(ra("redteam.pgd.eps_0_6.robust_accuracy") < report.clean_accuracy);
     let auc = ra("privacy.membership_auc");
     assert!((0.0..=1.0).contains(&auc));
     assert!(report.membership.as_ref().unwrap().shadow.is_some());
     assert!(ra("privacy.extraction_fidelity") > 0.75);
     assert_eq!(report.poisoning.len(), 2);
-    assert!(report.metrics.contains_key("poisoning.flip_0_3.accuracy_drop"));
+    assert!(
+        report
+            .metrics
+            .contains_key("poisoning.flip_0_3.accuracy_drop")
+    );
     // Every example is a real success: misclassified, within its ε.
     let oracle = Oracle::new(m).unwrap();
     for e in &examples {
@@ -289,8 +311,16 @@ fn models_without_gradients_or_training_data_skip_what_cannot_run() {
             .collect()
     );
     assert_eq!(report.rows_from, "sample");
-    assert!(report.metrics.contains_key("redteam.hopskipjump.eps_0_3.robust_accuracy"));
-    assert!(report.metrics.contains_key("redteam.square.eps_0_3.robust_accuracy"));
+    assert!(
+        report
+            .metrics
+            .contains_key("redteam.hopskipjump.eps_0_3.robust_accuracy")
+    );
+    assert!(
+        report
+            .metrics
+            .contains_key("redteam.square.eps_0_3.robust_accuracy")
+    );
 }
 
 #[test]
@@ -307,15 +337,41 @@ fn bad_plans_and_regressors_are_refused_with_reasons() {
         trainer: None,
     };
     for (bad, want) in [
-        (Plan { eps: vec![f64::NAN], ..Plan::default() }, "epsilon"),
-        (Plan { poison_rates: vec![1.5], ..Plan::default() }, "poisoning rate"),
-        (Plan { max_rows: 0, ..Plan::default() }, "at least one row"),
+        (
+            Plan {
+                eps: vec![f64::NAN],
+                ..Plan::default()
+            },
+            "epsilon",
+        ),
+        (
+            Plan {
+                poison_rates: vec![1.5],
+                ..Plan::default()
+            },
+            "poisoning rate",
+        ),
+        (
+            Plan {
+                max_rows: 0,
+                ..Plan::default()
+            },
+            "at least one row",
+        ),
     ] {
         let e = run(&subject, &bad, &|_| {}).unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
     }
-    let short = Subject { y: vec![0; 3], ..subject };
-    assert!(run(&short, &Plan::default(), &|_| {}).unwrap_err().to_string().contains("labels"));
+    let short = Subject {
+        y: vec![0; 3],
+        ..subject
+    };
+    assert!(
+        run(&short, &Plan::default(), &|_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("labels")
+    );
 
     let mut reg = t.clone();
     reg.columns[D] = ColumnData::Numeric((0..100).map(|i| Some(i as f64 * 0.5)).collect());
