@@ -39,7 +39,7 @@ pub struct RedteamArgs {
     #[arg(long)]
     target: Option<String>,
     /// Checks to run, comma-separated: fgsm, pgd, hopskipjump, square, membership,
-    /// extraction, poisoning (default: all).
+    /// extraction, poisoning, defence (default: all).
     #[arg(long, value_delimiter = ',')]
     checks: Vec<String>,
     /// Perturbation sizes in feature units (standard deviations for built-in models).
@@ -75,6 +75,12 @@ pub struct RedteamArgs {
     /// Shares of training labels flipped by the poisoning check.
     #[arg(long, value_delimiter = ',', default_values_t = [0.05, 0.1, 0.2])]
     poison: Vec<f64>,
+    /// The defence check retrains the MLP with adversarial training at this L∞ radius…
+    #[arg(long, default_value_t = 0.1)]
+    defence_eps: f64,
+    /// …with adversarial copies made by this many PGD steps (1: FGSM).
+    #[arg(long, default_value_t = 1)]
+    defence_steps: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, value_enum, default_value = "json")]
@@ -122,6 +128,8 @@ impl RedteamArgs {
             max_rows: self.max_rows,
             extraction_budgets: self.extraction_queries.clone(),
             poison_rates: self.poison.clone(),
+            defence_eps: self.defence_eps,
+            defence_steps: self.defence_steps,
             seed: self.seed,
             ..Plan::default()
         };

@@ -29,6 +29,13 @@ pub struct MlpParams {
     pub tol: f64,
     pub patience: usize,
     pub seed: u64,
+    /// Adversarial training (Goodfellow et al.; Madry et al.): when above 0, each batch is
+    /// trained together with its adversarial copy, made against the current weights within
+    /// this L∞ radius (in feature units).
+    pub adversarial_eps: f64,
+    /// Gradient steps that make the adversarial copy: 1 is FGSM, more is PGD with steps of
+    /// 2.5 ε / steps.
+    pub adversarial_steps: usize,
 }
 
 impl Default for MlpParams {
@@ -42,6 +49,8 @@ impl Default for MlpParams {
             tol: 1e-4,
             patience: 10,
             seed: 0,
+            adversarial_eps: 0.0,
+            adversarial_steps: 1,
         }
     }
 }
@@ -106,6 +115,15 @@ impl Mlp {
         if p.batch_size == 0 || p.epochs == 0 {
             return bad("batch_size and epochs must be at least 1".into());
         }
+        let adversarial_ok = p.adversarial_eps >= 0.0
+            && p.adversarial_eps.is_finite()
+            && (1..=100).contains(&p.adversarial_steps);
+        if !adversarial_ok {
+            return bad(format!(
+                "adversarial_eps must be >= 0 and adversarial_steps 1 to 100, got {} and {}",
+                p.adversarial_eps, p.adversarial_steps
+            ));
+        }
         let (n, d) = x.dim();
         let (output, classes, labels) = match target {
             Target::Classes { y, classes: 2 } => (Output::Sigmoid, 2, Labels::Classes(y)),
@@ -147,7 +165,15 @@ impl Mlp {
             let mut total = 0.0;
             for idx in order.chunks(batch) {
                 let xb = x.select(Axis(0), idx);
-                let (loss, grads) = model.backward(xb.view(), &labels, idx, p.alpha, true);
+                let (loss, grads) = if p.adversarial_eps > 0.0 {
+                    let adv = model.adversarial(xb.view(), &labels, idx, p);
+                    let both = ndarray::concatenate(Axis(0), &[xb.view(), adv.view()])
+                        .map_err(|e| MlError::invalid(format!("mlp: {e}")))?;
+                    let twice: Vec<usize> = idx.iter().chain(idx).copied().collect();
+                    model.backward(both.view(), &labels, &twice, p.alpha, true)
+                } else {
+                    model.backward(xb.view(), &labels, idx, p.alpha, true)
+                };
                 total += loss * idx.len() as f64;
                 adam.step(&mut model.layers, &grads);
             }
@@ -271,6 +297,45 @@ impl Mlp {
 
     fn check_input(&self, x: ArrayView2<f64>) -> MlResult<()> {
         check_input("mlp", x, self.features())
+    }
+
+    /// The batch's adversarial copy against the current weights: FGSM, or PGD in L∞.
+    fn adversarial(
+        &self,
+        xb: ArrayView2<f64>,
+        labels: &Labels,
+        rows: &[usize],
+        p: &MlpParams,
+    ) -> Array2<f64> {
+        let eps = p.adversarial_eps;
+        let step = if p.adversarial_steps == 1 {
+            eps
+        } else {
+            2.5 * eps / p.adversarial_steps as f64
+        };
+        let mut adv = xb.to_owned();
+        for _ in 0..p.adversarial_steps {
+            let (_, mut grads) = self.backward(adv.view(), labels, rows, 0.0, false);
+            let Some(g) = grads.pop() else {
+                break;
+            };
+            ndarray::Zip::from(&mut adv)
+                .and(&g.w)
+                .and(xb)
+                .for_each(|a, &gi, &x0| {
+                    let moved = *a
+                        + step
+                            * if gi > 0.0 {
+                                1.0
+                            } else if gi < 0.0 {
+                                -1.0
+                            } else {
+                                0.0
+                            };
+                    *a = moved.clamp(x0 - eps, x0 + eps);
+                });
+        }
+        adv
     }
 
     /// Class probabilities (`n × classes`) or values (`n × 1`).

@@ -36,10 +36,11 @@ pub enum Check {
     Membership,
     Extraction,
     Poisoning,
+    Defence,
 }
 
 impl Check {
-    pub const ALL: [Check; 7] = [
+    pub const ALL: [Check; 8] = [
         Check::Fgsm,
         Check::Pgd,
         Check::HopSkipJump,
@@ -47,6 +48,7 @@ impl Check {
         Check::Membership,
         Check::Extraction,
         Check::Poisoning,
+        Check::Defence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Check {
             Self::Membership => "membership",
             Self::Extraction => "extraction",
             Self::Poisoning => "poisoning",
+            Self::Defence => "defence",
         }
     }
 
@@ -68,7 +71,7 @@ impl Check {
             .find(|c| c.as_str() == s || (s == "hsj" && *c == Self::HopSkipJump))
             .ok_or_else(|| {
                 RedteamError::invalid(format!(
-                    "unknown check '{s}' (choose from fgsm, pgd, hopskipjump, square, membership, extraction, poisoning)"
+                    "unknown check '{s}' (choose from fgsm, pgd, hopskipjump, square, membership, extraction, poisoning, defence)"
                 ))
             })
     }
@@ -92,6 +95,10 @@ pub struct Plan {
     pub poison_rates: Vec<f64>,
     /// Successful adversarial examples kept per attack and ε, at most.
     pub max_examples: usize,
+    /// The defence check retrains with adversarial training at this L∞ radius, with this
+    /// many PGD steps (1: FGSM).
+    pub defence_eps: f64,
+    pub defence_steps: usize,
     pub seed: u64,
 }
 
@@ -112,6 +119,8 @@ impl Default for Plan {
             extraction_budgets: vec![50, 100, 250, 500, 1000],
             poison_rates: vec![0.05, 0.1, 0.2],
             max_examples: 1000,
+            defence_eps: 0.1,
+            defence_steps: 1,
             seed: 0,
         }
     }
@@ -138,6 +147,7 @@ impl Plan {
                 "extraction budgets must be between 1 and 1,000,000 queries",
             ));
         }
+        crate::norm::check_eps(self.defence_eps)?;
         if self.max_rows == 0 || self.norms.is_empty() {
             return Err(RedteamError::invalid(
                 "a plan needs at least one row and one norm",
@@ -149,10 +159,15 @@ impl Plan {
 
 /// Trains a model like the one under attack, for shadow models and poisoning.
 pub trait Retrain: Sync {
-    /// A model of the same kind and parameters, fitted on `fold.train` rows of the subject's
-    /// table, with the classes of the rows in `relabel` replaced (`(row, class)`).
-    fn retrain(&self, fold: &Fold, relabel: &[(usize, usize)])
-    -> RedteamResult<Box<dyn Predictor>>;
+    /// A model of the same kind and parameters (`overrides` replacing some), fitted on
+    /// `fold.train` rows of the subject's table, with the classes of the rows in `relabel`
+    /// replaced (`(row, class)`).
+    fn retrain(
+        &self,
+        fold: &Fold,
+        relabel: &[(usize, usize)],
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> RedteamResult<Box<dyn Predictor>>;
 }
 
 /// The model and data under attack.
@@ -210,6 +225,30 @@ pub struct Poisoned {
     pub drop: f64,
 }
 
+/// Clean and robust accuracy of the model and of the same training with adversarial
+/// training, on the same rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Defence {
+    pub train_eps: f64,
+    pub train_steps: usize,
+    pub clean_accuracy: Pair,
+    pub robust: Vec<DefendedAttack>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Pair {
+    pub without: f64,
+    pub with: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DefendedAttack {
+    pub attack: Check,
+    pub norm: Norm,
+    pub eps: f64,
+    pub robust_accuracy: Pair,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Skipped {
     pub check: Check,
@@ -263,6 +302,7 @@ pub struct Report {
     pub membership: Option<Membership>,
     pub extraction: Vec<Extracted>,
     pub poisoning: Vec<Poisoned>,
+    pub defence: Option<Defence>,
     pub skipped: Vec<Skipped>,
     /// Every figure under a flat name, as policies refer to them.
     pub metrics: BTreeMap<String, f64>,
@@ -362,6 +402,7 @@ pub fn run(
             membership: None,
             extraction: Vec::new(),
             poisoning: Vec::new(),
+            defence: None,
             skipped: Vec::new(),
             metrics: BTreeMap::new(),
         },
@@ -372,6 +413,7 @@ pub fn run(
     r.membership()?;
     r.extraction(&x_all)?;
     r.poisoning()?;
+    r.defence(&x, &y, &rows)?;
     r.metrics();
     Ok((r.report, r.examples))
 }
@@ -641,7 +683,7 @@ impl Run<'_, '_> {
                     train: own[..half].to_vec(),
                     test: own[half..].to_vec(),
                 };
-                match t.retrain(&fold, &[]) {
+                match t.retrain(&fold, &[], &Default::default()) {
                     Ok(sm) => {
                         let (pi, yi) = answers(sm.as_ref(), &fold.train)?;
                         let (po, yo) = answers(sm.as_ref(), &fold.test)?;
@@ -730,7 +772,7 @@ impl Run<'_, '_> {
             Ok(ok as f64 / split.test.len() as f64)
         };
         (self.progress)("poisoning: retraining without flipped labels");
-        let baseline = accuracy(trainer.retrain(split, &[])?.as_ref())?;
+        let baseline = accuracy(trainer.retrain(split, &[], &Default::default())?.as_ref())?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.plan.seed ^ 0x706f_6973);
         for &rate in &self.plan.poison_rates {
             (self.progress)(&format!("poisoning: {:.0}% flipped labels", rate * 100.0));
@@ -745,7 +787,11 @@ impl Run<'_, '_> {
                     (i, other)
                 })
                 .collect();
-            let acc = accuracy(trainer.retrain(split, &relabel)?.as_ref())?;
+            let acc = accuracy(
+                trainer
+                    .retrain(split, &relabel, &Default::default())?
+                    .as_ref(),
+            )?;
             self.report.poisoning.push(Poisoned {
                 flipped: rate,
                 rows_flipped: k,
@@ -753,6 +799,90 @@ impl Run<'_, '_> {
                 drop: baseline - acc,
             });
         }
+        Ok(())
+    }
+
+    fn defence(&mut self, x: &Array2<f64>, y: &[usize], rows: &[usize]) -> RedteamResult<()> {
+        if !self.plan.checks.contains(&Check::Defence) {
+            return Ok(());
+        }
+        let (Some(split), Some(trainer)) = (&self.subject.split, self.subject.trainer) else {
+            self.skip(
+                Check::Defence,
+                "adversarial training needs a built-in model and its own training data",
+            );
+            return Ok(());
+        };
+        if !self.report.differentiable {
+            self.skip(Check::Defence, "adversarial training needs input gradients");
+            return Ok(());
+        }
+        (self.progress)("defence: adversarial training");
+        let mut overrides = serde_json::Map::new();
+        overrides.insert("adversarial_eps".into(), self.plan.defence_eps.into());
+        overrides.insert("adversarial_steps".into(), self.plan.defence_steps.into());
+        let defended = match trainer.retrain(split, &[], &overrides) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(
+                    Check::Defence,
+                    format!("adversarial training is an option of the MLP trainer: {e}"),
+                );
+                return Ok(());
+            }
+        };
+        // The defended model's own features: its scaling was fitted on the same rows, so
+        // the same table rows give the same feature matrix.
+        let xd = defended.features(&self.subject.table.take(rows))?;
+        let oracle = Oracle::new(defended.as_ref())?;
+        let accuracy = |o: &Oracle, m: &Array2<f64>| -> RedteamResult<f64> {
+            let l = o.labels(m.view())?;
+            Ok(l.iter().zip(y).filter(|(a, b)| a == b).count() as f64 / y.len() as f64)
+        };
+        let mut robust = Vec::new();
+        let mut eps = self.plan.eps.clone();
+        eps.sort_by(f64::total_cmp);
+        for &norm in &self.plan.norms {
+            for attack in [Check::Fgsm, Check::Pgd] {
+                for &e in &eps {
+                    let a = match attack {
+                        Check::Fgsm => GradientAttack::fgsm(norm, e),
+                        _ => GradientAttack::pgd(
+                            norm,
+                            e,
+                            self.plan.pgd_steps,
+                            self.plan.random_start,
+                        ),
+                    };
+                    let without = a.run(
+                        &self.oracle,
+                        &self.subject.space,
+                        x.view(),
+                        y,
+                        self.plan.seed,
+                    )?;
+                    let with = a.run(&oracle, &self.subject.space, xd.view(), y, self.plan.seed)?;
+                    robust.push(DefendedAttack {
+                        attack,
+                        norm,
+                        eps: e,
+                        robust_accuracy: Pair {
+                            without: accuracy(&self.oracle, &without)?,
+                            with: accuracy(&oracle, &with)?,
+                        },
+                    });
+                }
+            }
+        }
+        self.report.defence = Some(Defence {
+            train_eps: self.plan.defence_eps,
+            train_steps: self.plan.defence_steps,
+            clean_accuracy: Pair {
+                without: self.report.clean_accuracy,
+                with: accuracy(&oracle, &xd)?,
+            },
+            robust,
+        });
         Ok(())
     }
 
@@ -816,6 +946,17 @@ impl Run<'_, '_> {
             let k = eps_key(p.flipped).replacen("eps_", "flip_", 1);
             m.insert(format!("poisoning.{k}.accuracy"), p.accuracy);
             m.insert(format!("poisoning.{k}.accuracy_drop"), p.drop);
+        }
+        if let Some(d) = &self.report.defence {
+            m.insert("defence.clean_accuracy".into(), d.clean_accuracy.with);
+            for r in &d.robust {
+                let key = format!(
+                    "defence.{}.{}.robust_accuracy",
+                    attack_key(r.attack, r.norm),
+                    eps_key(r.eps)
+                );
+                m.insert(key, r.robust_accuracy.with);
+            }
         }
         if let Some(max) = self
             .report

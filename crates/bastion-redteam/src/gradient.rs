@@ -59,12 +59,8 @@ impl GradientAttack {
         y: &[usize],
         seed: u64,
     ) -> RedteamResult<Array2<f64>> {
-        if !(self.eps >= 0.0 && self.eps.is_finite() && self.step.is_finite()) {
-            return Err(RedteamError::invalid(format!(
-                "epsilon must be a finite number >= 0, got {}",
-                self.eps
-            )));
-        }
+        crate::norm::check_eps(self.eps)?;
+        crate::norm::check_eps(self.step)?;
         let mut adv = x.to_owned();
         if self.random_start {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);

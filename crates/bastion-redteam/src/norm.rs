@@ -3,6 +3,17 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 use serde::{Deserialize, Serialize};
 
+/// Refuses a perturbation size that is negative, NaN or infinite.
+pub fn check_eps(eps: f64) -> crate::error::RedteamResult<()> {
+    if eps >= 0.0 && eps.is_finite() {
+        Ok(())
+    } else {
+        Err(crate::error::RedteamError::invalid(format!(
+            "epsilon must be a finite number >= 0, got {eps}"
+        )))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {

@@ -126,6 +126,32 @@ pub fn html(title: &str, r: &Report) -> String {
         }
         b.push_str("</table>");
     }
+    if let Some(d) = &r.defence {
+        let _ = write!(
+            b,
+            "<h2>Defence: adversarial training</h2><p>The same training with {} adversarial copies of each batch (ε {}). Clean accuracy {} without, {} with.</p><table><tr><th class=\"l\">attack</th><th class=\"l\">norm</th><th>ε</th><th>robust accuracy without</th><th>with</th></tr>",
+            if d.train_steps == 1 {
+                "FGSM".to_owned()
+            } else {
+                format!("{}-step PGD", d.train_steps)
+            },
+            d.train_eps,
+            num(d.clean_accuracy.without),
+            num(d.clean_accuracy.with)
+        );
+        for a in &d.robust {
+            let _ = write!(
+                b,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                a.attack.as_str(),
+                a.norm.as_str(),
+                a.eps,
+                num(a.robust_accuracy.without),
+                num(a.robust_accuracy.with)
+            );
+        }
+        b.push_str("</table>");
+    }
     if !r.skipped.is_empty() {
         b.push_str("<h2>Not run</h2><ul>");
         for s in &r.skipped {

@@ -120,6 +120,7 @@ impl Retrain for BuiltinRetrain<'_> {
         &self,
         fold: &Fold,
         relabel: &[(usize, usize)],
+        overrides: &Map<String, Value>,
     ) -> RedteamResult<Box<dyn Predictor>> {
         let owned;
         let table = if relabel.is_empty() {
@@ -132,7 +133,11 @@ impl Retrain for BuiltinRetrain<'_> {
             kind: self.kind,
             target: &self.target,
             features: Some(&self.features),
-            params: self.params.clone(),
+            params: {
+                let mut p = self.params.clone();
+                p.extend(overrides.clone());
+                p
+            },
             task: Some(TaskKind::Classification),
             test_fraction: self.test_fraction,
             seed: self.seed,

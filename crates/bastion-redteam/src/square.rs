@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::error::{RedteamError, RedteamResult};
+use crate::error::RedteamResult;
 use crate::norm::Norm;
 use crate::oracle::Oracle;
 use crate::space::Space;
@@ -43,12 +43,7 @@ impl Square {
         y: &[usize],
         seed: u64,
     ) -> RedteamResult<(Array2<f64>, u64)> {
-        if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            return Err(RedteamError::invalid(format!(
-                "epsilon must be a finite number >= 0, got {}",
-                self.eps
-            )));
-        }
+        crate::norm::check_eps(self.eps)?;
         let before = oracle.queries();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ball = Some((Norm::Linf, self.eps));

@@ -232,6 +232,7 @@ fn a_campaign_on_an_mlp_reports_every_check_and_is_deterministic() {
     };
     let p = Plan {
         max_rows: 100,
+        defence_eps: 0.3,
         ..plan(&Check::ALL)
     };
     let (report, examples) = run(&subject, &p, &|_| {}).unwrap();
@@ -267,6 +268,9 @@ fn a_campaign_on_an_mlp_reports_every_check_and_is_deterministic() {
     assert!(report.membership.as_ref().unwrap().shadow.is_some());
     assert!(ra("privacy.extraction_fidelity") > 0.75);
     assert_eq!(report.poisoning.len(), 2);
+    let d = report.defence.as_ref().unwrap();
+    assert_eq!(d.robust.len(), 6);
+    assert!((d.clean_accuracy.without - report.clean_accuracy).abs() < 1e-12);
     assert!(
         report
             .metrics
@@ -306,9 +310,15 @@ fn models_without_gradients_or_training_data_skip_what_cannot_run() {
     let skipped: BTreeSet<Check> = report.skipped.iter().map(|s| s.check).collect();
     assert_eq!(
         skipped,
-        [Check::Fgsm, Check::Pgd, Check::Membership, Check::Poisoning]
-            .into_iter()
-            .collect()
+        [
+            Check::Fgsm,
+            Check::Pgd,
+            Check::Membership,
+            Check::Poisoning,
+            Check::Defence
+        ]
+        .into_iter()
+        .collect()
     );
     assert_eq!(report.rows_from, "sample");
     assert!(
@@ -387,4 +397,75 @@ fn bad_plans_and_regressors_are_refused_with_reasons() {
     let lin = train(&reg, &spec, |_| {}).unwrap().model;
     let e = Oracle::new(&lin).err().unwrap().to_string();
     assert!(e.contains("regressor"), "{e}");
+}
+
+/// One robust feature (a clear but noisy signal) and many weak ones that together predict
+/// better but move together under an L∞ perturbation.
+fn weak_features_table(n: usize, seed: u64) -> Table {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let weak = 20;
+    let mut cols: Vec<Vec<Option<f64>>> = (0..=weak).map(|_| Vec::with_capacity(n)).collect();
+    let mut label = Vec::with_capacity(n);
+    let mut noise = || (0..12).map(|_| rng.random::<f64>()).sum::<f64>() - 6.0;
+    for i in 0..n {
+        let s = if i % 2 == 1 { 1.0 } else { -1.0 };
+        cols[0].push(Some(1.5 * s + 0.5 * noise()));
+        for col in cols.iter_mut().skip(1) {
+            col.push(Some(0.4 * s + noise()));
+        }
+        label.push(Some(if s > 0.0 { "bad" } else { "good" }.to_owned()));
+    }
+    let mut names: Vec<String> = (0..=weak).map(|j| format!("f{j}")).collect();
+    names.push("label".into());
+    let mut columns: Vec<ColumnData> = cols.into_iter().map(ColumnData::Numeric).collect();
+    columns.push(ColumnData::Text(label));
+    Table { names, columns }
+}
+
+#[test]
+fn adversarial_training_makes_the_mlp_harder_to_turn() {
+    let t = weak_features_table(800, 9);
+    let params = serde_json::json!({"hidden": [16], "epochs": 60, "learning_rate": 0.01});
+    let tr = trained(Kind::Mlp, params, &t);
+    let m = &tr.model;
+    let y = classes_of(m, &t);
+    let inputs: Vec<String> = m.signature.inputs.iter().map(|f| f.name.clone()).collect();
+    let retrain = BuiltinRetrain::from_recorded(
+        &t,
+        &tr.params,
+        inputs,
+        m.signature.classes().unwrap().to_vec(),
+    )
+    .unwrap();
+    let subject = Subject {
+        model: m,
+        table: &t,
+        y: y.clone(),
+        split: Some(retrain.split(&y).unwrap()),
+        space: Space::of_preprocessor(&m.preprocessor, &t).unwrap(),
+        trainer: Some(&retrain),
+    };
+    let p = Plan {
+        eps: vec![0.3],
+        defence_eps: 0.3,
+        defence_steps: 5,
+        pgd_steps: 10,
+        ..plan(&[Check::Defence])
+    };
+    let (report, _) = run(&subject, &p, &|_| {}).unwrap();
+    let d = report.defence.as_ref().unwrap();
+    for r in &d.robust {
+        assert!(
+            r.robust_accuracy.with > r.robust_accuracy.without + 0.1,
+            "{:?} at {}: {:?}",
+            r.attack,
+            r.eps,
+            r.robust_accuracy
+        );
+    }
+    assert!(
+        report
+            .metrics
+            .contains_key("defence.pgd.eps_0_3.robust_accuracy")
+    );
 }
