@@ -51,9 +51,9 @@ impl<'a> Oracle<'a> {
     pub fn probabilities(&self, x: ArrayView2<f64>) -> RedteamResult<Array2<f64>> {
         self.queries.fetch_add(x.nrows() as u64, Ordering::Relaxed);
         match self.model.predict_features(x)? {
-            Prediction::Classes(p) if p.ncols() == self.classes => Ok(p),
+            Prediction::Classes(p) if p.ncols() == self.classes && p.nrows() == x.nrows() => Ok(p),
             _ => Err(RedteamError::invalid(
-                "the model's output does not match its declared classes",
+                "the model's output does not have one row per input and its declared classes",
             )),
         }
     }
