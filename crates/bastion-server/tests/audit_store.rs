@@ -9,7 +9,6 @@ use bastion_audit::merkle;
 use bastion_audit::verify::Tamper;
 use bastion_store::meta::{AuditDraft, AuditQuery};
 use common::{Backend, TestServer};
-use ed25519_dalek::SigningKey;
 use sqlx::Connection;
 
 backend_tests!(
@@ -17,10 +16,6 @@ backend_tests!(
     audit_tampering_is_detected,
     audit_hundred_thousand_entries_verify
 );
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[5u8; 32])
-}
 
 fn drafts(range: std::ops::Range<u64>) -> Vec<AuditDraft> {
     range
@@ -43,13 +38,14 @@ fn drafts(range: std::ops::Range<u64>) -> Vec<AuditDraft> {
         .collect()
 }
 
-/// A log of 300 entries with signed heads at 150 and 300.
+/// A log of 300 entries with signed heads at 150 and 300, signed with the server's own key
+/// (its upkeep may sign the same heads first).
 async fn build(b: Backend) -> TestServer {
     let s = TestServer::start(b).await;
     s.meta.record_audit_batch(&drafts(0..150)).await.unwrap();
-    s.meta.sign_audit_head(&key()).await.unwrap();
+    s.meta.sign_audit_head(&s.audit_key).await.unwrap();
     s.meta.record_audit_batch(&drafts(150..300)).await.unwrap();
-    s.meta.sign_audit_head(&key()).await.unwrap();
+    s.meta.sign_audit_head(&s.audit_key).await.unwrap();
     s
 }
 
@@ -65,7 +61,7 @@ async fn tamper(s: &TestServer, statements: &[&str]) {
 }
 
 async fn verdict(s: &TestServer) -> Result<bastion_audit::VerifyReport, Tamper> {
-    s.meta.verify_audit(&key().verifying_key()).await.unwrap()
+    s.meta.verify_audit(&s.audit_key.verifying_key()).await.unwrap()
 }
 
 async fn audit_append_heads_and_proofs(b: Backend) {
@@ -81,7 +77,7 @@ async fn audit_append_heads_and_proofs(b: Backend) {
         (300, 2, 300, 0)
     );
     // Signing again without new entries returns the same head.
-    let head = s.meta.sign_audit_head(&key()).await.unwrap().unwrap();
+    let head = s.meta.sign_audit_head(&s.audit_key).await.unwrap().unwrap();
     assert_eq!(head.head.size, 300);
     assert_eq!(s.meta.audit_tree_heads().await.unwrap().len(), 2);
 
@@ -111,7 +107,7 @@ async fn audit_append_heads_and_proofs(b: Backend) {
     );
 
     // Proofs check offline with nothing but the public key.
-    let public = key().verifying_key();
+    let public = s.audit_key.verifying_key();
     let (entry, head, proof) = s.meta.audit_inclusion_proof(123).await.unwrap();
     head.verify(&public).unwrap();
     assert_eq!(head.head.size, 300, "the newest head that covers the entry");
@@ -224,7 +220,7 @@ async fn audit_hundred_thousand_entries_verify(b: Backend) {
             .record_audit_batch(&drafts(chunk * 10_000..(chunk + 1) * 10_000))
             .await
             .unwrap();
-        s.meta.sign_audit_head(&key()).await.unwrap();
+        s.meta.sign_audit_head(&s.audit_key).await.unwrap();
     }
     let report = verdict(&s).await.unwrap();
     assert_eq!(
