@@ -61,7 +61,10 @@ async fn tamper(s: &TestServer, statements: &[&str]) {
 }
 
 async fn verdict(s: &TestServer) -> Result<bastion_audit::VerifyReport, Tamper> {
-    s.meta.verify_audit(&s.audit_key.verifying_key()).await.unwrap()
+    s.meta
+        .verify_audit(&s.audit_key.verifying_key())
+        .await
+        .unwrap()
 }
 
 async fn audit_append_heads_and_proofs(b: Backend) {
