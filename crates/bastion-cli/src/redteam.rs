@@ -255,57 +255,22 @@ pub async fn redteam_command(home: &Path, a: RedteamArgs) -> Result<()> {
         }
     };
 
-    // The run: figures as metrics, the report and the examples as artifacts.
-    let staging = tempfile::tempdir_in(&h.tmp).context("creating a staging folder")?;
-    let report_json = serde_json::to_string_pretty(&json!({
-        "model": a.model,
-        "dataset": dataset_ref,
-        "dataset_digest": dv.digest.hex(),
-        "run_id": run_id,
-        "report": report,
-    }))?;
-    let files = [
-        ("report.json", report_json.as_str()),
-        ("report.html", html.as_str()),
-        ("adversarial.jsonl", lines.as_str()),
-    ];
-    for (name, text) in files {
-        std::fs::write(staging.path().join(name), text)?;
-    }
-    let names: Vec<String> = files.iter().map(|(n, _)| (*n).to_owned()).collect();
-    let stored = store_files(
+    // The run: figures as metrics, the report and the examples as artifacts. A failure here
+    // ends the run as FAILED rather than leaving it running.
+    let recorded = record_run(
         &h,
         &run.info.artifact_uri,
-        "redteam",
-        staging.path(),
-        &names,
+        &run_id,
+        &report,
+        &html,
+        &lines,
+        &a.model,
+        &dataset_ref,
+        &dv.digest.hex(),
     )
-    .await?;
-    let metrics: Vec<bastion_core::model::Metric> = report
-        .metrics
-        .iter()
-        .filter(|(_, v)| v.is_finite())
-        .map(|(k, v)| bastion_core::model::Metric {
-            key: k.clone(),
-            value: bastion_core::model::MetricValue(*v),
-            timestamp: bastion_core::time::now_ms(),
-            step: 0,
-            run_id: None,
-        })
-        .collect();
-    for chunk in metrics.chunks(1000) {
-        h.meta
-            .log_batch(
-                &run_id,
-                &bastion_store::meta::BatchLog {
-                    metrics: chunk.to_vec(),
-                    params: vec![],
-                    tags: vec![],
-                },
-            )
-            .await?;
-    }
-    finish_run(&h, &run_id, true).await?;
+    .await;
+    finish_run(&h, &run_id, recorded.is_ok()).await?;
+    let stored = recorded.with_context(|| format!("recording red-team run {run_id}"))?;
 
     // Evidence on a registered version's root digest.
     let evidence = match registered(&a.model) {
@@ -358,6 +323,65 @@ pub async fn redteam_command(home: &Path, a: RedteamArgs) -> Result<()> {
         ReportFormat::Html => html,
     };
     emit(a.output.as_deref(), &text)
+}
+
+/// Stores the report and examples as the run's `redteam/` artifacts and its figures as
+/// metrics; returns the stored files.
+#[allow(clippy::too_many_arguments)]
+async fn record_run(
+    h: &Home,
+    artifact_uri: &str,
+    run_id: &str,
+    report: &bastion_redteam::Report,
+    html: &str,
+    lines: &str,
+    model: &str,
+    dataset_ref: &str,
+    dataset_digest: &str,
+) -> Result<Vec<Value>> {
+    let staging = tempfile::tempdir_in(&h.tmp).context("creating a staging folder")?;
+    let report_json = serde_json::to_string_pretty(&json!({
+        "model": model,
+        "dataset": dataset_ref,
+        "dataset_digest": dataset_digest,
+        "run_id": run_id,
+        "report": report,
+    }))?;
+    let files = [
+        ("report.json", report_json.as_str()),
+        ("report.html", html),
+        ("adversarial.jsonl", lines),
+    ];
+    for (name, text) in files {
+        tokio::fs::write(staging.path().join(name), text).await?;
+    }
+    let names: Vec<String> = files.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let stored = store_files(h, artifact_uri, "redteam", staging.path(), &names).await?;
+    let metrics: Vec<bastion_core::model::Metric> = report
+        .metrics
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, v)| bastion_core::model::Metric {
+            key: k.clone(),
+            value: bastion_core::model::MetricValue(*v),
+            timestamp: bastion_core::time::now_ms(),
+            step: 0,
+            run_id: None,
+        })
+        .collect();
+    for chunk in metrics.chunks(1000) {
+        h.meta
+            .log_batch(
+                run_id,
+                &bastion_store::meta::BatchLog {
+                    metrics: chunk.to_vec(),
+                    params: vec![],
+                    tags: vec![],
+                },
+            )
+            .await?;
+    }
+    Ok(stored)
 }
 
 /// `(name, version)` of a `models:/NAME/VERSION` reference.

@@ -15,7 +15,7 @@ use ndarray::Array2;
 use serde::Serialize;
 
 use crate::error::RedteamResult;
-use crate::oracle::losses;
+use crate::oracle::{losses, margin};
 
 /// How well an attack separates members from non-members.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -72,14 +72,7 @@ fn answer_features(p: &Array2<f64>, y: &[usize]) -> Array2<f64> {
                 .filter(|&&v| v > 0.0)
                 .map(|&v| v * v.ln())
                 .sum::<f64>(),
-            _ => {
-                let other = row
-                    .iter()
-                    .enumerate()
-                    .filter(|&(k, _)| k != y[i])
-                    .fold(0.0_f64, |m, (_, &v)| m.max(v));
-                py - other
-            }
+            _ => margin(row, y[i]),
         }
     })
 }

@@ -60,7 +60,9 @@ impl<'a> Oracle<'a> {
 
     /// The predicted class of each row.
     pub fn labels(&self, x: ArrayView2<f64>) -> RedteamResult<Vec<usize>> {
-        Ok(argmax_rows(&self.probabilities(x)?))
+        Ok(Prediction::Classes(self.probabilities(x)?)
+            .labels()
+            .unwrap_or_default())
     }
 
     /// ∂ cross-entropy / ∂ x for the given classes, if the model is differentiable.
@@ -86,6 +88,16 @@ impl<'a> Oracle<'a> {
 /// The most probable class per row (the first on ties).
 pub fn argmax_rows(p: &Array2<f64>) -> Vec<usize> {
     Prediction::Classes(p.clone()).labels().unwrap_or_default()
+}
+
+/// Probability of class `c` minus the best other class's: below 0, misclassified.
+pub fn margin(row: ndarray::ArrayView1<f64>, c: usize) -> f64 {
+    let other = row
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| k != c)
+        .fold(f64::NEG_INFINITY, |m, (_, &v)| m.max(v));
+    row[c] - other
 }
 
 /// Cross-entropy of the true class per row, probabilities clipped as scikit-learn's

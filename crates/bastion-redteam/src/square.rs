@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::RedteamResult;
 use crate::norm::Norm;
-use crate::oracle::Oracle;
+use crate::oracle::{Oracle, margin};
 use crate::space::Space;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -94,19 +94,12 @@ impl Square {
     }
 }
 
-/// Probability of the true class minus the best other class's: below 0, misclassified.
+/// Each row's margin against its true class.
 fn margins(p: &Array2<f64>, y: &[usize]) -> Vec<f64> {
     p.rows()
         .into_iter()
         .zip(y)
-        .map(|(r, &c)| {
-            let other = r
-                .iter()
-                .enumerate()
-                .filter(|&(k, _)| k != c)
-                .fold(f64::NEG_INFINITY, |m, (_, &v)| m.max(v));
-            r[c] - other
-        })
+        .map(|(r, &c)| margin(r, c))
         .collect()
 }
 
