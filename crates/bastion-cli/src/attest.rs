@@ -351,7 +351,7 @@ pub fn verify(home: &Path, args: &VerifyArgs) -> Result<i32> {
 }
 
 /// `NAME/VERSION` or `NAME@ALIAS` → (name, version).
-async fn resolve(meta: &MetaStore, reference: &str) -> Result<(String, String)> {
+pub(crate) async fn resolve(meta: &MetaStore, reference: &str) -> Result<(String, String)> {
     if let Some((name, alias)) = reference.split_once('@') {
         let v = meta
             .get_model_version_by_alias(name, alias)

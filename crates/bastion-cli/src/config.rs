@@ -74,6 +74,14 @@ pub struct ServerArgs {
     /// tokens or passwords instead).
     #[arg(long, env = "BASTION_TLS_REQUIRE_CLIENT_CERT")]
     pub tls_require_client_cert: bool,
+    /// Putting a version in production (the `production` alias, the Production stage) needs
+    /// a passing `bastion gate` decision on its exact digest (default: true).
+    #[arg(long, env = "BASTION_PRODUCTION_GATE")]
+    pub production_gate: Option<bool>,
+    /// Serve only versions with a passing gate decision (default: false — a version whose
+    /// newest decision failed is refused, one never gated is served).
+    #[arg(long, env = "BASTION_SERVE_REQUIRES_GATE")]
+    pub serve_requires_gate: Option<bool>,
 }
 
 /// The `[server]` table of the TOML file.
@@ -92,6 +100,8 @@ pub struct ServerFile {
     pub max_infer_bytes: Option<usize>,
     pub infer_body_timeout: Option<u64>,
     pub db_connections: Option<u32>,
+    pub production_gate: Option<bool>,
+    pub serve_requires_gate: Option<bool>,
 }
 
 /// `[auth]`: rate limits and the OIDC identity provider.
@@ -189,6 +199,8 @@ pub struct ServerSettings {
     pub insecure: bool,
     pub rate_limit_per_ip: u32,
     pub rate_limit_per_user: u32,
+    pub production_gate: bool,
+    pub serve_requires_gate: bool,
     /// `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -300,6 +312,14 @@ impl ServerSettings {
                 .rate_limit_per_user
                 .or(auth.rate_limit_per_user)
                 .unwrap_or(1000),
+            production_gate: args
+                .production_gate
+                .or(file.production_gate)
+                .unwrap_or(true),
+            serve_requires_gate: args
+                .serve_requires_gate
+                .or(file.serve_requires_gate)
+                .unwrap_or(false),
             tls,
         })
     }

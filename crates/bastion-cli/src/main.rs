@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod data;
 mod deploy;
+mod gate;
 mod identity;
 mod import;
 mod model;
@@ -110,6 +111,9 @@ enum Command {
     /// membership inference, extraction and poisoning; tracked as a run, recorded as
     /// evidence on a registered version.
     Redteam(redteam::RedteamArgs),
+    /// Evaluate a policy on a registered version's evidence, record the signed decision,
+    /// exit 1 if it fails (JUnit XML and SARIF for CI).
+    Gate(gate::GateArgs),
     /// Put a registered model version into service: as the stable version, a canary
     /// (--canary 10%), the shadow or a pinned variant; and set the model's serving settings
     /// (guards, limits, batching, automatic rollback). Admitted first, audited.
@@ -177,6 +181,19 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Command::Gate(a) = cli.command {
+        // 1 means "the gate failed", so an error that stopped the evaluation is 2.
+        let code = runtime
+            .block_on(async move {
+                let home = prepare_home(&cli.home)?;
+                gate::run(&home, a).await
+            })
+            .unwrap_or_else(|e| {
+                eprintln!("Error: {e:#}");
+                2
+            });
+        std::process::exit(code);
+    }
     if let Command::Data(c) = cli.command {
         // 1 means "a check failed", so an error that stopped the command is 2.
         let code = runtime
@@ -214,7 +231,8 @@ fn main() -> Result<()> {
             | Command::Verify(_)
             | Command::Keygen(_)
             | Command::Sign(_)
-            | Command::Data(_) => unreachable_scan(),
+            | Command::Data(_)
+            | Command::Gate(_) => unreachable_scan(),
         }
     })
 }

@@ -24,8 +24,7 @@ use crate::attest::RegistryArgs;
 use crate::data::{Home, ReportFormat, emit};
 use crate::model::{experiment_id, finish_run, kv, model_dir, read_dataset, store_files};
 
-/// The evidence kind of a red-team campaign.
-pub const EVIDENCE_KIND: &str = "redteam";
+use bastion_evidence::gate::REDTEAM as EVIDENCE_KIND;
 
 #[derive(Args)]
 pub struct RedteamArgs {

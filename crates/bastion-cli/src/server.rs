@@ -78,7 +78,13 @@ pub async fn run(
         rate_limit_per_ip: limit(settings.rate_limit_per_ip),
         rate_limit_per_principal: limit(settings.rate_limit_per_user),
         audit_sign_interval: Duration::from_secs(60),
+        production_gate: settings.production_gate,
     };
+    if !settings.production_gate {
+        tracing::warn!(
+            "the production gate is off: versions reach production without a gate decision"
+        );
+    }
     let jwks_url = file
         .auth
         .oidc
@@ -102,9 +108,10 @@ pub async fn run(
         .map(Arc::new),
         home.join("tmp"),
     )
-    .with_serving(bastion_serve::ServeConfig::new(
-        home.join("tmp").join("serve"),
-    ));
+    .with_serving(bastion_serve::ServeConfig {
+        require_gate: settings.serve_requires_gate,
+        ..bastion_serve::ServeConfig::new(home.join("tmp").join("serve"))
+    });
     if let (Some(url), Some(oidc_file)) = (jwks_url, file.auth.oidc.clone()) {
         tokio::spawn(refresh_jwks(state.clone(), url, oidc_file));
     }

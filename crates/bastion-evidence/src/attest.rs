@@ -202,7 +202,7 @@ impl Attestor {
         Ok(Some(root))
     }
 
-    fn sign(&self, statement: &Statement) -> Result<Bundle, EvidenceError> {
+    pub(crate) fn sign(&self, statement: &Statement) -> Result<Bundle, EvidenceError> {
         sign_statement(statement, &self.key, &Material::KeyHint)
             .map_err(|e| EvidenceError::Key(e.to_string()))
     }
@@ -472,7 +472,7 @@ impl Attestor {
 }
 
 /// The newest evidence of `kind` on `root`, from any version of the tool.
-async fn latest(
+pub(crate) async fn latest(
     meta: &MetaStore,
     root: &Digest,
     kind: &str,
@@ -496,10 +496,13 @@ fn signed_manifest(e: &Evidence, trust: &Trust) -> Result<Manifest, String> {
     statement.to_manifest()
 }
 
+/// The statement a recorded bundle carries, once its signature verifies against `trust`.
+pub(crate) fn verified_statement(e: &Evidence, trust: &Trust) -> Result<Statement, String> {
+    recorded_bundle(e).and_then(|b| verify_bundle(&b, trust).map_err(|e| e.to_string()))
+}
+
 fn check_provenance(e: &Evidence, trust: &Trust, root: &Digest) -> Check {
-    let statement = match recorded_bundle(e)
-        .and_then(|b| verify_bundle(&b, trust).map_err(|e| e.to_string()))
-    {
+    let statement = match verified_statement(e, trust) {
         Ok(s) => s,
         Err(why) => return Check::failed(why),
     };

@@ -15,6 +15,7 @@ mod attest;
 pub mod dataset_checks;
 pub mod datasets;
 mod files;
+pub mod gate;
 mod register;
 
 pub use attest::{Attestor, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification};

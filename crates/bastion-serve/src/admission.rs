@@ -3,7 +3,8 @@
 //! CRITICAL scan finding that no review accepted (files not scanned yet are scanned now),
 //! and its signature verifies against the server's key over exactly the files it has now
 //! (each rehashed from the blob store). A failed check is a reason; the refusal names them
-//! all. Gate decisions join these checks when gates exist.
+//! all. The newest gate decision on the version's digest must not have failed, and when the
+//! server requires gates there must be a passing one.
 
 use bastion_evidence::{Attestor, Scans};
 use bastion_store::{BlobStore, MetaStore};
@@ -58,6 +59,7 @@ fn check(name: &'static str, ok: bool, detail: impl Into<String>) -> Check {
 }
 
 /// Runs every check on `name`/`version` (which must exist).
+#[allow(clippy::too_many_arguments)]
 pub async fn admit(
     meta: &MetaStore,
     blobs: &dyn BlobStore,
@@ -66,6 +68,7 @@ pub async fn admit(
     name: &str,
     version: &str,
     actor: &str,
+    require_gate: bool,
 ) -> Result<Admission, ServeError> {
     let mut checks = Vec::new();
     let evidence = scans
@@ -112,6 +115,16 @@ pub async fn admit(
         )
     } else {
         check("digests", false, verification.mismatches.join("; "))
+    });
+    let gate = bastion_evidence::gate::clearance(meta, attestor, name, version).await?;
+    checks.push(match (gate.ok, gate.decision, require_gate) {
+        (true, _, _) => check("gate", true, gate.detail),
+        (false, Some(_), _) | (false, None, true) => check("gate", false, gate.detail),
+        (false, None, false) => check(
+            "gate",
+            true,
+            "no gate decision recorded (this server does not require one)",
+        ),
     });
     // Read last: the checks above may have quarantined the version.
     let quarantine = meta.model_version_quarantine(name, version).await?;

@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub event_queue: usize,
     /// The share of requests whose input rows are kept in their inference event.
     pub event_sample: f64,
+    /// Admit only versions with a passing gate decision on their digest. Without it a
+    /// version whose newest decision failed is still refused; one never gated is admitted.
+    pub require_gate: bool,
 }
 
 impl ServeConfig {
@@ -54,6 +57,7 @@ impl ServeConfig {
             dataset_cipher: None,
             event_queue: 10_000,
             event_sample: 0.1,
+            require_gate: false,
         }
     }
 }
@@ -346,6 +350,7 @@ impl Models {
             name,
             version,
             caller.actor,
+            self.config.require_gate,
         )
         .await?;
         let policy = self.policy(name).await?;

@@ -360,6 +360,7 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
           crate::evidence::artifact_evidence, crate::evidence::version_evidence,
           crate::evidence::scan_version, crate::evidence::release_version,
           crate::evidence::version_attestations, crate::evidence::verify_version,
+          crate::evidence::gate_version,
           crate::evidence::signing_key,
           crate::datasets::list, crate::datasets::add, crate::datasets::show,
           crate::datasets::download, crate::datasets::profile, crate::datasets::validate,

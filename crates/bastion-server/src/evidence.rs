@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
             get(version_attestations),
         )
         .route(&format!("{v1}/model-versions/verify"), post(verify_version))
+        .route(&format!("{v1}/model-versions/gate"), post(gate_version))
         .route(&format!("{v1}/signing-key"), get(signing_key))
 }
 
@@ -204,4 +205,34 @@ pub(crate) async fn signing_key(s: Scoped) -> JsonResult {
         "hint": key.hint(),
         "algorithm": key.algorithm().as_str(),
     })))
+}
+
+/// Evaluates a policy (TOML, in `policy`) on a version's evidence and records the signed
+/// decision on its root digest (unless `dry_run`). A malformed policy is a 400 naming the
+/// line.
+#[utoipa::path(post, path = "/api/bastion/v1/model-versions/gate", tag = "evidence",
+    params(("name" = String, Query), ("version" = String, Query), ("policy" = String, Query),
+           ("policy_name" = Option<String>, Query), ("dry_run" = Option<bool>, Query)),
+    responses((status = 200, description = "`{model, digest, policy, passed, errors, warnings, rules, facts, datasets, evidence}`")))]
+pub(crate) async fn gate_version(s: Scoped, p: Params) -> JsonResult {
+    let (name, version, text) = (p.str("name")?, p.str("version")?, p.str("policy")?);
+    let default_name = p
+        .opt_str("policy_name")?
+        .unwrap_or_else(|| "policy".to_owned());
+    let policy = bastion_policy::Policy::parse(&text, &default_name)
+        .map_err(|e| Error::invalid(format!("Invalid policy: {e}")))?;
+    s.meta.get_model_version(&name, &version).await?;
+    let actor = s.principal.actor();
+    let request = bastion_evidence::gate::GateRequest {
+        name: &name,
+        version: &version,
+        policy: &policy,
+        policy_digest: bastion_core::Digest::of(text.as_bytes()),
+        record: !p.opt_bool("dry_run")?.unwrap_or(false),
+        actor: &actor,
+    };
+    let gated =
+        bastion_evidence::gate::decide(&s.meta, s.blobs.as_ref(), &s.scans, &s.attestor, &request)
+            .await?;
+    Ok(Json(gated.to_json(&request)))
 }

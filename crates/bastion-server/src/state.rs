@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub rate_limit_per_principal: Option<RateLimit>,
     /// How often the server signs a new audit tree head (when the log has grown).
     pub audit_sign_interval: std::time::Duration,
+    /// Putting a version in production (the `production` alias or the Production stage)
+    /// needs a passing gate decision on its exact digest.
+    pub production_gate: bool,
 }
 
 impl ServerConfig {
@@ -59,6 +62,7 @@ impl ServerConfig {
                 burst: 2000,
             }),
             audit_sign_interval: std::time::Duration::from_secs(60),
+            production_gate: true,
         }
     }
 }

@@ -261,6 +261,7 @@ async fn admission_refuses_tampered_critical_and_foreign_versions(b: Backend) {
         "foreign",
         "1",
         "test",
+        false,
     )
     .await
     .expect("admission runs");

@@ -122,7 +122,7 @@ async fn uploads_are_scanned_and_critical_versions_are_quarantined(b: Backend) {
         .await;
     assert_error(st, &body, 400, "INVALID_STATE", "quarantined");
     let (st, body) = s
-        .post("/model-versions/transition-stage", json!({ "name": "evil", "version": "1", "stage": "Production", "archive_existing_versions": false }))
+        .post("/model-versions/transition-stage", json!({ "name": "evil", "version": "1", "stage": "Staging", "archive_existing_versions": false }))
         .await;
     assert_error(st, &body, 400, "INVALID_STATE", "cannot be promoted");
     // Archiving is still allowed.

@@ -198,6 +198,7 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         POST "/api/bastion/v1/model-versions/release" "evidence.release-model-version" write => Resource(RegisteredModel, Manage);
         GET "/api/bastion/v1/model-versions/attestations" "attest.model-version" read => Resource(RegisteredModel, Read);
         POST "/api/bastion/v1/model-versions/verify" "attest.verify-model-version" write => Resource(RegisteredModel, Edit);
+        POST "/api/bastion/v1/model-versions/gate" "gate.decide" write => Resource(RegisteredModel, Deploy);
         GET "/api/bastion/v1/signing-key" "attest.signing-key" read => Authenticated;
         // datasets
         GET "/api/bastion/v1/datasets" "datasets.list" read => Resource(AllOf(DATASET), Read);

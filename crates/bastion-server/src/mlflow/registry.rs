@@ -5,6 +5,9 @@ use bastion_store::meta::ModelVersionDraft;
 use serde_json::json;
 
 use super::{JsonResult, empty, page_json, to_json};
+use bastion_core::ErrorCode;
+
+use crate::error::ApiError;
 use crate::params::Params;
 use crate::state::Scoped;
 
@@ -75,10 +78,45 @@ pub async fn delete_model_tag(s: Scoped, p: Params) -> JsonResult {
 }
 
 pub async fn set_alias(s: Scoped, p: Params) -> JsonResult {
+    let (name, alias, version) = (p.str("name")?, p.str("alias")?, p.str("version")?);
+    if alias.eq_ignore_ascii_case(PRODUCTION) {
+        require_clearance(&s, &name, &version, "the alias 'production'").await?;
+    }
     s.meta
-        .set_registered_model_alias(&p.str("name")?, &p.str("alias")?, &p.str("version")?)
+        .set_registered_model_alias(&name, &alias, &version)
         .await?;
     empty()
+}
+
+const PRODUCTION: &str = "production";
+
+/// Production is where the gate stands: a version gets the `production` alias or the
+/// Production stage only with a passing gate decision on its exact digest. A refusal is a
+/// security event in the audit log.
+async fn require_clearance(
+    s: &Scoped,
+    name: &str,
+    version: &str,
+    what: &str,
+) -> Result<(), ApiError> {
+    if !s.config.production_gate {
+        return Ok(());
+    }
+    // The version must exist before its evidence means anything.
+    s.meta.get_model_version(name, version).await?;
+    let c = bastion_evidence::gate::clearance(&s.meta, &s.attestor, name, version).await?;
+    if c.ok {
+        tracing::info!(model = name, version, decision = ?c.decision, "production gate passed");
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::PermissionDenied,
+        format!(
+            "{what} needs a passing gate decision for {name}/{version}: {}",
+            c.detail
+        ),
+    )
+    .security_event("production_gate"))
 }
 
 pub async fn delete_alias(s: Scoped, p: Params) -> JsonResult {
@@ -173,12 +211,16 @@ pub async fn search_versions(s: Scoped, p: Params) -> JsonResult {
 }
 
 pub async fn transition_stage(s: Scoped, p: Params) -> JsonResult {
+    let (name, version, stage) = (p.str("name")?, p.str("version")?, p.str("stage")?);
+    if stage.eq_ignore_ascii_case(PRODUCTION) {
+        require_clearance(&s, &name, &version, "the Production stage").await?;
+    }
     let v = s
         .meta
         .transition_model_version_stage(
-            &p.str("name")?,
-            &p.str("version")?,
-            &p.str("stage")?,
+            &name,
+            &version,
+            &stage,
             p.opt_bool("archive_existing_versions")?.unwrap_or(false),
         )
         .await?;
