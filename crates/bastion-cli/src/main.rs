@@ -10,6 +10,8 @@ mod gate;
 mod identity;
 mod import;
 mod model;
+mod pipeline;
+mod quickstart;
 mod redteam;
 mod scan;
 mod server;
@@ -111,6 +113,11 @@ enum Command {
     /// membership inference, extraction and poisoning; tracked as a run, recorded as
     /// evidence on a registered version.
     Redteam(redteam::RedteamArgs),
+    /// Run the shipped example pipeline on the breast-cancer data, then serve the model it
+    /// deploys (prints the URL, a fresh admin token and a curl line).
+    Quickstart(quickstart::QuickstartArgs),
+    /// Run a pipeline (TOML): its steps in dependency order, unchanged steps from the cache.
+    Run(pipeline::RunArgs),
     /// Evaluate a policy on a registered version's evidence, record the signed decision,
     /// exit 1 if it fails (JUnit XML and SARIF for CI).
     Gate(gate::GateArgs),
@@ -181,6 +188,19 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if let Command::Run(a) = cli.command {
+        // 1 means "a step failed", so an error that stopped the pipeline is 2.
+        let code = runtime
+            .block_on(async move {
+                let home = prepare_home(&cli.home)?;
+                pipeline::run(&home, a).await
+            })
+            .unwrap_or_else(|e| {
+                eprintln!("Error: {e:#}");
+                2
+            });
+        std::process::exit(code);
+    }
     if let Command::Gate(a) = cli.command {
         // 1 means "the gate failed", so an error that stopped the evaluation is 2.
         let code = runtime
@@ -222,6 +242,13 @@ fn main() -> Result<()> {
             Command::Evaluate(args) => model::evaluate_command(&home, args).await,
             Command::Predict(args) => model::predict_command(&home, args).await,
             Command::Redteam(args) => redteam::redteam_command(&home, args).await,
+            Command::Quickstart(args) => {
+                let code = quickstart::run(&home, args).await?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                Ok(())
+            }
             Command::Model(cmd) => import::run(&home, cmd).await,
             Command::Deploy(args) => deploy::deploy(&home, args).await,
             Command::Promote(args) => deploy::promote(&home, args).await,
@@ -232,7 +259,8 @@ fn main() -> Result<()> {
             | Command::Keygen(_)
             | Command::Sign(_)
             | Command::Data(_)
-            | Command::Gate(_) => unreachable_scan(),
+            | Command::Gate(_)
+            | Command::Run(_) => unreachable_scan(),
         }
     })
 }

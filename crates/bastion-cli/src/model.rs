@@ -215,7 +215,10 @@ pub async fn train_command(home: &Path, a: TrainArgs) -> Result<()> {
                 kv("mlflow.source.type", "LOCAL"),
                 kv("bastion.dataset", dataset_ref.clone()),
                 kv("bastion.model.kind", kind.as_str()),
-            ],
+            ]
+            .into_iter()
+            .chain(crate::pipeline::child_tags())
+            .collect(),
         })
         .await?;
     let run_id = run.info.run_id.clone();

@@ -168,7 +168,10 @@ pub async fn redteam_command(home: &Path, a: RedteamArgs) -> Result<()> {
                 kv("mlflow.source.type", "LOCAL"),
                 kv("bastion.dataset", dataset_ref.clone()),
                 kv("bastion.model", a.model.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(crate::pipeline::child_tags())
+            .collect(),
         })
         .await?;
     let run_id = run.info.run_id.clone();

@@ -18,7 +18,9 @@ mod files;
 pub mod gate;
 mod register;
 
-pub use attest::{Attestor, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification};
+pub use attest::{
+    Attestor, PIPELINE_CONFIG_TAG, PROVENANCE, SIGNATURE, VersionAttestations, VersionVerification,
+};
 pub use files::{VersionFile, VersionFiles, version_files};
 pub use register::register_model_version;
 
