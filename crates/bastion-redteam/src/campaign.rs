@@ -826,7 +826,9 @@ impl Run<'_, '_> {
             Err(e) => {
                 self.skip(
                     Check::Defence,
-                    format!("adversarial training is an option of the MLP trainer: {e}"),
+                    format!(
+                        "adversarial training is an option of the MLP and logistic trainers: {e}"
+                    ),
                 );
                 return Ok(());
             }

@@ -424,9 +424,20 @@ fn weak_features_table(n: usize, seed: u64) -> Table {
 
 #[test]
 fn adversarial_training_makes_the_mlp_harder_to_turn() {
-    let t = weak_features_table(800, 9);
     let params = serde_json::json!({"hidden": [16], "epochs": 60, "learning_rate": 0.01});
-    let tr = trained(Kind::Mlp, params, &t);
+    adversarial_training_helps(Kind::Mlp, params, 5, 0.3);
+}
+
+#[test]
+fn adversarial_training_makes_logistic_regression_harder_to_turn() {
+    adversarial_training_helps(Kind::Logreg, serde_json::json!({"max_iter": 100}), 1, 0.6);
+}
+
+/// The defence check retrains `kind` with adversarial training at `eps` and both FGSM and
+/// PGD turn clearly fewer rows of the defended model.
+fn adversarial_training_helps(kind: Kind, params: serde_json::Value, steps: usize, eps: f64) {
+    let t = weak_features_table(800, 9);
+    let tr = trained(kind, params, &t);
     let m = &tr.model;
     let y = classes_of(m, &t);
     let inputs: Vec<String> = m.signature.inputs.iter().map(|f| f.name.clone()).collect();
@@ -446,9 +457,9 @@ fn adversarial_training_makes_the_mlp_harder_to_turn() {
         trainer: Some(&retrain),
     };
     let p = Plan {
-        eps: vec![0.3],
-        defence_eps: 0.3,
-        defence_steps: 5,
+        eps: vec![eps],
+        defence_eps: eps,
+        defence_steps: steps,
         pgd_steps: 10,
         ..plan(&[Check::Defence])
     };
@@ -463,9 +474,8 @@ fn adversarial_training_makes_the_mlp_harder_to_turn() {
             r.robust_accuracy
         );
     }
-    assert!(
-        report
-            .metrics
-            .contains_key("defence.pgd.eps_0_3.robust_accuracy")
-    );
+    assert!(report.metrics.contains_key(&format!(
+        "defence.pgd.eps_{}.robust_accuracy",
+        eps.to_string().replace('.', "_")
+    )));
 }
