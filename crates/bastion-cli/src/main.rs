@@ -162,11 +162,7 @@ fn main() -> Result<()> {
     init_logging(cli.log_format);
     if let Command::Scan(args) = &cli.command {
         // Its own exit codes: 1 means findings, so an error must not be 1 as well.
-        let code = scan::run(args).unwrap_or_else(|e| {
-            eprintln!("Error: {e:#}");
-            2
-        });
-        std::process::exit(code);
+        exit_with(scan::run(args));
     }
     // Local key and file work needs no home, store or runtime.
     match &cli.command {
@@ -176,61 +172,30 @@ fn main() -> Result<()> {
     }
     if let Command::Verify(args) = &cli.command {
         // 1 means "not verified", so an error that stopped the check must be another code.
-        let code = prepare_home(&cli.home)
-            .and_then(|home| attest::verify(&home, args))
-            .unwrap_or_else(|e| {
-                eprintln!("Error: {e:#}");
-                2
-            });
-        std::process::exit(code);
+        exit_with(prepare_home(&cli.home).and_then(|home| attest::verify(&home, args)));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    if let Command::Run(a) = cli.command {
-        // 1 means "a step failed", so an error that stopped the pipeline is 2.
-        let code = runtime
-            .block_on(async move {
-                let home = prepare_home(&cli.home)?;
-                pipeline::run(&home, a).await
-            })
-            .unwrap_or_else(|e| {
-                eprintln!("Error: {e:#}");
-                2
-            });
-        std::process::exit(code);
-    }
-    if let Command::Gate(a) = cli.command {
-        // 1 means "the gate failed", so an error that stopped the evaluation is 2.
-        let code = runtime
-            .block_on(async move {
-                let home = prepare_home(&cli.home)?;
-                gate::run(&home, a).await
-            })
-            .unwrap_or_else(|e| {
-                eprintln!("Error: {e:#}");
-                2
-            });
-        std::process::exit(code);
-    }
-    if let Command::Data(c) = cli.command {
-        // 1 means "a check failed", so an error that stopped the command is 2.
-        let code = runtime
-            .block_on(async move {
-                let home = prepare_home(&cli.home)?;
-                data::run(&home, c).await
-            })
-            .unwrap_or_else(|e| {
-                eprintln!("Error: {e:#}");
-                2
-            });
-        std::process::exit(code);
-    }
+    // These commands' exit codes carry their verdict (1: a step, a rule or a check failed),
+    // so an error that stopped them exits 2.
+    let command = match cli.command {
+        Command::Run(a) => {
+            exit_with(runtime.block_on(async { pipeline::run(&prepare_home(&cli.home)?, a).await }))
+        }
+        Command::Gate(a) => {
+            exit_with(runtime.block_on(async { gate::run(&prepare_home(&cli.home)?, a).await }))
+        }
+        Command::Data(c) => {
+            exit_with(runtime.block_on(async { data::run(&prepare_home(&cli.home)?, c).await }))
+        }
+        other => other,
+    };
     runtime.block_on(async move {
         let home = prepare_home(&cli.home)?;
         let file = FileConfig::load(cli.config.as_deref(), &home)?;
-        match cli.command {
+        match command {
             Command::Server(args) => server::run(&home, file, args, &[]).await,
             Command::Serve(args) => server::run(&home, file, args.server, &args.models).await,
             Command::User(c) => identity::user(&home, &file, c).await,
@@ -265,7 +230,15 @@ fn main() -> Result<()> {
     })
 }
 
-/// `scan`, `verify`, `keygen`, `sign` and `data` returned before this point.
+/// Exits with a command's verdict, or 2 (after saying why) when an error stopped it.
+fn exit_with(result: Result<i32>) -> ! {
+    std::process::exit(result.unwrap_or_else(|e| {
+        eprintln!("Error: {e:#}");
+        2
+    }))
+}
+
+/// `scan`, `verify`, `keygen`, `sign`, `data`, `gate` and `run` returned before this point.
 fn unreachable_scan() -> Result<()> {
     anyhow::bail!("this command is handled before the runtime starts")
 }
