@@ -78,6 +78,10 @@ pub struct ServerArgs {
     /// a passing `bastion gate` decision on its exact digest (default: true).
     #[arg(long, env = "BASTION_PRODUCTION_GATE")]
     pub production_gate: Option<bool>,
+    /// The policy file production decisions must have applied (by its SHA-256); without it
+    /// any passing decision counts.
+    #[arg(long, env = "BASTION_PRODUCTION_POLICY")]
+    pub production_policy: Option<PathBuf>,
     /// Serve only versions with a passing gate decision (default: false — a version whose
     /// newest decision failed is refused, one never gated is served).
     #[arg(long, env = "BASTION_SERVE_REQUIRES_GATE")]
@@ -101,6 +105,7 @@ pub struct ServerFile {
     pub infer_body_timeout: Option<u64>,
     pub db_connections: Option<u32>,
     pub production_gate: Option<bool>,
+    pub production_policy: Option<PathBuf>,
     pub serve_requires_gate: Option<bool>,
 }
 
@@ -200,6 +205,7 @@ pub struct ServerSettings {
     pub rate_limit_per_ip: u32,
     pub rate_limit_per_user: u32,
     pub production_gate: bool,
+    pub production_policy: Option<PathBuf>,
     pub serve_requires_gate: bool,
     /// `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
@@ -316,6 +322,10 @@ impl ServerSettings {
                 .production_gate
                 .or(file.production_gate)
                 .unwrap_or(true),
+            // Relative paths in the file are relative to the home, as for TLS files.
+            production_policy: args
+                .production_policy
+                .or_else(|| file.production_policy.map(|p| home.join(p))),
             serve_requires_gate: args
                 .serve_requires_gate
                 .or(file.serve_requires_gate)

@@ -673,8 +673,8 @@ async fn execute(
             if alias.eq_ignore_ascii_case("production") {
                 let attestor = bastion_evidence::Attestor::load_or_create(&h.home)
                     .context("loading the model-signing key")?;
-                let c =
-                    bastion_evidence::gate::clearance(&h.meta, &attestor, name, version).await?;
+                let c = bastion_evidence::gate::clearance(&h.meta, &attestor, name, version, None)
+                    .await?;
                 if !c.ok {
                     bail!("{model} may not go to production: {}", c.detail);
                 }

@@ -79,6 +79,14 @@ pub async fn run(
         rate_limit_per_principal: limit(settings.rate_limit_per_user),
         audit_sign_interval: Duration::from_secs(60),
         production_gate: settings.production_gate,
+        production_policy: match &settings.production_policy {
+            Some(path) => {
+                let (policy, digest) = crate::gate::read_policy(path)?;
+                tracing::info!(policy = %policy.name, sha256 = %digest.hex(), "production decisions must apply this policy");
+                Some(digest)
+            }
+            None => None,
+        },
     };
     if !settings.production_gate {
         tracing::warn!(

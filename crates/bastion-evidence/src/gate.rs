@@ -269,7 +269,8 @@ pub async fn record_decision(
 }
 
 /// Whether a version may be promoted: the newest gate decision on its exact root digest
-/// verifies against the server key, names that digest, and passed.
+/// verifies against the server key, names that digest, passed, and (when `required` names
+/// a policy by its SHA-256) applied that policy.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Clearance {
     pub ok: bool,
@@ -284,6 +285,7 @@ pub async fn clearance(
     attestor: &Attestor,
     name: &str,
     version: &str,
+    required: Option<&Digest>,
 ) -> Result<Clearance, EvidenceError> {
     let refuse = |detail: String, decision: Option<&Evidence>| Clearance {
         ok: false,
@@ -328,6 +330,19 @@ pub async fn clearance(
         ));
     }
     let policy = e.body["policy"].as_str().unwrap_or("?").to_owned();
+    if let Some(required) = required {
+        let applied = statement.predicate["policy"]["digest"]["sha256"].as_str();
+        if applied != Some(required.hex().as_str()) {
+            return Ok(refuse(
+                format!(
+                    "the newest gate decision on {root} applied policy '{policy}' (sha256 {}), not the required policy (sha256 {})",
+                    applied.unwrap_or("unknown"),
+                    required.hex()
+                ),
+                Some(&e),
+            ));
+        }
+    }
     if statement.predicate["passed"] != json!(true) {
         return Ok(refuse(
             format!(

@@ -116,7 +116,7 @@ pub async fn admit(
     } else {
         check("digests", false, verification.mismatches.join("; "))
     });
-    let gate = bastion_evidence::gate::clearance(meta, attestor, name, version).await?;
+    let gate = bastion_evidence::gate::clearance(meta, attestor, name, version, None).await?;
     checks.push(match (gate.ok, gate.decision, require_gate) {
         (true, _, _) => check("gate", true, gate.detail),
         (false, Some(_), _) | (false, None, true) => check("gate", false, gate.detail),

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// Putting a version in production (the `production` alias or the Production stage)
     /// needs a passing gate decision on its exact digest.
     pub production_gate: bool,
+    /// When set, the decision must have applied this policy (SHA-256 of its file).
+    pub production_policy: Option<bastion_core::Digest>,
 }
 
 impl ServerConfig {
@@ -63,6 +65,7 @@ impl ServerConfig {
             }),
             audit_sign_interval: std::time::Duration::from_secs(60),
             production_gate: true,
+            production_policy: None,
         }
     }
 }

@@ -8,7 +8,10 @@ use common::served::{infer, register_model, request};
 use common::{Backend, TestServer, assert_error};
 use serde_json::{Value, json};
 
-backend_tests!(production_needs_a_passing_decision_on_the_digest);
+backend_tests!(
+    production_needs_a_passing_decision_on_the_digest,
+    a_required_policy_refuses_decisions_by_other_policies
+);
 
 async fn gate(
     s: &TestServer,
@@ -171,4 +174,34 @@ async fn production_needs_a_passing_decision_on_the_digest(b: Backend) {
         actions.contains(&"registered-models.set-alias"),
         "{actions:?}"
     );
+}
+
+async fn a_required_policy_refuses_decisions_by_other_policies(b: Backend) {
+    let required = bastion_core::Digest::of(PASSING.as_bytes());
+    let s = TestServer::start_with(b, |c| c.production_policy = Some(required)).await;
+    register_model(&s, "pinned", &[]).await;
+    let alias = json!({"name": "pinned", "alias": "production", "version": "1"});
+    // A weaker policy passes, but it is not the one production requires.
+    let (st, weak) = gate(&s, "pinned", "rules = ['model.quarantined = false']", false).await;
+    assert_eq!(
+        (st.as_u16(), weak["passed"].clone()),
+        (200, json!(true)),
+        "{weak}"
+    );
+    let (st, body) = s.post("/registered-models/alias", alias.clone()).await;
+    assert_error(
+        st,
+        &body,
+        403,
+        "PERMISSION_DENIED",
+        "not the required policy",
+    );
+    let (st, ok) = gate(&s, "pinned", PASSING, false).await;
+    assert_eq!(
+        (st.as_u16(), ok["passed"].clone()),
+        (200, json!(true)),
+        "{ok}"
+    );
+    assert_eq!(ok["policy"]["sha256"], required.hex());
+    s.ok_post("/registered-models/alias", alias).await;
 }

@@ -104,7 +104,14 @@ async fn require_clearance(
     }
     // The version must exist before its evidence means anything.
     s.meta.get_model_version(name, version).await?;
-    let c = bastion_evidence::gate::clearance(&s.meta, &s.attestor, name, version).await?;
+    let c = bastion_evidence::gate::clearance(
+        &s.meta,
+        &s.attestor,
+        name,
+        version,
+        s.config.production_policy.as_ref(),
+    )
+    .await?;
     if c.ok {
         tracing::info!(model = name, version, decision = ?c.decision, "production gate passed");
         return Ok(());
