@@ -394,19 +394,12 @@ async fn verify_registered(home: &Path, reference: &str, args: &VerifyArgs) -> R
         .verify_model_version(&meta, blobs.as_ref(), &name, &version, &actor)
         .await?;
     print_json(&report)?;
-    if report.verified {
-        Ok(0)
-    } else {
-        eprintln!(
-            "Verification failed for models:/{name}/{version}: {}",
-            report
-                .mismatches
-                .first()
-                .cloned()
-                .or_else(|| (!report.signature.ok).then(|| report.signature.detail.clone()))
-                .unwrap_or_else(|| report.provenance.detail.clone())
-        );
-        Ok(1)
+    match report.failure() {
+        None => Ok(0),
+        Some(why) => {
+            eprintln!("Verification failed for models:/{name}/{version}: {why}");
+            Ok(1)
+        }
     }
 }
 

@@ -53,6 +53,18 @@ pub enum Status {
     Blocked,
 }
 
+impl Status {
+    /// As `--json` and the run's `bastion.step.*` tags name it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ran => "ran",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Blocked => "blocked",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StepOutcome {
     pub id: String,
@@ -110,10 +122,8 @@ pub fn table(o: &Outcome) -> String {
     let mut out = format!("pipeline {} (run {})\n", o.pipeline, o.run_id);
     for s in &o.steps {
         let status = match s.status {
-            Status::Ran => "ran",
-            Status::Cached => "cached",
             Status::Failed => "FAILED",
-            Status::Blocked => "blocked",
+            other => other.as_str(),
         };
         let detail = match &s.reason {
             Some(r) => r.clone(),
@@ -276,16 +286,19 @@ pub async fn run_pipeline(
             }
         }
         outcome.seconds = started.elapsed().as_secs_f64();
-        let _ = h
+        let tagged = h
             .meta
             .set_tag(
                 &run_id,
                 &kv(
                     &format!("bastion.step.{}", step.id),
-                    format!("{:?}", outcome.status).to_lowercase(),
+                    outcome.status.as_str(),
                 ),
             )
             .await;
+        if let Err(e) = tagged {
+            tracing::warn!(step = %step.id, error = %e, "could not tag the pipeline run with the step's status");
+        }
         steps.push(outcome);
         bar.inc(1);
     }
@@ -368,17 +381,29 @@ fn local_path(base: &Path, p: &str) -> Result<PathBuf> {
     Ok(base.join(rel.as_str()))
 }
 
-/// The digest of a file, or of a folder's files (names and contents, in name order).
+/// The digest of a file (streamed), or of a folder's files (names and contents, in name
+/// order). Symbolic links are refused, so a link loop cannot recurse forever.
 fn digest_path(path: &Path) -> Result<Digest> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        bail!(
+            "{} is a symbolic link; name the file itself",
+            path.display()
+        );
+    }
     if meta.is_file() {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        return Ok(Digest::of(&bytes));
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut h = bastion_core::digest::Hasher::new();
+        std::io::copy(&mut file, &mut h).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(h.finish());
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("reading {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading {}", path.display()))?;
     entries.sort();
     let mut h = bastion_core::digest::Hasher::new();
     for e in entries {
@@ -450,9 +475,9 @@ async fn execute(
                 ],
             )
             .await?;
-            out.insert("dataset".into(), r["dataset"].clone());
-            out.insert("digest".into(), r["version"]["digest"].clone());
-            out.insert("rows".into(), r["version"]["rows"].clone());
+            out.insert("dataset".into(), answered(&r, &["dataset"])?);
+            out.insert("digest".into(), answered(&r, &["version", "digest"])?);
+            out.insert("rows".into(), answered(&r, &["version", "rows"])?);
         }
         Kind::Validate => {
             let dataset = text(params, "dataset")?;
@@ -535,18 +560,12 @@ async fn execute(
                 }
             }
             let r = bastion(env, &step.id, &args).await?;
-            let name = r["registered"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let version = r["registered"]["version"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
+            let name = answered_text(&r, &["registered", "name"])?;
+            let version = answered_text(&r, &["registered", "version"])?;
             out.insert("model".into(), format!("models:/{name}/{version}").into());
             out.insert("name".into(), name.into());
             out.insert("version".into(), version.into());
-            out.insert("run_id".into(), r["run_id"].clone());
+            out.insert("run_id".into(), answered(&r, &["run_id"])?);
         }
         Kind::Evaluate => {
             let model = text(params, "model")?;
@@ -573,17 +592,14 @@ async fn execute(
             if let Some(finding) = e.critical() {
                 bail!("{model} has a CRITICAL finding: {finding}");
             }
-            if let Some(why) = e.unavailable {
+            if let Some(why) = &e.unavailable {
                 bail!("{model}: {why}");
             }
             let worst = e
-                .files
-                .iter()
-                .filter_map(|f| f.scan.as_ref()?.worst.clone())
-                .max_by_key(|w| bastion_policy::fact::severity_rank(w).unwrap_or(0))
-                .unwrap_or_else(|| "NONE".into());
-            out.insert("model".into(), model.clone().into());
+                .max_severity()
+                .ok_or_else(|| anyhow!("{model}: some files could not be scanned"))?;
             out.insert("max_severity".into(), worst.into());
+            out.insert("model".into(), model.into());
         }
         Kind::Redteam => {
             let model = text(params, "model")?;
@@ -615,7 +631,7 @@ async fn execute(
             }
             let r = bastion(env, &step.id, &args).await?;
             out.insert("model".into(), model.into());
-            out.insert("run_id".into(), r["run_id"].clone());
+            out.insert("run_id".into(), answered(&r, &["run_id"])?);
         }
         Kind::Sign => {
             let model = text(params, "model")?;
@@ -626,14 +642,7 @@ async fn execute(
             let v = attestor
                 .verify_model_version(&h.meta, h.blobs.as_ref(), name, version, &h.actor)
                 .await?;
-            if !v.verified {
-                let why = v.mismatches.first().cloned().unwrap_or_else(|| {
-                    if v.signature.ok {
-                        v.provenance.detail.clone()
-                    } else {
-                        v.signature.detail.clone()
-                    }
-                });
+            if let Some(why) = v.failure() {
                 bail!("{model} does not verify: {why}");
             }
             out.insert("model".into(), model.into());
@@ -659,8 +668,8 @@ async fn execute(
             )
             .await?;
             out.insert("model".into(), model.into());
-            out.insert("passed".into(), r["passed"].clone());
-            out.insert("evidence".into(), r["evidence"].clone());
+            out.insert("passed".into(), answered(&r, &["passed"])?);
+            out.insert("evidence".into(), answered(&r, &["evidence"])?);
         }
         Kind::Deploy => {
             let model = text(params, "model")?;
@@ -698,6 +707,28 @@ async fn execute(
     Ok(out)
 }
 
+/// The value at `path` in a command's JSON answer; a missing one is the step's failure
+/// (an answer without it would hand an empty output to the steps after).
+fn answered(r: &Value, path: &[&str]) -> Result<Value> {
+    let mut v = r;
+    for key in path {
+        v = v
+            .get(*key)
+            .ok_or_else(|| anyhow!("the command's answer has no {}", path.join(".")))?;
+    }
+    if v.is_null() {
+        bail!("the command's answer has no {}", path.join("."));
+    }
+    Ok(v.clone())
+}
+
+fn answered_text(r: &Value, path: &[&str]) -> Result<String> {
+    match answered(r, path)? {
+        Value::String(s) if !s.is_empty() => Ok(s),
+        other => bail!("the command's answer has {other} as {}", path.join(".")),
+    }
+}
+
 /// Runs `bastion ARGS` on the pipeline's home and returns its JSON answer; a non-zero exit
 /// is the step's failure, with the end of what the command said.
 async fn bastion(env: &ChildEnv, step: &str, args: &[String]) -> Result<Value> {
@@ -724,7 +755,9 @@ async fn bastion(env: &ChildEnv, step: &str, args: &[String]) -> Result<Value> {
             last_lines(&stderr, &stdout)
         );
     }
-    serde_json::from_slice(&output.stdout).or_else(|_| Ok(Value::Null))
+    // A command asked only for its side effects may print nothing; the steps that read an
+    // answer fail on the missing field (`answered`).
+    Ok(serde_json::from_slice(&output.stdout).unwrap_or(Value::Null))
 }
 
 fn child_env(cmd: &mut tokio::process::Command, env: &ChildEnv, step: &str) {

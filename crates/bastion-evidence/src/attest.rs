@@ -107,6 +107,23 @@ pub struct VersionVerification {
     pub quarantine: Option<String>,
 }
 
+impl VersionVerification {
+    /// Why the version does not verify (the first mismatch, else the signature's or the
+    /// provenance's failure), or `None` when it does.
+    pub fn failure(&self) -> Option<String> {
+        if self.verified {
+            return None;
+        }
+        Some(
+            self.mismatches
+                .first()
+                .cloned()
+                .or_else(|| (!self.signature.ok).then(|| self.signature.detail.clone()))
+                .unwrap_or_else(|| self.provenance.detail.clone()),
+        )
+    }
+}
+
 impl Attestor {
     pub fn new(key: PrivateKey) -> Self {
         let hint = key.public_key().hint();

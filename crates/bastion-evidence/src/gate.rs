@@ -65,16 +65,12 @@ pub async fn version_facts(
     let files = scans
         .check_model_version(meta, blobs, name, version, actor)
         .await?;
-    if files.unavailable.is_none() && files.files.iter().all(|f| f.scan.is_some()) {
-        let scans: Vec<&Evidence> = files.files.iter().filter_map(|f| f.scan.as_ref()).collect();
-        let worst = scans
-            .iter()
-            .filter_map(|s| s.worst.as_deref())
-            .max_by_key(|w| bastion_policy::fact::severity_rank(w).unwrap_or(0))
-            .unwrap_or("NONE");
+    if let Some(worst) = files.max_severity() {
         facts.insert("model.scan.max_severity".into(), text(worst));
-        let findings: usize = scans
+        let findings: usize = files
+            .files
             .iter()
+            .filter_map(|f| f.scan.as_ref())
             .map(|s| s.body["findings"].as_array().map_or(0, Vec::len))
             .sum();
         facts.insert("model.scan.findings".into(), Value::Number(findings as f64));

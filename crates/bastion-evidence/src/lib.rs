@@ -89,6 +89,21 @@ impl VersionEvidence {
     pub fn critical(&self) -> Option<String> {
         condemning(&self.files)
     }
+
+    /// The worst finding over every file's scan (`NONE` when all are clean), or `None`
+    /// when some file has no scan or the files could not be looked at.
+    pub fn max_severity(&self) -> Option<&str> {
+        if self.unavailable.is_some() || self.files.iter().any(|f| f.scan.is_none()) {
+            return None;
+        }
+        Some(
+            self.files
+                .iter()
+                .filter_map(|f| f.scan.as_ref()?.worst.as_deref())
+                .max_by_key(|w| w.parse::<Severity>().ok())
+                .unwrap_or("NONE"),
+        )
+    }
 }
 
 /// Runs the model-file scanner on stored blobs.

@@ -202,7 +202,8 @@ struct PipelineFile {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let before = text.get(..offset).unwrap_or(text);
+    before.matches('\n').count() + 1
 }
 
 fn valid_id(id: &str) -> bool {
@@ -265,8 +266,7 @@ impl Pipeline {
                 let Some(other) = ids.get(r.step.as_str()) else {
                     continue;
                 };
-                if !other.kind.outputs().contains(&r.output.as_str()) && other.kind != Kind::Command
-                {
+                if !other.kind.outputs().contains(&r.output.as_str()) {
                     return Err(err(
                         s,
                         format!(

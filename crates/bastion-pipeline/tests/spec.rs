@@ -83,6 +83,7 @@ fn malformed_pipelines_are_refused_on_their_line() {
         (format!("{head}[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"${{ingest.dataset}}\"\n"), "refers to step 'ingest', which does not exist"),
         (format!("{head}{ingest}[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"${{ingest.model}}\"\n"), "a ingest step's outputs are dataset, digest, rows"),
         (format!("{head}[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"${{x.dataset}}\"\n"), "refers to itself"),
+        (format!("{head}[[step]]\nid = \"c\"\nkind = \"command\"\nrun = [\"true\"]\n[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"${{c.file}}\"\n"), "a command step's outputs are exit_code"),
         (format!("{head}[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"${{ingest}}\"\n"), "must name a step and one of its outputs"),
         (format!("{head}[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"d@v1\"\nneeds = \"y\"\n"), "needs must be a list"),
         (
