@@ -257,8 +257,9 @@ pub async fn run_pipeline(
                     _ => {
                         bar.suspend(|| tracing::info!(step = %step.id, kind = step.kind.as_str(), "running"));
                         let r = execute(&h, step, &params, &base, &child_env).await;
-                        if let Ok(out) = &r {
-                            outcome.status = Status::Ran;
+                        // The step counts only once its result is kept; a state file that
+                        // cannot be written fails the step (the pipeline's run still ends).
+                        r.and_then(|out| {
                             state.steps.insert(
                                 step.id.clone(),
                                 StepRecord {
@@ -267,9 +268,11 @@ pub async fn run_pipeline(
                                     finished: bastion_core::time::now_ms(),
                                 },
                             );
-                            save_state(&state_path, &state)?;
-                        }
-                        r
+                            save_state(&state_path, &state)
+                                .context("keeping the step's result in the pipeline state")?;
+                            outcome.status = Status::Ran;
+                            Ok(out)
+                        })
                     }
                 }
             }
