@@ -12,17 +12,14 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bastion_core::digest::{Digest, Hasher};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, DataResult};
 use crate::schema::ColumnSchema;
 
 /// Rows per Parquet row group in the canonical file: fixed, so the bytes are reproducible.
-pub const ROW_GROUP_ROWS: usize = 1 << 17;
+pub use crate::write::ROW_GROUP_ROWS;
 const BATCH_ROWS: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,12 +167,7 @@ pub fn ingest(
     };
 
     let schema = unified_schema(&files, format, opts)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_size(ROW_GROUP_ROWS)
-        .set_created_by("bastion".to_string())
-        .build();
-    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(props))?;
+    let mut writer = crate::write::parquet_writer(out, schema.clone())?;
     let mut rows = 0u64;
     for (path, _) in &files {
         for batch in open_batches(path, format, schema.clone(), opts)? {

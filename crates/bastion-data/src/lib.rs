@@ -5,6 +5,7 @@ pub mod columns;
 pub mod drift;
 pub mod error;
 pub mod ingest;
+pub mod parts;
 pub mod pii;
 pub mod poison;
 pub mod profile;
@@ -15,5 +16,6 @@ pub mod sketch;
 pub mod stats;
 pub mod validate;
 pub mod values;
+pub mod write;
 
 pub use error::{DataError, DataResult};

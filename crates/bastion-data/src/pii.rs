@@ -493,7 +493,7 @@ pub fn redact_parquet(
             })
             .collect::<Vec<_>>(),
     ));
-    let mut w = parquet::arrow::ArrowWriter::try_new(out, out_schema.clone(), None)?;
+    let mut w = crate::write::parquet_writer(out, out_schema.clone())?;
     let mut changed = 0u64;
     for batch in data.batches(None)? {
         let batch = batch?;

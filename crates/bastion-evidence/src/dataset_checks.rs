@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::datasets::{
-    DATA_DRIFT, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, DatasetError, Datasets,
+    DATA_DRIFT, DATA_LINEAGE, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, DatasetError, Datasets,
     blocking,
 };
 
@@ -28,6 +28,8 @@ pub struct Added {
     pub version: DatasetVersion,
     pub files: Vec<SourceFile>,
     pub pii_columns: usize,
+    /// The content equalled the latest version, which is answered instead of a new one.
+    pub unchanged: bool,
 }
 
 /// A version's record and the evidence recorded on it (newest first).
@@ -66,7 +68,44 @@ impl Datasets<'_> {
         opts: IngestOptions,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<Added, DatasetError> {
-        let (v, summary, local) = self.add(input, name, source, actor, opts, progress).await?;
+        self.add_checked_reusing(input, name, source, actor, opts, false, progress)
+            .await
+    }
+
+    /// [`Datasets::add_checked`], answering the latest version instead when the content is
+    /// unchanged (its checks were recorded when it was added).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_checked_reusing(
+        &self,
+        input: &Path,
+        name: &str,
+        source: &str,
+        actor: &str,
+        opts: IngestOptions,
+        reuse_unchanged: bool,
+        progress: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Added, DatasetError> {
+        let (v, summary, local, unchanged) = self
+            .add(input, name, source, actor, opts, reuse_unchanged, progress)
+            .await?;
+        if unchanged {
+            // Its PII scan was recorded when it was added.
+            let pii_columns = self
+                .meta
+                .evidence_for(&v.digest)
+                .await?
+                .into_iter()
+                .find(|e| e.kind == DATA_PII)
+                .and_then(|e| e.body["result"]["pii_columns"].as_u64())
+                .unwrap_or(0) as usize;
+            return Ok(Added {
+                dataset: v.reference(),
+                files: summary.files,
+                pii_columns,
+                unchanged: true,
+                version: v,
+            });
+        }
         let path = local.path().to_path_buf();
         let (profile, pii) = blocking(move || {
             let p = profile_parquet(&path, ProfileOptions::default(), &|_| {})?;
@@ -81,8 +120,43 @@ impl Datasets<'_> {
             dataset: v.reference(),
             files: summary.files,
             pii_columns: pii.pii_columns,
+            unchanged: false,
             version: v,
         })
+    }
+
+    /// A Parquet Bastion made from other versions (a split's part, a transform's result),
+    /// added and checked like any ingest, with a `data.lineage` record naming the versions
+    /// it came from (by digest) and how it was made.
+    pub async fn derive(
+        &self,
+        parquet: &Path,
+        name: &str,
+        source: &str,
+        actor: &str,
+        inputs: &[&DatasetVersion],
+        how: Value,
+    ) -> Result<Added, DatasetError> {
+        let opts = IngestOptions {
+            format: Some(bastion_data::ingest::Format::Parquet),
+            ..IngestOptions::default()
+        };
+        let added = self
+            .add_checked(parquet, name, source, actor, opts, Arc::new(|_| {}))
+            .await?;
+        let from: Vec<Value> = inputs
+            .iter()
+            .map(|v| json!({"dataset": v.reference(), "digest": v.digest}))
+            .collect();
+        self.record(
+            &added.version,
+            DATA_LINEAGE,
+            "pass",
+            json!({"inputs": from, "how": how}),
+            actor,
+        )
+        .await?;
+        Ok(added)
     }
 
     pub async fn show(&self, v: DatasetVersion) -> Result<Shown, DatasetError> {

@@ -20,6 +20,8 @@ pub const DATA_VALIDATION: &str = "data.validation";
 pub const DATA_PII: &str = "data.pii";
 pub const DATA_POISON: &str = "data.poison";
 pub const DATA_DRIFT: &str = "data.drift";
+/// How a version was made from other versions (a split, a SQL transform).
+pub const DATA_LINEAGE: &str = "data.lineage";
 pub const DATA_TOOL: &str = concat!("bastion-data ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,11 @@ impl Datasets<'_> {
     /// Ingests `input` as the next version of `name`. Nothing is recorded unless the whole
     /// input was read: a failed ingest leaves no version behind (a blob already published
     /// for it is content-addressed and harmless).
+    ///
+    /// With `reuse_unchanged`, content equal to the dataset's latest version is not added
+    /// again: that version is answered (flagged `true` in the result), so re-ingesting an
+    /// unchanged source (an S3 object, a query) leaves the version, and what depends on it,
+    /// as it was.
     pub async fn add(
         &self,
         input: &Path,
@@ -97,8 +104,9 @@ impl Datasets<'_> {
         source: &str,
         actor: &str,
         opts: IngestOptions,
+        reuse_unchanged: bool,
         progress: Arc<dyn Fn(u64) + Send + Sync>,
-    ) -> Result<(DatasetVersion, IngestSummary, LocalParquet), DatasetError> {
+    ) -> Result<(DatasetVersion, IngestSummary, LocalParquet, bool), DatasetError> {
         bastion_store::meta::validate_dataset_name(name)
             .map_err(bastion_store::StoreError::from)?;
         std::fs::create_dir_all(&self.tmp)?;
@@ -121,6 +129,24 @@ impl Datasets<'_> {
             Ok((parquet, summary, digest, bytes, stored))
         })
         .await?;
+        let local = |parquet: tempfile::NamedTempFile| LocalParquet {
+            path: parquet.path().to_path_buf(),
+            _tmp: Some(parquet.into_temp_path()),
+            _blob: None,
+        };
+        if reuse_unchanged {
+            match self.meta.get_dataset_version(name, None).await {
+                Ok(latest) if latest.digest == digest => {
+                    return Ok((latest, summary, local(parquet), true));
+                }
+                Ok(_) => {}
+                Err(e)
+                    if e.domain().is_some_and(|d| {
+                        d.code == bastion_core::error::ErrorCode::ResourceDoesNotExist
+                    }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let upload = stored.as_ref().map(|c| c.path()).unwrap_or(parquet.path());
         let blob = self.put_file(upload).await?;
         let draft = DatasetVersionDraft {
@@ -140,13 +166,7 @@ impl Datasets<'_> {
         let v = self.meta.create_dataset_version(&draft).await?;
         // The plaintext just written is the version's content: checks at ingest read it
         // instead of fetching (and decrypting) the blob again.
-        let path = parquet.path().to_path_buf();
-        let local = LocalParquet {
-            path,
-            _tmp: Some(parquet.into_temp_path()),
-            _blob: None,
-        };
-        Ok((v, summary, local))
+        Ok((v, summary, local(parquet), false))
     }
 
     async fn put_file(&self, path: &Path) -> Result<Digest, DatasetError> {

@@ -112,6 +112,80 @@ pub fn holdout(n: usize, classes: Option<&[usize]>, fraction: f64, seed: u64) ->
     Ok(Fold { train, test })
 }
 
+/// Rows dealt into parts of the given shares (which must sum to 1), shuffled by `seed`;
+/// with classes, each class is dealt on its own (stratified). Each group's rows are divided
+/// by largest remainder, so part sizes are the exact shares rounded and always add up to
+/// the group. Rows stay in ascending order within a part. Every part must get rows.
+pub fn partition(
+    n: usize,
+    classes: Option<&[usize]>,
+    shares: &[f64],
+    seed: u64,
+) -> MlResult<Vec<Vec<usize>>> {
+    if shares.is_empty() || shares.iter().any(|s| !(*s > 0.0 && *s < 1.0 + 1e-12)) {
+        return Err(MlError::invalid(format!(
+            "every share of a split must be between 0 and 1, got {shares:?}"
+        )));
+    }
+    let total: f64 = shares.iter().sum();
+    if (total - 1.0).abs() > 1e-6 {
+        return Err(MlError::invalid(format!(
+            "the shares of a split must add up to 1, they add up to {total}"
+        )));
+    }
+    if let Some(y) = classes
+        && y.len() != n
+    {
+        return Err(MlError::invalid(format!(
+            "{} class labels for {n} rows",
+            y.len()
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let groups: Vec<Vec<usize>> = match classes {
+        Some(y) => slices(y).into_values().collect(),
+        None => vec![(0..n).collect()],
+    };
+    let mut part_of = vec![0usize; n];
+    for mut rows in groups {
+        rows.shuffle(&mut rng);
+        let exact: Vec<f64> = shares.iter().map(|s| s * rows.len() as f64).collect();
+        let mut counts: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+        let mut left = rows.len() - counts.iter().sum::<usize>().min(rows.len());
+        let mut by_remainder: Vec<usize> = (0..shares.len()).collect();
+        by_remainder.sort_by(|&a, &b| {
+            let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+            rb.total_cmp(&ra).then(a.cmp(&b))
+        });
+        for &p in by_remainder.iter().cycle().take(shares.len() * 2) {
+            if left == 0 {
+                break;
+            }
+            counts[p] += 1;
+            left -= 1;
+        }
+        let mut at = 0;
+        for (p, &c) in counts.iter().enumerate() {
+            for &row in &rows[at..(at + c).min(rows.len())] {
+                part_of[row] = p;
+            }
+            at += c;
+        }
+    }
+    let mut parts = vec![Vec::new(); shares.len()];
+    for (row, &p) in part_of.iter().enumerate() {
+        parts[p].push(row);
+    }
+    if let Some(p) = parts.iter().position(Vec::is_empty) {
+        return Err(MlError::invalid(format!(
+            "{n} rows are too few: part {} of the split (share {}) gets none",
+            p + 1,
+            shares[p]
+        )));
+    }
+    Ok(parts)
+}
+
 /// The rows of each distinct key, keys in order.
 pub fn slices<K: Ord + Clone>(keys: &[K]) -> BTreeMap<K, Vec<usize>> {
     let mut out: BTreeMap<K, Vec<usize>> = BTreeMap::new();
@@ -171,6 +245,40 @@ mod tests {
         assert!(f.train.iter().all(|i| !f.test.contains(i)));
         assert!(holdout(1, None, 0.2, 0).is_err());
         assert!(holdout(10, None, 1.0, 0).is_err());
+    }
+
+    #[test]
+    fn partition_deals_exact_stratified_shares() {
+        let y: Vec<usize> = (0..101).map(|i| usize::from(i % 4 == 0)).collect();
+        let parts = partition(101, Some(&y), &[0.7, 0.2, 0.1], 5).unwrap();
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 101);
+        let mut all: Vec<usize> = parts.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..101).collect::<Vec<_>>());
+        // 26 positives and 75 negatives, each dealt 70/20/10 by largest remainder.
+        let positives: Vec<usize> = parts
+            .iter()
+            .map(|p| p.iter().filter(|&&i| y[i] == 1).count())
+            .collect();
+        assert_eq!(positives, vec![18, 5, 3]);
+        let negatives: Vec<usize> = parts
+            .iter()
+            .map(|p| p.iter().filter(|&&i| y[i] == 0).count())
+            .collect();
+        assert_eq!(negatives, vec![53, 15, 7]);
+        assert_eq!(partition(101, Some(&y), &[0.7, 0.2, 0.1], 5).unwrap(), parts);
+        assert_ne!(partition(101, Some(&y), &[0.7, 0.2, 0.1], 6).unwrap(), parts);
+        assert!(parts.iter().all(|p| p.windows(2).all(|w| w[0] < w[1])));
+    }
+
+    #[test]
+    fn bad_partitions_are_refused() {
+        assert!(partition(10, None, &[0.5, 0.4], 0).is_err());
+        assert!(partition(10, None, &[1.2, -0.2], 0).is_err());
+        assert!(partition(10, None, &[], 0).is_err());
+        assert!(partition(2, None, &[0.8, 0.1, 0.1], 0).is_err());
+        assert!(partition(3, Some(&[0, 1]), &[0.5, 0.5], 0).is_err());
+        assert_eq!(partition(10, None, &[0.5, 0.5], 0).unwrap()[0].len(), 5);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! only then are they published under their SHA-256 digest, and a published blob is never
 //! overwritten. Readers can therefore trust that a blob's name is its content.
 
+mod fetch;
 mod local;
 mod object;
 
@@ -16,6 +17,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::io::AsyncWriteExt;
 
+pub use fetch::{S3Source, SourceObject};
 pub use local::LocalBlobStore;
 pub use object::ObjectBlobStore;
 

@@ -15,6 +15,16 @@ use super::{BlobError, BlobStore, ByteStream, LocalBlob, StoredBlob, blob_key, s
 /// Bodies up to this size are sent in one conditional PUT; larger ones as a multipart upload.
 const SINGLE_PUT_LIMIT: u64 = 64 * 1024 * 1024;
 
+/// A client for `bucket`: endpoint, region and credentials from the `AWS_*` environment.
+pub(crate) fn s3_store(bucket: &str) -> Result<object_store::aws::AmazonS3, BlobError> {
+    // TLS for object_store's client uses rustls with the ring provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+        .build()?)
+}
+
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
     prefix: String,
@@ -39,17 +49,12 @@ impl ObjectBlobStore {
     /// `s3://bucket/prefix`; endpoint, region and credentials come from the usual `AWS_*`
     /// environment variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP` for a local test server).
     pub fn s3(uri: &str, tmp: PathBuf) -> Result<Self, BlobError> {
-        // TLS for object_store's client uses rustls with the ring provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let rest = uri.strip_prefix("s3://").unwrap_or(uri);
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(BlobError::Config(format!("'{uri}' names no bucket")));
         }
-        let store = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
-            .build()?;
+        let store = s3_store(bucket)?;
         std::fs::create_dir_all(&tmp)?;
         Ok(Self::with_store(
             Arc::new(store),
