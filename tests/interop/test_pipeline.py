@@ -150,3 +150,187 @@ def test_malformed_pipelines_are_errors(tmp_path, text, expected):
         assert p.returncode == 1 and expected in p.stdout, p.stdout + p.stderr
     else:
         assert p.returncode == 2 and expected in p.stderr, p.stderr
+
+
+FEATURES_PIPELINE = """name = "features"
+
+[[step]]
+id = "ingest"
+kind = "ingest"
+path = "breast_cancer.csv"
+name = "bc-raw"
+
+[[step]]
+id = "features"
+kind = "transform"
+inputs = { raw = "${ingest.dataset}" }
+sql = "SELECT *, mean_radius * mean_texture AS radius_x_texture FROM raw WHERE mean_radius < 25"
+name = "bc-features"
+
+[[step]]
+id = "split"
+kind = "split"
+dataset = "${features.dataset}"
+test = 0.2
+validation = 0.1
+stratify = "diagnosis"
+seed = 1
+
+[[step]]
+id = "tune"
+kind = "tune"
+dataset = "${split.train}"
+target = "diagnosis"
+model = "logreg"
+register = "bc-logreg"
+search = "grid"
+metric = "log_loss"
+space = { c = [0.001, 0.1, 10.0] }
+
+[[step]]
+id = "evaluate"
+kind = "evaluate"
+model = "${tune.model}"
+dataset = "${split.test}"
+"""
+
+
+def test_transform_split_and_tune_steps(tmp_path):
+    d = tmp_path / "f"
+    d.mkdir()
+    shutil.copy(os.path.join(DATASETS, "breast_cancer.csv"), d / "breast_cancer.csv")
+    (d / "pipeline.toml").write_text(FEATURES_PIPELINE)
+    home = str(tmp_path / "home")
+    _, first = go(home, d)
+    assert first["ok"] and set(statuses(first).values()) == {"ran"}, first
+    outs = {s["id"]: s["outputs"] for s in first["steps"]}
+    rows = outs["features"]["rows"]
+    assert outs["features"]["dataset"] == "bc-features@v1" and 500 < rows < 569
+    assert outs["split"]["train"] == "bc-features-train@v1"
+    assert outs["split"]["validation"] == "bc-features-validation@v1"
+    assert outs["tune"]["best_params"]["c"] in (0.1, 10.0), outs["tune"]
+    assert outs["tune"]["model"] == "models:/bc-logreg/1"
+
+    # The parts partition the transform's rows, and each names where it came from.
+    parts = {}
+    for part in ("train", "test", "validation"):
+        shown = json.loads(run(home, "data", "show", outs["split"][part]).stdout)
+        parts[part] = shown["version"]["rows"]
+        assert "data.lineage" in [e["kind"] for e in shown["evidence"]]
+        assert shown["version"]["source"].startswith("split of bc-features@v1")
+    assert sum(parts.values()) == rows and parts["validation"] < parts["test"] < parts["train"]
+    features = json.loads(run(home, "data", "show", "bc-features@v1").stdout)
+    assert "radius_x_texture" in [c["name"] for c in features["version"]["schema"]]
+    assert "raw=bc-raw@v1" in features["version"]["source"]
+
+    # Unchanged: nothing runs. A changed query: the transform and what follows, not the ingest.
+    _, again = go(home, d)
+    assert set(statuses(again).values()) == {"cached"}, again
+    (d / "pipeline.toml").write_text(FEATURES_PIPELINE.replace("< 25", "< 24"))
+    _, out = go(home, d)
+    st = statuses(out)
+    assert st["ingest"] == "cached" and st["features"] == "ran" and st["tune"] == "ran", out
+    assert out["steps"][1]["outputs"]["dataset"] == "bc-features@v2"
+
+    # Forced: every step runs, but unchanged content answers the versions it already has.
+    _, forced = go(home, d, True, "--force")
+    fo = {s["id"]: s["outputs"] for s in forced["steps"]}
+    assert fo["ingest"]["dataset"] == "bc-raw@v1" and fo["features"]["dataset"] == "bc-features@v2"
+    assert fo["split"]["train"] == "bc-features-train@v2"
+
+    # Each trial is a child run of the tuning run, with its parameter and validation metrics.
+    from conftest import Server, free_port
+    from mlflow.tracking import MlflowClient
+    srv = Server(home, free_port()).start()
+    try:
+        os.environ["MLFLOW_TRACKING_TOKEN"] = srv.token
+        client = MlflowClient(srv.url)
+        tune_run = client.get_run(outs["tune"]["run_id"])
+        assert tune_run.data.tags["bastion.tune.search"] == "grid"
+        assert "best_val_log_loss" in tune_run.data.metrics
+        trials = client.search_runs(
+            [tune_run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{tune_run.info.run_id}'",
+        )
+        assert sorted(float(t.data.params["c"]) for t in trials) == [0.001, 0.1, 10.0]
+        assert all("val_log_loss" in t.data.metrics for t in trials)
+        best = min(trials, key=lambda t: t.data.metrics["val_log_loss"])
+        assert float(best.data.params["c"]) == outs["tune"]["best_params"]["c"]
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+        srv.stop()
+
+
+@pytest.mark.skipif(not os.environ.get("BASTION_TEST_S3_ROOT"), reason="needs the S3 test server (.ci/run)")
+def test_ingest_from_s3_reruns_only_when_the_objects_change(tmp_path):
+    prefix = f"pipeline-src/{os.urandom(6).hex()}"
+    folder = os.path.join(os.environ["BASTION_TEST_S3_ROOT"], "bastion-ci", prefix)
+    os.makedirs(folder)
+    csv = os.path.join(folder, "bc.csv")
+    shutil.copy(os.path.join(DATASETS, "breast_cancer.csv"), csv)
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "pipeline.toml").write_text(f"""name = "from-s3"
+[[step]]
+id = "ingest"
+kind = "ingest"
+path = "s3://bastion-ci/{prefix}"
+name = "bc-s3"
+
+[[step]]
+id = "profile"
+kind = "profile"
+dataset = "${{ingest.dataset}}"
+""")
+    home = str(tmp_path / "home")
+    _, out = go(home, d)
+    assert statuses(out) == {"ingest": "ran", "profile": "ran"}, out
+    assert out["steps"][0]["outputs"]["dataset"] == "bc-s3@v1"
+    assert out["steps"][0]["outputs"]["rows"] == 569
+    _, out = go(home, d)
+    assert statuses(out) == {"ingest": "cached", "profile": "cached"}, out
+    with open(csv, "a") as f:
+        f.write(open(csv).read().splitlines()[1] + "\n")
+    _, out = go(home, d)
+    assert statuses(out) == {"ingest": "ran", "profile": "ran"}, out
+    assert out["steps"][0]["outputs"]["dataset"] == "bc-s3@v2"
+    shown = json.loads(run(home, "data", "show", "bc-s3@v2").stdout)
+    assert shown["version"]["source"] == f"s3://bastion-ci/{prefix}"
+
+
+@pytest.mark.skipif(not os.environ.get("BASTION_TEST_POSTGRES_URL"), reason="needs PostgreSQL (.ci/run)")
+def test_ingest_from_a_postgres_query(tmp_path):
+    d = tmp_path / "q"
+    d.mkdir()
+    query = "SELECT g AS id, (g % 3 = 0) AS fizz, g * 0.5 :: float8 AS half, 'row ' || g AS label FROM generate_series(1, 40) g"
+    (d / "pipeline.toml").write_text(f"""name = "from-postgres"
+[[step]]
+id = "ingest"
+kind = "ingest"
+postgres = "$WAREHOUSE_URL"
+query = {json.dumps(query)}
+name = "numbers"
+
+[[step]]
+id = "profile"
+kind = "profile"
+dataset = "${{ingest.dataset}}"
+""")
+    home = str(tmp_path / "home")
+    env = dict(os.environ, WAREHOUSE_URL=os.environ["BASTION_TEST_POSTGRES_URL"])
+    p = run(home, "run", str(d / "pipeline.toml"), "--json", env=env)
+    out = json.loads(p.stdout)
+    assert statuses(out) == {"ingest": "ran", "profile": "ran"}, out
+    assert out["steps"][0]["outputs"]["rows"] == 40
+    # A query always runs; the same rows answer the same version, so what follows is cached.
+    out = json.loads(run(home, "run", str(d / "pipeline.toml"), "--json", env=env).stdout)
+    assert statuses(out) == {"ingest": "ran", "profile": "cached"}, out
+    assert out["steps"][0]["outputs"]["dataset"] == "numbers@v1"
+    shown = json.loads(run(home, "data", "show", "numbers@v1").stdout)
+    types = {c["name"]: c["dtype"] for c in shown["version"]["schema"]}
+    assert types == {"id": "Int64", "fizz": "Boolean", "half": "Float64", "label": "Utf8"}, types
+    assert "password" not in shown["version"]["source"] and "query sha256:" in shown["version"]["source"]
+    # Without the variable, the step says which one is missing.
+    os.environ.pop("WAREHOUSE_URL", None)
+    p = run(home, "run", str(d / "pipeline.toml"), "--json", "--force", ok=False)
+    assert "WAREHOUSE_URL" in p.stdout, p.stdout

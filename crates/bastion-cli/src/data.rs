@@ -21,14 +21,23 @@ use serde_json::{Value, json};
 use crate::attest::{RegistryArgs, open_registry, whoami, write_whole};
 use crate::print_json;
 pub(crate) mod remote;
+pub(crate) mod versions;
 
 use remote::Remote;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Ingest a CSV, TSV, Parquet or JSON Lines file (or a folder of them) as the next
-    /// version of a dataset; it is profiled and scanned for personal data on the way in.
+    /// Ingest a CSV, TSV, Parquet or JSON Lines file (or a folder of them), an S3 object or
+    /// prefix (s3://bucket/key), or the rows of a PostgreSQL query (postgresql://… --query)
+    /// as the next version of a dataset; it is profiled and scanned for personal data on the
+    /// way in.
     Add(AddArgs),
+    /// Split a version into train, test (and validation) parts, each a version of its own
+    /// (NAME-train, NAME-test, …); seeded, optionally stratified by a column.
+    Split(versions::SplitArgs),
+    /// Run a SQL query (SQLite dialect, read-only) over versions as tables; the result is the
+    /// next version of --name, with its lineage.
+    Transform(versions::TransformArgs),
     /// The latest version of every dataset, or every version of one.
     List {
         name: Option<String>,
@@ -81,9 +90,21 @@ pub enum DataCommand {
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
+    /// A file or folder, s3://bucket/key (an object, or every object under the prefix), or a
+    /// postgresql:// URL with --query.
     pub input: PathBuf,
     #[arg(long)]
     pub name: String,
+    /// The query whose rows to ingest, when the input is a PostgreSQL URL (run read-only).
+    #[arg(long)]
+    pub query: Option<String>,
+    /// Stop the PostgreSQL query after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// When the content equals the dataset's latest version, answer that version instead of
+    /// adding a copy.
+    #[arg(long)]
+    pub if_changed: bool,
     /// Read as this format instead of detecting it.
     #[arg(long)]
     pub format: Option<FormatArg>,
@@ -307,6 +328,36 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                     FormatArg::Jsonl => Format::Jsonl,
                 }),
             };
+            let input = a.input.to_string_lossy().into_owned();
+            let remote_source = input.starts_with("s3://")
+                || input.starts_with("postgres://")
+                || input.starts_with("postgresql://");
+            if a.query.is_some() && !input.starts_with("postgres") {
+                bail!("--query needs a postgresql:// URL as the input");
+            }
+            if remote_source {
+                let Target::Home(h) = Target::open(home, &a.at).await? else {
+                    bail!("--server takes local files; ingest {input} on the server's home");
+                };
+                let added = if input.starts_with("s3://") {
+                    versions::add_s3(&h, &input, &a.name, opts, a.if_changed).await?
+                } else {
+                    let Some(query) = &a.query else {
+                        bail!("a PostgreSQL input needs --query (the SELECT whose rows to ingest)");
+                    };
+                    versions::add_postgres(
+                        &h,
+                        &input,
+                        query,
+                        &a.name,
+                        std::time::Duration::from_secs(a.timeout),
+                        a.if_changed,
+                    )
+                    .await?
+                };
+                print_json(&added)?;
+                return Ok(0);
+            }
             let source = a
                 .input
                 .canonicalize()
@@ -319,12 +370,13 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                     let progress_bar = bar.clone();
                     let added = h
                         .datasets()
-                        .add_checked(
+                        .add_checked_reusing(
                             &a.input,
                             &a.name,
                             &source,
                             &h.actor,
                             opts,
+                            a.if_changed,
                             Arc::new(move |n| progress_bar.set_position(n)),
                         )
                         .await?;
@@ -334,6 +386,14 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                 Target::Remote(r) => r.add(&a.input, &a.name, &source, &opts).await?,
             };
             print_json(&out)?;
+            Ok(0)
+        }
+        DataCommand::Split(a) => {
+            print_json(&versions::split(home, a).await?)?;
+            Ok(0)
+        }
+        DataCommand::Transform(a) => {
+            print_json(&versions::transform(home, a).await?)?;
             Ok(0)
         }
         DataCommand::List { name, at } => {

@@ -134,7 +134,10 @@ async fn import(home: &std::path::Path, a: ImportArgs) -> Result<()> {
                 kv("mlflow.source.type", "LOCAL"),
                 kv("bastion.model.kind", "onnx"),
                 kv("bastion.onnx.sha256", sha256.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(crate::pipeline::child_tags())
+            .collect(),
         })
         .await?;
     let run_id = run.info.run_id.clone();

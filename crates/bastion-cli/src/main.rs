@@ -15,6 +15,7 @@ mod quickstart;
 mod redteam;
 mod scan;
 mod server;
+mod tune;
 
 use std::path::{Path, PathBuf};
 

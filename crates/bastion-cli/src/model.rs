@@ -87,6 +87,8 @@ pub struct TrainArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     #[command(flatten)]
+    tune: crate::tune::TuneArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
 }
 
@@ -189,6 +191,13 @@ pub(crate) async fn experiment_id(h: &Home, name: &str) -> Result<String> {
     }
 }
 
+fn task_of(t: Option<TaskArg>) -> Option<TaskKind> {
+    t.map(|t| match t {
+        TaskArg::Classification => TaskKind::Classification,
+        TaskArg::Regression => TaskKind::Regression,
+    })
+}
+
 pub(crate) fn kv(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
@@ -201,7 +210,7 @@ pub async fn train_command(home: &Path, a: TrainArgs) -> Result<()> {
     let (table, dv) = read_dataset(&h, &a.data).await?;
     let dataset_ref = format!("{}@v{}", dv.name, dv.version);
     let kind = kind_of(a.model);
-    let params = parse_params(&a.params)?;
+    let mut params = parse_params(&a.params)?;
     let experiment_id = experiment_id(&h, &a.experiment).await?;
     let run = h
         .meta
@@ -222,17 +231,41 @@ pub async fn train_command(home: &Path, a: TrainArgs) -> Result<()> {
         })
         .await?;
     let run_id = run.info.run_id.clone();
-    let result = train_tracked(
-        &h,
-        &a,
-        table,
-        &dv,
-        &dataset_ref,
-        kind,
-        params,
-        &run_id,
-        &run.info.artifact_uri,
-    )
+    let result = async {
+        let base = crate::tune::Base {
+            kind,
+            target: a.target.clone(),
+            features: a.features.clone(),
+            task: task_of(a.task),
+            test_fraction: a.test_fraction,
+            seed: a.seed,
+        };
+        let (tuning, table) = crate::tune::search(
+            &h,
+            &a.tune,
+            table,
+            base,
+            (&experiment_id, &run_id),
+            &mut params,
+        )
+        .await?;
+        let mut out = train_tracked(
+            &h,
+            &a,
+            table,
+            &dv,
+            &dataset_ref,
+            kind,
+            params,
+            &run_id,
+            &run.info.artifact_uri,
+        )
+        .await?;
+        if let Some(t) = tuning {
+            out["tuning"] = json!(t);
+        }
+        Ok::<_, anyhow::Error>(out)
+    }
     .await;
     finish_run(&h, &run_id, result.is_ok()).await?;
     let mut out = result.with_context(|| format!("training run {run_id} failed"))?;
@@ -271,14 +304,7 @@ async fn train_tracked(
         .await?;
     let features = a.features.clone();
     let target = a.target.clone();
-    let (task, test_fraction, seed) = (
-        a.task.map(|t| match t {
-            TaskArg::Classification => TaskKind::Classification,
-            TaskArg::Regression => TaskKind::Regression,
-        }),
-        a.test_fraction,
-        a.seed,
-    );
+    let (task, test_fraction, seed) = (task_of(a.task), a.test_fraction, a.seed);
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("training {spinner} {msg}")

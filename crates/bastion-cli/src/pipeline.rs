@@ -141,7 +141,7 @@ pub fn table(o: &Outcome) -> String {
                 .join(" "),
         };
         out.push_str(&format!(
-            "  {:<width$}  {:<8} {:<7} {:>6.1}s  {detail}\n",
+            "  {:<width$}  {:<9} {:<7} {:>6.1}s  {detail}\n",
             s.id, s.kind, status, s.seconds
         ));
     }
@@ -243,7 +243,7 @@ pub async fn run_pipeline(
             bar.inc(1);
             continue;
         }
-        let prepared = prepare(step, &outputs, &base);
+        let prepared = prepare(step, &outputs, &base).await;
         let result = match prepared {
             Err(e) => Err(e),
             Ok((params, files)) => {
@@ -340,8 +340,10 @@ fn save_state(path: &Path, state: &State) -> Result<()> {
 }
 
 /// The step's parameters with references resolved, and the files it reads with their
-/// digests (for the cache key).
-fn prepare(
+/// digests (for the cache key). An S3 source counts by its listing (keys, sizes, ETags); a
+/// PostgreSQL query cannot be known unchanged without running it, so it always runs (and
+/// answers the same version when its rows are unchanged, which keeps what follows cached).
+async fn prepare(
     step: &Step,
     outputs: &HashMap<String, Map<String, Value>>,
     base: &Path,
@@ -369,7 +371,25 @@ fn prepare(
         Ok(())
     };
     match step.kind {
-        Kind::Ingest => read("path")?,
+        Kind::Ingest => match params.get("path").and_then(Value::as_str) {
+            Some(uri) if uri.starts_with("s3://") => {
+                let source = bastion_store::blob::S3Source::open(uri)
+                    .await
+                    .with_context(|| format!("listing {uri}"))?;
+                let listing = serde_json::to_vec(source.objects())?;
+                files.insert(uri.to_owned(), Digest::of(&listing));
+            }
+            Some(_) => read("path")?,
+            None => {
+                let now = bastion_core::time::now_ms().to_string();
+                files.insert(
+                    "postgres query (always runs)".into(),
+                    Digest::of(now.as_bytes()),
+                );
+            }
+        },
+        Kind::Transform => read("sql_file")?,
+        Kind::Register => read("path")?,
         Kind::Validate => read("constraints")?,
         Kind::Gate => read("policy")?,
         Kind::Command => read("inputs")?,
@@ -464,23 +484,88 @@ async fn execute(
     let mut out = Map::new();
     match step.kind {
         Kind::Ingest => {
-            let path = local_path(base, &text(params, "path")?)?;
-            let name = text(params, "name")?;
-            let r = bastion(
-                env,
-                &step.id,
-                &[
-                    "data".into(),
-                    "add".into(),
-                    path.display().to_string(),
-                    "--name".into(),
-                    name,
-                ],
-            )
-            .await?;
+            let source = match (params.get("path"), params.get("postgres")) {
+                (Some(_), None) => {
+                    let path = text(params, "path")?;
+                    if path.starts_with("s3://") {
+                        path
+                    } else {
+                        local_path(base, &path)?.display().to_string()
+                    }
+                }
+                (None, Some(_)) => postgres_url(&text(params, "postgres")?)?,
+                _ => bail!(
+                    "give 'path' (a file, a folder or s3://bucket/key) or 'postgres' with 'query'"
+                ),
+            };
+            let mut args = vec![
+                "data".into(),
+                "add".into(),
+                source,
+                "--name".into(),
+                text(params, "name")?,
+                "--if-changed".into(),
+            ];
+            if params.contains_key("postgres") {
+                args.extend(["--query".into(), text(params, "query")?]);
+            } else if params.contains_key("query") {
+                bail!("'query' goes with 'postgres', not with 'path'");
+            }
+            if params.contains_key("format") {
+                args.extend(["--format".into(), text(params, "format")?]);
+            }
+            let r = bastion(env, &step.id, &args).await?;
             out.insert("dataset".into(), answered(&r, &["dataset"])?);
             out.insert("digest".into(), answered(&r, &["version", "digest"])?);
             out.insert("rows".into(), answered(&r, &["version", "rows"])?);
+        }
+        Kind::Transform => {
+            let mut args: Vec<String> = vec![
+                "data".into(),
+                "transform".into(),
+                "--name".into(),
+                text(params, "name")?,
+            ];
+            let Some(Value::Object(inputs)) = params.get("inputs") else {
+                bail!("'inputs' must be a table of TABLE = dataset");
+            };
+            for (table, dataset) in inputs {
+                let dataset = dataset
+                    .as_str()
+                    .ok_or_else(|| anyhow!("inputs.{table} must be a dataset (NAME@vK)"))?;
+                args.extend(["--input".into(), format!("{table}={dataset}")]);
+            }
+            match (params.get("sql"), params.get("sql_file")) {
+                (Some(_), None) => args.extend(["--sql".into(), text(params, "sql")?]),
+                (None, Some(_)) => {
+                    let file = local_path(base, &text(params, "sql_file")?)?;
+                    args.extend(["--sql-file".into(), file.display().to_string()]);
+                }
+                _ => bail!("give the query as 'sql' or 'sql_file' (one of them)"),
+            }
+            if params.contains_key("timeout") {
+                args.extend(["--timeout".into(), text(params, "timeout")?]);
+            }
+            let r = bastion(env, &step.id, &args).await?;
+            out.insert("dataset".into(), answered(&r, &["dataset"])?);
+            out.insert("digest".into(), answered(&r, &["version", "digest"])?);
+            out.insert("rows".into(), answered(&r, &["rows"])?);
+        }
+        Kind::Split => {
+            let dataset = text(params, "dataset")?;
+            let mut args: Vec<String> = vec!["data".into(), "split".into(), dataset];
+            for key in ["test", "validation", "stratify", "seed", "name"] {
+                if params.contains_key(key) {
+                    args.extend([format!("--{key}"), text(params, key)?]);
+                }
+            }
+            let r = bastion(env, &step.id, &args).await?;
+            out.insert("dataset".into(), answered(&r, &["dataset"])?);
+            out.insert("train".into(), answered(&r, &["train"])?);
+            out.insert("test".into(), answered(&r, &["test"])?);
+            if params.contains_key("validation") {
+                out.insert("validation".into(), answered(&r, &["validation"])?);
+            }
         }
         Kind::Validate => {
             let dataset = text(params, "dataset")?;
@@ -530,7 +615,7 @@ async fn execute(
             out.insert("dataset".into(), dataset.into());
             out.insert("pii_columns".into(), found.into());
         }
-        Kind::Train => {
+        Kind::Train | Kind::Tune => {
             let mut args: Vec<String> = vec![
                 "train".into(),
                 "--data".into(),
@@ -562,13 +647,60 @@ async fn execute(
                     args.extend([format!("--{}", key.replace('_', "-")), text(params, key)?]);
                 }
             }
+            if step.kind == Kind::Tune {
+                let space = params
+                    .get("space")
+                    .filter(|v| v.is_object())
+                    .ok_or_else(|| anyhow!("'space' must be a table of parameter = values"))?;
+                let search = match params.get("search") {
+                    Some(_) => text(params, "search")?,
+                    None => "grid".to_owned(),
+                };
+                args.extend([
+                    "--search".into(),
+                    search,
+                    "--space".into(),
+                    space.to_string(),
+                ]);
+                for key in ["metric", "trials", "eta", "min_rows"] {
+                    if params.contains_key(key) {
+                        args.extend([format!("--{}", key.replace('_', "-")), text(params, key)?]);
+                    }
+                }
+            }
             let r = bastion(env, &step.id, &args).await?;
-            let name = answered_text(&r, &["registered", "name"])?;
-            let version = answered_text(&r, &["registered", "version"])?;
-            out.insert("model".into(), format!("models:/{name}/{version}").into());
-            out.insert("name".into(), name.into());
-            out.insert("version".into(), version.into());
-            out.insert("run_id".into(), answered(&r, &["run_id"])?);
+            registered_outputs(&r, &mut out)?;
+            if step.kind == Kind::Tune {
+                out.insert("best_params".into(), answered(&r, &["tuning", "best"])?);
+                out.insert(
+                    "best_score".into(),
+                    answered(&r, &["tuning", "best_score"])?,
+                );
+            }
+        }
+        Kind::Register => {
+            let path = local_path(base, &text(params, "path")?)?;
+            let mut args: Vec<String> = vec![
+                "model".into(),
+                "import".into(),
+                path.display().to_string(),
+                "--name".into(),
+                text(params, "name")?,
+                "--experiment".into(),
+                env.experiment.clone(),
+            ];
+            for key in ["features", "classes"] {
+                if let Some(v) = listed(params, key)? {
+                    args.extend([format!("--{key}"), v]);
+                }
+            }
+            for key in ["prediction_output", "scores"] {
+                if params.contains_key(key) {
+                    args.extend([format!("--{}", key.replace('_', "-")), text(params, key)?]);
+                }
+            }
+            let r = bastion(env, &step.id, &args).await?;
+            registered_outputs(&r, &mut out)?;
         }
         Kind::Evaluate => {
             let model = text(params, "model")?;
@@ -708,6 +840,28 @@ async fn execute(
         }
     }
     Ok(out)
+}
+
+/// A registering command's model, name, version and run.
+fn registered_outputs(r: &Value, out: &mut Map<String, Value>) -> Result<()> {
+    let name = answered_text(r, &["registered", "name"])?;
+    let version = answered_text(r, &["registered", "version"])?;
+    out.insert("model".into(), format!("models:/{name}/{version}").into());
+    out.insert("name".into(), name.into());
+    out.insert("version".into(), version.into());
+    out.insert("run_id".into(), answered(r, &["run_id"])?);
+    Ok(())
+}
+
+/// A PostgreSQL URL, or `$NAME` for one kept in the environment (so no password is written
+/// in the pipeline file).
+fn postgres_url(value: &str) -> Result<String> {
+    match value.strip_prefix('$') {
+        Some(var) => std::env::var(var).map_err(|_| {
+            anyhow!("'postgres' names the environment variable {var}, which is not set")
+        }),
+        None => Ok(value.to_owned()),
+    }
 }
 
 /// The value at `path` in a command's JSON answer; a missing one is the step's failure

@@ -144,7 +144,10 @@ mod tests {
             vec![0, 1, 2, 0, 1, 0, 2, 0, 1, 0]
         );
         let e = class_keys(&path, "nope").unwrap_err().to_string();
-        assert!(e.contains("no column 'nope'") && e.contains("x, label"), "{e}");
+        assert!(
+            e.contains("no column 'nope'") && e.contains("x, label"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::datasets::{
-    DATA_DRIFT, DATA_LINEAGE, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, DatasetError, Datasets,
-    blocking,
+    DATA_DRIFT, DATA_LINEAGE, DATA_PII, DATA_POISON, DATA_PROFILE, DATA_VALIDATION, DatasetError,
+    Datasets, blocking,
 };
 
 /// A new version with the checks run at ingest.
@@ -128,6 +128,7 @@ impl Datasets<'_> {
     /// A Parquet Bastion made from other versions (a split's part, a transform's result),
     /// added and checked like any ingest, with a `data.lineage` record naming the versions
     /// it came from (by digest) and how it was made.
+    #[allow(clippy::too_many_arguments)]
     pub async fn derive(
         &self,
         parquet: &Path,
@@ -136,14 +137,26 @@ impl Datasets<'_> {
         actor: &str,
         inputs: &[&DatasetVersion],
         how: Value,
+        reuse_unchanged: bool,
     ) -> Result<Added, DatasetError> {
         let opts = IngestOptions {
             format: Some(bastion_data::ingest::Format::Parquet),
             ..IngestOptions::default()
         };
         let added = self
-            .add_checked(parquet, name, source, actor, opts, Arc::new(|_| {}))
+            .add_checked_reusing(
+                parquet,
+                name,
+                source,
+                actor,
+                opts,
+                reuse_unchanged,
+                Arc::new(|_| {}),
+            )
             .await?;
+        if added.unchanged {
+            return Ok(added);
+        }
         let from: Vec<Value> = inputs
             .iter()
             .map(|v| json!({"dataset": v.reference(), "digest": v.digest}))

@@ -97,6 +97,7 @@ impl Datasets<'_> {
     /// again: that version is answered (flagged `true` in the result), so re-ingesting an
     /// unchanged source (an S3 object, a query) leaves the version, and what depends on it,
     /// as it was.
+    #[allow(clippy::too_many_arguments)]
     pub async fn add(
         &self,
         input: &Path,

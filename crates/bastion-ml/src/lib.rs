@@ -23,5 +23,6 @@ pub mod split;
 pub mod task;
 pub mod train;
 pub mod tree;
+pub mod tune;
 
 pub use error::{MlError, MlResult};

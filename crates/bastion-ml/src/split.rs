@@ -122,7 +122,7 @@ pub fn partition(
     shares: &[f64],
     seed: u64,
 ) -> MlResult<Vec<Vec<usize>>> {
-    if shares.is_empty() || shares.iter().any(|s| !(*s > 0.0 && *s < 1.0 + 1e-12)) {
+    if shares.is_empty() || shares.iter().any(|s| s.is_nan() || *s <= 0.0 || *s > 1.0) {
         return Err(MlError::invalid(format!(
             "every share of a split must be between 0 and 1, got {shares:?}"
         )));
@@ -266,8 +266,14 @@ mod tests {
             .map(|p| p.iter().filter(|&&i| y[i] == 0).count())
             .collect();
         assert_eq!(negatives, vec![53, 15, 7]);
-        assert_eq!(partition(101, Some(&y), &[0.7, 0.2, 0.1], 5).unwrap(), parts);
-        assert_ne!(partition(101, Some(&y), &[0.7, 0.2, 0.1], 6).unwrap(), parts);
+        assert_eq!(
+            partition(101, Some(&y), &[0.7, 0.2, 0.1], 5).unwrap(),
+            parts
+        );
+        assert_ne!(
+            partition(101, Some(&y), &[0.7, 0.2, 0.1], 6).unwrap(),
+            parts
+        );
         assert!(parts.iter().all(|p| p.windows(2).all(|w| w[0] < w[1])));
     }
 

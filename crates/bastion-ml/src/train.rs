@@ -109,6 +109,11 @@ impl Labels {
         }
     }
 
+    /// Each row's class, for a classification target.
+    pub fn classes(&self) -> Option<&[usize]> {
+        train_labels_classes(self)
+    }
+
     fn take(&self, idx: &[usize]) -> Self {
         match self {
             Self::Classes { names, y } => Self::Classes {

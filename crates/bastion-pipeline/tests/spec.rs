@@ -99,3 +99,84 @@ fn malformed_pipelines_are_refused_on_their_line() {
         );
     }
 }
+
+#[test]
+fn data_preparation_and_tuning_steps_form_their_dag() {
+    let text = r#"name = "prep"
+
+[[step]]
+id = "raw"
+kind = "ingest"
+postgres = "$WAREHOUSE"
+query = "SELECT * FROM patients"
+name = "patients"
+
+[[step]]
+id = "labels"
+kind = "ingest"
+path = "s3://bucket/labels/"
+name = "labels"
+
+[[step]]
+id = "joined"
+kind = "transform"
+inputs = { p = "${raw.dataset}", l = "${labels.dataset}" }
+sql = "SELECT * FROM p JOIN l USING (id)"
+name = "joined"
+
+[[step]]
+id = "split"
+kind = "split"
+dataset = "${joined.dataset}"
+validation = 0.1
+stratify = "label"
+
+[[step]]
+id = "tune"
+kind = "tune"
+dataset = "${split.train}"
+target = "label"
+model = "gbdt"
+register = "m"
+search = "halving"
+space = { max_depth = [3, 5], learning_rate = { min = 0.01, max = 0.3, log = true } }
+
+[[step]]
+id = "onnx"
+kind = "register"
+path = "exported/model.onnx"
+name = "from-python"
+needs = ["split"]
+"#;
+    let p = Pipeline::parse(text).unwrap();
+    let order: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(order, ["raw", "labels", "joined", "split", "tune", "onnx"]);
+    let joined = &p.steps[2];
+    assert_eq!(joined.kind, Kind::Transform);
+    assert_eq!(
+        joined.after.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["labels", "raw"]
+    );
+    assert_eq!(p.steps[4].kind, Kind::Tune);
+    assert_eq!(
+        p.dependents("split"),
+        ["onnx", "tune"].map(String::from).into()
+    );
+
+    let head = "name = \"p\"\n[[step]]\nid = \"s\"\nkind = \"split\"\ndataset = \"d@v1\"\n";
+    let e = refusal(&format!(
+        "{head}[[step]]\nid = \"x\"\nkind = \"profile\"\ndataset = \"${{s.model}}\"\n"
+    ));
+    assert!(
+        e.contains("a split step's outputs are dataset, train, test, validation"),
+        "{e}"
+    );
+    let e = refusal(
+        "name = \"p\"\n[[step]]\nid = \"t\"\nkind = \"tune\"\ndataset = \"d\"\ntarget = \"y\"\nmodel = \"gbdt\"\nregister = \"m\"\n",
+    );
+    assert!(e.contains("a tune step needs 'space'"), "{e}");
+    let e = refusal(
+        "name = \"p\"\n[[step]]\nid = \"t\"\nkind = \"transform\"\nname = \"x\"\nsql = \"SELECT 1\"\n",
+    );
+    assert!(e.contains("a transform step needs 'inputs'"), "{e}");
+}

@@ -112,10 +112,19 @@ fn append(b: &mut dyn ArrayBuilder, kind: Kind, row: &PgRow, i: usize) -> Result
     }
     match kind {
         Kind::Bool => put!(BooleanBuilder, row.try_get::<Option<bool>, _>(i)?),
-        Kind::Int2 => put!(Int64Builder, row.try_get::<Option<i16>, _>(i)?.map(i64::from)),
-        Kind::Int4 => put!(Int64Builder, row.try_get::<Option<i32>, _>(i)?.map(i64::from)),
+        Kind::Int2 => put!(
+            Int64Builder,
+            row.try_get::<Option<i16>, _>(i)?.map(i64::from)
+        ),
+        Kind::Int4 => put!(
+            Int64Builder,
+            row.try_get::<Option<i32>, _>(i)?.map(i64::from)
+        ),
         Kind::Int8 => put!(Int64Builder, row.try_get::<Option<i64>, _>(i)?),
-        Kind::Float4 => put!(Float64Builder, row.try_get::<Option<f32>, _>(i)?.map(f64::from)),
+        Kind::Float4 => put!(
+            Float64Builder,
+            row.try_get::<Option<f32>, _>(i)?.map(f64::from)
+        ),
         Kind::Float8 => put!(Float64Builder, row.try_get::<Option<f64>, _>(i)?),
         Kind::Text => put!(StringBuilder, row.try_get::<Option<String>, _>(i)?),
         Kind::Date => put!(
@@ -130,7 +139,8 @@ fn append(b: &mut dyn ArrayBuilder, kind: Kind, row: &PgRow, i: usize) -> Result
         ),
         Kind::TimestampTz => put!(
             TimestampMicrosecondBuilder,
-            row.try_get::<Option<time::OffsetDateTime>, _>(i)?.map(micros)
+            row.try_get::<Option<time::OffsetDateTime>, _>(i)?
+                .map(micros)
         ),
     }
     Ok(())
@@ -164,7 +174,9 @@ pub async fn query_to_parquet<W: Write + Send>(
         other => SqlError::Postgres(other.to_string()),
     })?;
     if stmt.columns().is_empty() {
-        return Err(SqlError::Query("it returns no columns: a dataset needs a SELECT".into()));
+        return Err(SqlError::Query(
+            "it returns no columns: a dataset needs a SELECT".into(),
+        ));
     }
     let mut kinds = Vec::new();
     let mut fields = Vec::new();
@@ -194,7 +206,10 @@ pub async fn query_to_parquet<W: Write + Send>(
             }
             for (i, (b, k)) in builders.iter_mut().zip(&kinds).enumerate() {
                 append(b.as_mut(), *k, &row, i).map_err(|e| {
-                    SqlError::Postgres(format!("row {rows}, column {}: {e}", schema.field(i).name()))
+                    SqlError::Postgres(format!(
+                        "row {rows}, column {}: {e}",
+                        schema.field(i).name()
+                    ))
                 })?;
             }
             pending += 1;

@@ -144,7 +144,9 @@ impl Column {
                 if let Some(ints) = ints
                     && ints.iter().all(|v| matches!(v, None | Some(0 | 1)))
                 {
-                    return Arc::new(BooleanArray::from_iter(ints.iter().map(|v| v.map(|i| i == 1))));
+                    return Arc::new(BooleanArray::from_iter(
+                        ints.iter().map(|v| v.map(|i| i == 1)),
+                    ));
                 }
                 None
             }
@@ -188,12 +190,18 @@ mod tests {
 
     #[test]
     fn integers_widen_to_reals_then_to_text() {
-        let a = column(Declared::Other, vec![Value::Null, Value::Int(2), Value::Int(3)]);
+        let a = column(
+            Declared::Other,
+            vec![Value::Null, Value::Int(2), Value::Int(3)],
+        );
         assert_eq!(a.data_type(), &DataType::Int64);
         assert!(a.is_null(0));
         assert_eq!(a.as_primitive::<Int64Type>().value(2), 3);
 
-        let a = column(Declared::Other, vec![Value::Int(2), Value::Null, Value::Real(0.5)]);
+        let a = column(
+            Declared::Other,
+            vec![Value::Int(2), Value::Null, Value::Real(0.5)],
+        );
         assert_eq!(a.data_type(), &DataType::Float64);
         assert_eq!(a.as_primitive::<Float64Type>().value(0), 2.0);
         assert!(a.is_null(1));
@@ -208,7 +216,10 @@ mod tests {
 
     #[test]
     fn declared_types_come_back_when_the_values_still_fit() {
-        let a = column(Declared::Boolean, vec![Value::Int(1), Value::Null, Value::Int(0)]);
+        let a = column(
+            Declared::Boolean,
+            vec![Value::Int(1), Value::Null, Value::Int(0)],
+        );
         assert_eq!(a.data_type(), &DataType::Boolean);
         let a = column(Declared::Boolean, vec![Value::Int(1), Value::Int(7)]);
         assert_eq!(a.data_type(), &DataType::Int64);

@@ -246,7 +246,9 @@ fn storable(a: &ArrayRef) -> SqlResult<(&'static str, ArrayRef)> {
     Ok(match a.data_type() {
         DataType::Boolean => ("BOOLEAN", to(&DataType::Int64)?),
         t if t.is_integer() => ("INTEGER", to(&DataType::Int64)?),
-        t if t.is_floating() || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+        t if t.is_floating()
+            || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) =>
+        {
             ("REAL", to(&DataType::Float64)?)
         }
         DataType::Date32 | DataType::Date64 => ("DATE", to(&DataType::Utf8)?),
@@ -261,7 +263,10 @@ fn load(conn: &Connection, t: &Table) -> SqlResult<()> {
     let data = ParquetData::open(&t.path)?;
     let schema = data.schema();
     if schema.fields().is_empty() {
-        return Err(SqlError::Input(format!("{}: the input has no columns", t.name)));
+        return Err(SqlError::Input(format!(
+            "{}: the input has no columns",
+            t.name
+        )));
     }
     let mut first = true;
     let tx = conn
@@ -279,9 +284,8 @@ fn load(conn: &Connection, t: &Table) -> SqlResult<()> {
             .iter()
             .zip(schema.fields())
             .map(|(a, f)| {
-                storable(a).map_err(|e| {
-                    SqlError::Input(format!("{}: column '{}': {e}", t.name, f.name()))
-                })
+                storable(a)
+                    .map_err(|e| SqlError::Input(format!("{}: column '{}': {e}", t.name, f.name())))
             })
             .collect::<SqlResult<_>>()?;
         if first {
@@ -311,11 +315,7 @@ fn load(conn: &Connection, t: &Table) -> SqlResult<()> {
     }
     if first {
         // No batches: an empty table still has its columns.
-        let cols: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| quoted(f.name()))
-            .collect();
+        let cols: Vec<String> = schema.fields().iter().map(|f| quoted(f.name())).collect();
         conn.execute(
             &format!("CREATE TABLE {} ({})", quoted(&t.name), cols.join(", ")),
             [],

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use bastion_data::read::ParquetData;
 use bastion_sql::postgres::query_to_parquet;
 use bastion_sql::{Limits, SqlError};
@@ -63,7 +65,10 @@ async fn a_query_becomes_typed_columns() {
     assert_eq!(col("id").as_primitive::<Int64Type>().values(), &[1, 2]);
     assert!(col("flag").as_boolean().value(0) && col("flag").is_null(1));
     assert_eq!(col("small").as_primitive::<Int64Type>().value(0), 2);
-    assert_eq!(col("big").as_primitive::<Int64Type>().value(0), 9_000_000_000);
+    assert_eq!(
+        col("big").as_primitive::<Int64Type>().value(0),
+        9_000_000_000
+    );
     assert_eq!(col("r").as_primitive::<Float64Type>().value(0), 0.5);
     assert_eq!(col("d").as_primitive::<Float64Type>().value(0), 1.25);
     assert_eq!(col("name").as_string::<i32>().value(0), "ann");
@@ -76,11 +81,15 @@ async fn a_query_becomes_typed_columns() {
         &DataType::Timestamp(TimeUnit::Microsecond, None)
     );
     assert_eq!(
-        col("at").as_primitive::<TimestampMicrosecondType>().value(0),
+        col("at")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
         1_709_201_472_500_000
     );
     assert_eq!(
-        col("at_tz").as_primitive::<TimestampMicrosecondType>().value(0),
+        col("at_tz")
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
         1_709_201_472_000_000 - 7_200_000_000
     );
     assert_eq!(col("amount").as_primitive::<Float64Type>().value(0), 1.5);
@@ -100,17 +109,27 @@ async fn what_a_dataset_cannot_hold_or_a_query_may_not_do_is_refused() {
     let Some(url) = url() else { return };
     setup(&url, "sql_refusals").await;
     let l = Limits::default();
-    let e = refused(&url, "SELECT amount FROM sql_refusals", &l).await.to_string();
-    assert!(e.contains("NUMERIC") && e.contains("amount::float8"), "{e}");
-    let e = refused(&url, "SELECT '{}'::jsonb AS j", &l).await.to_string();
-    assert!(e.contains("JSONB") && e.contains("j::text"), "{e}");
-    let e = refused(&url, "INSERT INTO sql_refusals (id) VALUES (3) RETURNING id", &l)
+    let e = refused(&url, "SELECT amount FROM sql_refusals", &l)
         .await
         .to_string();
+    assert!(e.contains("NUMERIC") && e.contains("amount::float8"), "{e}");
+    let e = refused(&url, "SELECT '{}'::jsonb AS j", &l)
+        .await
+        .to_string();
+    assert!(e.contains("JSONB") && e.contains("j::text"), "{e}");
+    let e = refused(
+        &url,
+        "INSERT INTO sql_refusals (id) VALUES (3) RETURNING id",
+        &l,
+    )
+    .await
+    .to_string();
     assert!(e.contains("read-only transaction"), "{e}");
     let e = refused(&url, "SELECT 1; SELECT 2", &l).await.to_string();
     assert!(e.contains("multiple commands"), "{e}");
-    let e = refused(&url, "SELECT nope FROM sql_refusals", &l).await.to_string();
+    let e = refused(&url, "SELECT nope FROM sql_refusals", &l)
+        .await
+        .to_string();
     assert!(e.contains("nope"), "{e}");
     let e = refused(&url, "SELECT 1 AS a, 2 AS a", &l).await.to_string();
     assert!(e.contains("two result columns are named 'a'"), "{e}");
@@ -118,7 +137,9 @@ async fn what_a_dataset_cannot_hold_or_a_query_may_not_do_is_refused() {
         timeout: Duration::from_millis(200),
         max_rows: 5,
     };
-    let e = refused(&url, "SELECT pg_sleep(5)::text AS slept", &short).await.to_string();
+    let e = refused(&url, "SELECT pg_sleep(5)::text AS slept", &short)
+        .await
+        .to_string();
     assert!(e.contains("statement timeout"), "{e}");
     let e = refused(&url, "SELECT generate_series(1, 6) AS i", &short).await;
     assert!(matches!(e, SqlError::TooManyRows(5)), "{e}");

@@ -19,8 +19,11 @@ fn write(dir: &Path, name: &str, columns: Vec<(&str, ArrayRef)>) -> PathBuf {
             .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect())
-        .unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
     let path = dir.join(format!("{name}.parquet"));
     let mut w =
         bastion_data::write::parquet_writer(std::fs::File::create(&path).unwrap(), schema).unwrap();
@@ -35,10 +38,18 @@ fn inputs(dir: &Path) -> Vec<Table> {
         dir,
         "patients",
         vec![
-            ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as ArrayRef),
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as ArrayRef,
+            ),
             (
                 "age",
-                Arc::new(Float64Array::from(vec![Some(30.0), None, Some(50.5), Some(70.0)])),
+                Arc::new(Float64Array::from(vec![
+                    Some(30.0),
+                    None,
+                    Some(50.5),
+                    Some(70.0),
+                ])),
             ),
             (
                 "smoker",
@@ -54,7 +65,10 @@ fn inputs(dir: &Path) -> Vec<Table> {
         dir,
         "labels",
         vec![
-            ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 5])) as ArrayRef),
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![1, 2, 3, 5])) as ArrayRef,
+            ),
             (
                 "outcome",
                 Arc::new(StringArray::from(vec!["sick", "well", "sick", "well"])),
@@ -108,7 +122,9 @@ fn a_join_with_features_keeps_and_infers_types() {
     assert!(col("smoker").as_boolean().value(0));
     assert_eq!(col("seen").data_type(), &DataType::Date32);
     assert_eq!(
-        col("seen").as_primitive::<arrow::datatypes::Date32Type>().value(2),
+        col("seen")
+            .as_primitive::<arrow::datatypes::Date32Type>()
+            .value(2),
         19_002
     );
     assert_eq!(
@@ -119,7 +135,10 @@ fn a_join_with_features_keeps_and_infers_types() {
     assert!((log_age.as_primitive::<Float64Type>().value(0) - 30f64.ln()).abs() < 1e-12);
     assert!(log_age.is_null(1));
     assert_eq!(col("tens").data_type(), &DataType::Int64);
-    assert_eq!(col("label").as_primitive::<Int64Type>().values(), &[1, 0, 1]);
+    assert_eq!(
+        col("label").as_primitive::<Int64Type>().values(),
+        &[1, 0, 1]
+    );
     assert_eq!(col("outcome").as_string::<i32>().value(1), "well");
 }
 
@@ -187,7 +206,10 @@ fn anything_but_reading_the_inputs_is_refused() {
     refused("SELECT 1; SELECT 2", "more than one statement");
     refused("SELEC 1", "syntax error");
     refused("SELECT * FROM nope", "no such table: nope");
-    refused("SELECT id, id FROM patients", "two result columns are named 'id'");
+    refused(
+        "SELECT id, id FROM patients",
+        "two result columns are named 'id'",
+    );
     refused("   ", "empty");
 }
 

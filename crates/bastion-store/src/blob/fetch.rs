@@ -62,22 +62,6 @@ impl S3Source {
         uri: &str,
         key: &str,
     ) -> Result<Self, BlobError> {
-        if !key.is_empty() {
-            match store.head(&ObjectPath::from(key)).await {
-                Ok(meta) => {
-                    let name = key.rsplit('/').next().unwrap_or(key).to_owned();
-                    let objects = vec![describe(&meta, name)];
-                    return Ok(Self {
-                        store,
-                        uri: uri.to_owned(),
-                        objects,
-                        single: true,
-                    });
-                }
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
         let prefix = (!key.is_empty()).then(|| ObjectPath::from(key));
         let mut listed: Vec<ObjectMeta> = store.list(prefix.as_ref()).try_collect().await?;
         listed.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
@@ -95,6 +79,23 @@ impl S3Source {
                 BlobError::Config(format!("{uri}: object '{full}' cannot be copied: {e}"))
             })?;
             objects.push(describe(meta, relative.to_owned()));
+        }
+        if objects.is_empty() && !key.is_empty() {
+            // Nothing under it as a folder: the key itself (a folder is listed first, as
+            // some servers fail a HEAD on a folder's name).
+            match store.head(&ObjectPath::from(key)).await {
+                Ok(meta) => {
+                    let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+                    return Ok(Self {
+                        store,
+                        uri: uri.to_owned(),
+                        objects: vec![describe(&meta, name)],
+                        single: true,
+                    });
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         if objects.is_empty() {
             return Err(BlobError::Config(format!(
@@ -153,7 +154,10 @@ mod tests {
             ("other.csv", "x\n3\n"),
         ] {
             store
-                .put(&ObjectPath::from(k), PutPayload::from(v.as_bytes().to_vec()))
+                .put(
+                    &ObjectPath::from(k),
+                    PutPayload::from(v.as_bytes().to_vec()),
+                )
                 .await
                 .unwrap();
         }
@@ -171,7 +175,9 @@ mod tests {
         let path = one.download(dir.path()).await.unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "x\n3\n");
 
-        let many = S3Source::with_store(store, "s3://b/data", "data").await.unwrap();
+        let many = S3Source::with_store(store, "s3://b/data", "data")
+            .await
+            .unwrap();
         let rel: Vec<&str> = many.objects().iter().map(|o| o.relative.as_str()).collect();
         assert_eq!(rel, vec!["a.csv", "sub/b.csv"]);
         let dir = tempfile::tempdir().unwrap();
