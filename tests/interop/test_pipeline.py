@@ -334,3 +334,67 @@ dataset = "${{ingest.dataset}}"
     os.environ.pop("WAREHOUSE_URL", None)
     p = run(home, "run", str(d / "pipeline.toml"), "--json", "--force", ok=False)
     assert "WAREHOUSE_URL" in p.stdout, p.stdout
+
+
+def test_a_model_trained_by_a_python_command_is_registered(tmp_path, monkeypatch):
+    import glob
+    import onnxruntime
+    capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")
+    monkeypatch.setenv("BASTION_ONNXRUNTIME", sorted(glob.glob(capi))[0])
+    d = tmp_path / "py"
+    d.mkdir()
+    shutil.copy(os.path.join(DATASETS, "breast_cancer.csv"), d / "breast_cancer.csv")
+    (d / "train.py").write_text("""
+import csv, numpy as np
+from sklearn.ensemble import GradientBoostingClassifier
+from skl2onnx import to_onnx
+rows = list(csv.DictReader(open("breast_cancer.csv")))
+features = [c for c in rows[0] if c != "diagnosis"]
+x = np.array([[float(r[c]) for c in features] for r in rows], dtype=np.float32)
+y = np.array([r["diagnosis"] for r in rows])
+est = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(x, y)
+onx = to_onnx(est, x[:1], options={id(est): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+open("model.onnx", "wb").write(onx.SerializeToString())
+open("features.txt", "w").write(",".join(features))
+""")
+    features = open(os.path.join(DATASETS, "breast_cancer.csv")).readline().strip().split(",")
+    features = [f for f in features if f != "diagnosis"]
+    (d / "pipeline.toml").write_text(f"""name = "from-python"
+[[step]]
+id = "train"
+kind = "command"
+run = [{json.dumps(sys.executable)}, "train.py"]
+inputs = ["train.py", "breast_cancer.csv"]
+outputs = ["model.onnx"]
+
+[[step]]
+id = "onnx"
+kind = "register"
+path = "model.onnx"
+name = "sk-gbdt"
+features = {json.dumps(features)}
+needs = ["train"]
+
+[[step]]
+id = "scan"
+kind = "scan"
+model = "${{onnx.model}}"
+
+[[step]]
+id = "sign"
+kind = "sign"
+model = "${{onnx.model}}"
+""")
+    home = str(tmp_path / "home")
+    _, out = go(home, d)
+    assert set(statuses(out).values()) == {"ran"}, out
+    outs = {s["id"]: s["outputs"] for s in out["steps"]}
+    assert outs["onnx"]["model"] == "models:/sk-gbdt/1"
+    assert len(outs["sign"]["root_digest"]) == 64
+    run(home, "data", "add", str(d / "breast_cancer.csv"), "--name", "bc")
+    lines = run(home, "predict", "models:/sk-gbdt/1", "--data", "bc@v1").stdout.splitlines()
+    labels = [json.loads(line)["label"] for line in lines]
+    assert len(labels) == 569 and set(labels) <= {"benign", "malignant"}
+    # The exported file is an input of the register step: unchanged, it is not registered again.
+    _, again = go(home, d)
+    assert statuses(again)["onnx"] == "cached"

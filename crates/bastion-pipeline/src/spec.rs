@@ -11,9 +11,16 @@
 //! name = "breast-cancer"
 //!
 //! [[step]]
+//! id = "features"
+//! kind = "transform"                  # SQL over versions as tables
+//! inputs = { raw = "${ingest.dataset}" }
+//! sql = "SELECT *, a * b AS ab FROM raw"
+//! name = "breast-cancer-features"
+//!
+//! [[step]]
 //! id = "train"
 //! kind = "train"
-//! dataset = "${ingest.dataset}"       # an output of another step: a dependency
+//! dataset = "${features.dataset}"     # an output of another step: a dependency
 //! target = "diagnosis"
 //! model = "gbdt"
 //! register = "cancer-gbdt"
