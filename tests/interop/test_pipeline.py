@@ -65,6 +65,17 @@ def test_only_what_changed_runs_again(tmp_path):
     assert set(statuses(out).values()) == {"ran"}, out
     assert out["steps"][0]["outputs"]["dataset"] == "breast-cancer@v2"
 
+    # Evidence recorded outside the pipeline (a red-team run without PGD, so the newest
+    # red-team facts lack what the policy asks): the gate that reads it decides again (and
+    # now fails), nothing else runs.
+    mlp = next(s for s in out["steps"] if s["id"] == "train-mlp")["outputs"]["model"]
+    run(home, "redteam", mlp, "--data", "breast-cancer@v2",
+        "--checks", "fgsm", "--eps", "0.05", "--max-rows", "60", "--format", "json")
+    _, out = go(home, d, False)
+    st = statuses(out)
+    assert st["gate-mlp"] == "failed", out
+    assert {k for k, v in st.items() if v != "cached"} == {"gate-mlp"}, out
+
     # --force runs everything.
     _, out = go(home, d, True, "--force")
     assert set(statuses(out).values()) == {"ran"}
@@ -95,6 +106,21 @@ def test_a_failing_gate_blocks_the_deploy(tmp_path):
     assert st["gate-gbdt"] == "failed" and st["deploy"] == "blocked", out
     gate = next(s for s in out["steps"] if s["id"] == "gate-gbdt")
     assert "exited with 1" in gate["reason"] and "test_roc_auc" in gate["reason"], gate
+
+
+def test_the_deploy_needs_the_production_policy_the_server_would(tmp_path, monkeypatch):
+    d = pipeline_dir(tmp_path)
+    home = str(tmp_path / "home")
+    # The home's server requires decisions made by another policy: the pipeline's passing
+    # gate does not clear production.
+    other = tmp_path / "company.toml"
+    other.write_text("rules = ['model.signature = \"valid\"']\n")
+    monkeypatch.setenv("BASTION_PRODUCTION_POLICY", str(other))
+    p, out = go(home, d, False)
+    st = statuses(out)
+    assert st["gate-gbdt"] == "ran" and st["deploy"] == "failed", out
+    deploy = next(s for s in out["steps"] if s["id"] == "deploy")
+    assert "may not go to production" in deploy["reason"] and "polic" in deploy["reason"], deploy
 
 
 def test_command_steps_and_their_declared_files(tmp_path):

@@ -243,7 +243,7 @@ pub async fn run_pipeline(
             bar.inc(1);
             continue;
         }
-        let prepared = prepare(step, &outputs, &base).await;
+        let prepared = prepare(&h, step, &outputs, &base).await;
         let result = match prepared {
             Err(e) => Err(e),
             Ok((params, files)) => {
@@ -344,6 +344,7 @@ fn save_state(path: &Path, state: &State) -> Result<()> {
 /// PostgreSQL query cannot be known unchanged without running it, so it always runs (and
 /// answers the same version when its rows are unchanged, which keeps what follows cached).
 async fn prepare(
+    h: &Home,
     step: &Step,
     outputs: &HashMap<String, Map<String, Value>>,
     base: &Path,
@@ -391,7 +392,32 @@ async fn prepare(
         Kind::Transform => read("sql_file")?,
         Kind::Register => read("path")?,
         Kind::Validate => read("constraints")?,
-        Kind::Gate => read("policy")?,
+        Kind::Gate => {
+            read("policy")?;
+            // The decision depends on evidence the pipeline may not have made (a scan, a
+            // red-team run, a dataset check recorded since): its facts are an input too.
+            if let Some(model) = params.get("model").and_then(Value::as_str)
+                && let Some((name, version)) = registered(model)
+            {
+                let attestor = bastion_evidence::Attestor::load_or_create(&h.home)
+                    .context("loading the model-signing key")?;
+                let scans = bastion_evidence::Scans::new(bastion_scan::Policy::builtin());
+                let facts = bastion_evidence::gate::version_facts(
+                    &h.meta,
+                    h.blobs.as_ref(),
+                    &scans,
+                    &attestor,
+                    name,
+                    version,
+                    &h.actor,
+                )
+                .await;
+                if let Ok(f) = facts {
+                    let seen = format!("{:?} {:?}", f.root, f.facts);
+                    files.insert(format!("evidence of {model}"), Digest::of(seen.as_bytes()));
+                }
+            }
+        }
         Kind::Command => read("inputs")?,
         _ => {}
     }
@@ -817,8 +843,15 @@ async fn execute(
             if alias.eq_ignore_ascii_case("production") {
                 let attestor = bastion_evidence::Attestor::load_or_create(&h.home)
                     .context("loading the model-signing key")?;
-                let c = bastion_evidence::gate::clearance(&h.meta, &attestor, name, version, None)
-                    .await?;
+                let required = production_policy(&h.home)?;
+                let c = bastion_evidence::gate::clearance(
+                    &h.meta,
+                    &attestor,
+                    name,
+                    version,
+                    required.as_ref(),
+                )
+                .await?;
                 if !c.ok {
                     bail!("{model} may not go to production: {}", c.detail);
                 }
@@ -840,6 +873,21 @@ async fn execute(
         }
     }
     Ok(out)
+}
+
+/// The policy production decisions must have applied, as the server of this home would
+/// require it (`BASTION_PRODUCTION_POLICY`, else `[server] production_policy`).
+fn production_policy(home: &Path) -> Result<Option<Digest>> {
+    let path = match std::env::var_os("BASTION_PRODUCTION_POLICY") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            crate::config::FileConfig::load(None, home)?
+                .server
+                .production_policy
+        }
+    };
+    path.map(|p| crate::gate::read_policy(&p).map(|(_, digest)| digest))
+        .transpose()
 }
 
 /// A registering command's model, name, version and run.

@@ -170,9 +170,9 @@ impl Mlp {
                     let both = ndarray::concatenate(Axis(0), &[xb.view(), adv.view()])
                         .map_err(|e| MlError::invalid(format!("mlp: {e}")))?;
                     let twice: Vec<usize> = idx.iter().chain(idx).copied().collect();
-                    model.backward(both.view(), &labels, &twice, p.alpha, true)
+                    model.backward(both.view(), &labels, &twice, p.alpha)
                 } else {
-                    model.backward(xb.view(), &labels, idx, p.alpha, true)
+                    model.backward(xb.view(), &labels, idx, p.alpha)
                 };
                 total += loss * idx.len() as f64;
                 adam.step(&mut model.layers, &grads);
@@ -214,47 +214,32 @@ impl Mlp {
         (acts, Array2::zeros((x.nrows(), 0)))
     }
 
-    /// The loss of a batch and its gradient with respect to every weight (`mean = true`:
-    /// averaged over rows, with the L2 penalty) or, as the first layer's "input" entry, the
-    /// loss gradient with respect to each input row.
+    /// The loss of a batch, averaged over rows with the L2 penalty, and its gradient with
+    /// respect to every weight.
     fn backward(
         &self,
         x: ArrayView2<f64>,
         labels: &Labels,
         rows: &[usize],
         alpha: f64,
-        mean: bool,
     ) -> (f64, Vec<Dense>) {
         let (acts, z) = self.forward(x);
         let b = x.nrows() as f64;
         let (loss, mut delta) = self.output_error(z, labels, rows);
-        let scale = if mean { 1.0 / b } else { 1.0 };
-        delta.mapv_inplace(|v| v * scale);
+        delta.mapv_inplace(|v| v / b);
         let mut grads = Vec::with_capacity(self.layers.len());
         let mut penalty = 0.0;
         for (i, l) in self.layers.iter().enumerate().rev() {
             let mut gw = acts[i].t().dot(&delta);
-            if mean {
-                gw.scaled_add(alpha / b, &l.w);
-                penalty += l.w.iter().map(|w| w * w).sum::<f64>();
-            }
+            gw.scaled_add(alpha / b, &l.w);
+            penalty += l.w.iter().map(|w| w * w).sum::<f64>();
             let gb = delta.sum_axis(Axis(0));
-            let prev = delta.dot(&l.w.t());
             grads.push(Dense { w: gw, b: gb });
-            delta = if i > 0 {
-                prev * &acts[i].mapv(|a| if a > 0.0 { 1.0 } else { 0.0 })
-            } else {
-                prev
-            };
+            if i > 0 {
+                delta = delta.dot(&l.w.t()) * &acts[i].mapv(|a| if a > 0.0 { 1.0 } else { 0.0 });
+            }
         }
         grads.reverse();
-        if !mean {
-            // The input gradient rides along as an extra entry.
-            grads.push(Dense {
-                w: delta,
-                b: Array1::zeros(0),
-            });
-        }
         (loss / b + 0.5 * alpha * penalty / b, grads)
     }
 
@@ -315,12 +300,9 @@ impl Mlp {
         };
         let mut adv = xb.to_owned();
         for _ in 0..p.adversarial_steps {
-            let (_, mut grads) = self.backward(adv.view(), labels, rows, 0.0, false);
-            let Some(g) = grads.pop() else {
-                break;
-            };
+            let g = self.input_delta(adv.view(), labels, rows);
             ndarray::Zip::from(&mut adv)
-                .and(&g.w)
+                .and(&g)
                 .and(xb)
                 .for_each(|a, &gi, &x0| {
                     let moved = *a
@@ -378,11 +360,28 @@ impl Mlp {
             }
         };
         let rows: Vec<usize> = (0..x.nrows()).collect();
-        let (_, mut grads) = self.backward(x, &labels, &rows, 0.0, false);
-        grads
-            .pop()
-            .map(|g| g.w)
-            .ok_or_else(|| MlError::invalid("mlp: the model has no layers"))
+        Ok(self.input_delta(x, &labels, &rows))
+    }
+
+    /// The backward pass down to the input only: no weight gradients, which attacks (one
+    /// call per step) never use.
+    fn input_delta(&self, x: ArrayView2<f64>, labels: &Labels, rows: &[usize]) -> Array2<f64> {
+        let (acts, z) = self.forward(x);
+        let (_, mut delta) = self.output_error(z, labels, rows);
+        for (i, l) in self.layers.iter().enumerate().rev() {
+            let mut prev = delta.dot(&l.w.t());
+            if i > 0 {
+                ndarray::Zip::from(&mut prev)
+                    .and(&acts[i])
+                    .for_each(|p, &a| {
+                        if a <= 0.0 {
+                            *p = 0.0;
+                        }
+                    });
+            }
+            delta = prev;
+        }
+        delta
     }
 
     /// Validates a model read from a file: consecutive layer shapes fit, finite weights.
