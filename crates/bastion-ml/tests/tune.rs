@@ -2,46 +2,19 @@
 //! from validation rows only, halving narrows candidates while growing rows, and a bad
 //! candidate fails its trial without stopping the search.
 
-use bastion_ml::builtin::Kind;
-use bastion_ml::predictor::{ColumnData, Table};
-use bastion_ml::train::{TaskKind, TrainSpec};
+mod common;
+
+use bastion_ml::predictor::Table;
+use bastion_ml::train::TrainSpec;
 use bastion_ml::tune::{Search, Space, tune};
-use serde_json::{Map, json};
+use serde_json::json;
 
 fn data(n: usize) -> Table {
-    let x: Vec<Option<f64>> = (0..n)
-        .map(|i| Some((i as f64 * 0.37).sin() * 3.0))
-        .collect();
-    let z: Vec<Option<f64>> = (0..n).map(|i| Some((i as f64 * 0.11).cos())).collect();
-    let y: Vec<Option<String>> = x
-        .iter()
-        .zip(&z)
-        .enumerate()
-        .map(|(i, (a, b))| {
-            let v = a.unwrap_or(0.0) + b.unwrap_or(0.0) > 0.0;
-            Some(if (i % 13 == 0) ^ v { "yes" } else { "no" }.to_owned())
-        })
-        .collect();
-    Table {
-        names: vec!["x".into(), "z".into(), "y".into()],
-        columns: vec![
-            ColumnData::Numeric(x),
-            ColumnData::Numeric(z),
-            ColumnData::Text(y),
-        ],
-    }
+    common::noisy_rule(n)
 }
 
 fn spec() -> TrainSpec<'static> {
-    TrainSpec {
-        kind: Kind::Logreg,
-        target: "y",
-        features: None,
-        params: Map::new(),
-        task: Some(TaskKind::Classification),
-        test_fraction: 0.2,
-        seed: 3,
-    }
+    common::logreg_spec()
 }
 
 #[test]

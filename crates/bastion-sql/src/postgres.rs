@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Column as _, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
 use crate::error::{SqlError, SqlResult};
-use crate::transform::{Limits, Summary};
+use crate::transform::{Limits, Summary, distinct_names, non_empty};
 
 const BATCH_ROWS: usize = 65_536;
 /// 1970-01-01 as a Julian day number: Arrow's Date32 counts days from it.
@@ -154,9 +154,7 @@ pub async fn query_to_parquet<W: Write + Send>(
     out: W,
     limits: &Limits,
 ) -> SqlResult<Summary> {
-    if sql.trim().is_empty() {
-        return Err(SqlError::Query("it is empty".into()));
-    }
+    non_empty(sql)?;
     let mut conn = PgConnection::connect(url).await.map_err(pg)?;
     let mut tx = conn.begin().await.map_err(pg)?;
     tx.execute("SET TRANSACTION READ ONLY").await.map_err(pg)?;
@@ -178,16 +176,10 @@ pub async fn query_to_parquet<W: Write + Send>(
             "it returns no columns: a dataset needs a SELECT".into(),
         ));
     }
+    distinct_names(stmt.columns().iter().map(|c| c.name()))?;
     let mut kinds = Vec::new();
     let mut fields = Vec::new();
-    let mut names = std::collections::HashSet::new();
     for c in stmt.columns() {
-        if !names.insert(c.name().to_owned()) {
-            return Err(SqlError::Query(format!(
-                "two result columns are named '{}': give one another name with AS",
-                c.name()
-            )));
-        }
         let kind = Kind::of(c.name(), c.type_info().name())?;
         fields.push(Field::new(c.name(), kind.data_type(), true));
         kinds.push(kind);

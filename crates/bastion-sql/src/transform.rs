@@ -88,9 +88,7 @@ pub fn transform<W: Write + Send>(
     out: W,
     limits: &Limits,
 ) -> SqlResult<Summary> {
-    if sql.trim().is_empty() {
-        return Err(SqlError::Query("it is empty".into()));
-    }
+    non_empty(sql)?;
     let mut seen = std::collections::HashSet::new();
     for t in tables {
         check_table_name(&t.name)?;
@@ -147,14 +145,7 @@ pub fn transform<W: Write + Send>(
         .iter()
         .map(|c| (c.name().to_owned(), Declared::of(c.decl_type())))
         .collect();
-    let mut names = std::collections::HashSet::new();
-    for (name, _) in &described {
-        if !names.insert(name.as_str()) {
-            return Err(SqlError::Query(format!(
-                "two result columns are named '{name}': give one another name with AS"
-            )));
-        }
-    }
+    distinct_names(described.iter().map(|(n, _)| n.as_str()))?;
     let mut columns: Vec<Column> = described.iter().map(|(_, d)| Column::new(*d)).collect();
     let mut rows = stmt.query([]).map_err(timed_out)?;
     let mut count = 0u64;
@@ -199,6 +190,26 @@ pub fn transform<W: Write + Send>(
         rows: count,
         columns: described.into_iter().map(|(n, _)| n).collect(),
     })
+}
+
+pub(crate) fn non_empty(sql: &str) -> SqlResult<()> {
+    if sql.trim().is_empty() {
+        return Err(SqlError::Query("it is empty".into()));
+    }
+    Ok(())
+}
+
+/// A dataset's columns need distinct names; SQL happily returns two `id`s from a join.
+pub(crate) fn distinct_names<'a>(names: impl Iterator<Item = &'a str>) -> SqlResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            return Err(SqlError::Query(format!(
+                "two result columns are named '{name}': give one another name with AS"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// SQLite's message without the wrapper's noise ("near \"SELEC\": syntax error").

@@ -1,13 +1,15 @@
 //! Ingest from a PostgreSQL query. Needs a server: runs when `BASTION_TEST_POSTGRES_URL` is
 //! set (as `.ci/run` sets it) and says it skipped otherwise.
 
+mod common;
+use common::read;
+
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{
     DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-use bastion_data::read::ParquetData;
 use bastion_sql::postgres::query_to_parquet;
 use bastion_sql::{Limits, SqlError};
 use sqlx::{Connection, Executor};
@@ -33,16 +35,6 @@ async fn setup(url: &str, table: &str) {
            (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"
     );
     c.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
-}
-
-fn read(bytes: Vec<u8>) -> RecordBatch {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("out.parquet");
-    std::fs::write(&p, bytes).unwrap();
-    let data = ParquetData::open(&p).unwrap();
-    let schema = data.schema();
-    let batches: Vec<RecordBatch> = data.batches(None).unwrap().map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
 
 #[tokio::test]

@@ -1,5 +1,8 @@
 //! SQL transforms: results and their types, the sandbox, the limits.
 
+mod common;
+use common::read;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +12,6 @@ use arrow::array::{
     StringArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use bastion_data::read::ParquetData;
 use bastion_sql::{Limits, SqlError, Table, transform};
 
 fn write(dir: &Path, name: &str, columns: Vec<(&str, ArrayRef)>) -> PathBuf {
@@ -85,16 +87,6 @@ fn inputs(dir: &Path) -> Vec<Table> {
             path: labels,
         },
     ]
-}
-
-fn read(bytes: Vec<u8>) -> RecordBatch {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("out.parquet");
-    std::fs::write(&p, bytes).unwrap();
-    let data = ParquetData::open(&p).unwrap();
-    let schema = data.schema();
-    let batches: Vec<RecordBatch> = data.batches(None).unwrap().map(|b| b.unwrap()).collect();
-    arrow::compute::concat_batches(&schema, &batches).unwrap()
 }
 
 fn run(tables: &[Table], sql: &str) -> Result<RecordBatch, SqlError> {
