@@ -370,7 +370,7 @@ pub async fn run(home: &Path, c: DataCommand) -> Result<i32> {
                     let progress_bar = bar.clone();
                     let added = h
                         .datasets()
-                        .add_checked_reusing(
+                        .add_checked(
                             &a.input,
                             &a.name,
                             &source,

@@ -3,7 +3,7 @@
 //! are then trained on all the training rows, evaluated on the test rows and registered as
 //! any `bastion train` would.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bastion_core::model::{Metric, MetricValue};
 use bastion_core::time;
 use bastion_ml::builtin::Kind;
@@ -125,7 +125,7 @@ pub async fn search(
     .await??;
     bar.finish_and_clear();
     for t in &tuning.trials {
-        log_trial(h, experiment_id, parent, &tuning.metric, t).await?;
+        log_trial(h, experiment_id, parent, t).await?;
     }
     for (k, v) in &tuning.best {
         params.insert(k.clone(), v.clone());
@@ -166,13 +166,7 @@ fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
-async fn log_trial(
-    h: &Home,
-    experiment_id: &str,
-    parent: &str,
-    metric: &str,
-    t: &Trial,
-) -> Result<()> {
+async fn log_trial(h: &Home, experiment_id: &str, parent: &str, t: &Trial) -> Result<()> {
     let run = h
         .meta
         .create_run(RunDraft {
@@ -217,13 +211,9 @@ async fn log_trial(
             e.chars().take(4000).collect::<String>(),
         ));
     }
-    if t.score.is_none() && t.error.is_none() {
-        bail!(
-            "trial {} has neither a {metric} score nor an error",
-            t.number
-        );
-    }
-    h.meta
+    // The run ends either way: a failed log must not leave it RUNNING.
+    let logged = h
+        .meta
         .log_batch(
             &id,
             &BatchLog {
@@ -232,6 +222,7 @@ async fn log_trial(
                 tags,
             },
         )
-        .await?;
-    finish_run(h, &id, t.score.is_some()).await
+        .await;
+    finish_run(h, &id, t.score.is_some() && logged.is_ok()).await?;
+    Ok(logged?)
 }

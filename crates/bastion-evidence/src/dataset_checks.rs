@@ -58,24 +58,11 @@ fn pii_verdict(r: &PiiReport) -> &'static str {
 
 impl Datasets<'_> {
     /// Ingests `input` as the next version of `name`, then profiles it and scans it for
-    /// personal data (both recorded), reading the plaintext just written.
-    pub async fn add_checked(
-        &self,
-        input: &Path,
-        name: &str,
-        source: &str,
-        actor: &str,
-        opts: IngestOptions,
-        progress: Arc<dyn Fn(u64) + Send + Sync>,
-    ) -> Result<Added, DatasetError> {
-        self.add_checked_reusing(input, name, source, actor, opts, false, progress)
-            .await
-    }
-
-    /// [`Datasets::add_checked`], answering the latest version instead when the content is
-    /// unchanged (its checks were recorded when it was added).
+    /// personal data (both recorded), reading the plaintext just written. With
+    /// `reuse_unchanged`, content equal to the latest version answers that version (its
+    /// checks were recorded when it was added).
     #[allow(clippy::too_many_arguments)]
-    pub async fn add_checked_reusing(
+    pub async fn add_checked(
         &self,
         input: &Path,
         name: &str,
@@ -144,7 +131,7 @@ impl Datasets<'_> {
             ..IngestOptions::default()
         };
         let added = self
-            .add_checked_reusing(
+            .add_checked(
                 parquet,
                 name,
                 source,

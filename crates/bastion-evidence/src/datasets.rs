@@ -113,28 +113,23 @@ impl Datasets<'_> {
         std::fs::create_dir_all(&self.tmp)?;
         let tmp = self.tmp.clone();
         let input = input.to_path_buf();
-        let cipher = self.cipher.clone();
-        let (parquet, summary, digest, bytes, stored) = blocking(move || {
-            let parquet = tempfile::NamedTempFile::new_in(&tmp)?;
-            let mut out = HashingWriter::new(parquet.as_file());
-            let summary = ingest(&input, &mut out, &opts, progress.as_ref())?;
-            let (digest, bytes) = out.finish();
-            let stored = match &cipher {
-                Some(c) => {
-                    let ct = tempfile::NamedTempFile::new_in(&tmp)?;
-                    c.encrypt(std::fs::File::open(parquet.path())?, ct.as_file())?;
-                    Some(ct)
-                }
-                None => None,
-            };
-            Ok((parquet, summary, digest, bytes, stored))
-        })
-        .await?;
+        let (parquet, summary, digest, bytes) = {
+            let tmp = tmp.clone();
+            blocking(move || {
+                let parquet = tempfile::NamedTempFile::new_in(&tmp)?;
+                let mut out = HashingWriter::new(parquet.as_file());
+                let summary = ingest(&input, &mut out, &opts, progress.as_ref())?;
+                let (digest, bytes) = out.finish();
+                Ok((parquet, summary, digest, bytes))
+            })
+            .await?
+        };
         let local = |parquet: tempfile::NamedTempFile| LocalParquet {
             path: parquet.path().to_path_buf(),
             _tmp: Some(parquet.into_temp_path()),
             _blob: None,
         };
+        // Checked before encrypting and uploading: an unchanged source costs one read.
         if reuse_unchanged {
             match self.meta.get_dataset_version(name, None).await {
                 Ok(latest) if latest.digest == digest => {
@@ -148,6 +143,20 @@ impl Datasets<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
+        let stored = match self.cipher.clone() {
+            Some(c) => {
+                let plain = parquet.path().to_path_buf();
+                Some(
+                    blocking(move || {
+                        let ct = tempfile::NamedTempFile::new_in(&tmp)?;
+                        c.encrypt(std::fs::File::open(&plain)?, ct.as_file())?;
+                        Ok(ct)
+                    })
+                    .await?,
+                )
+            }
+            None => None,
+        };
         let upload = stored.as_ref().map(|c| c.path()).unwrap_or(parquet.path());
         let blob = self.put_file(upload).await?;
         let draft = DatasetVersionDraft {

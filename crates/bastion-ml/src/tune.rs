@@ -215,7 +215,8 @@ pub struct Trial {
     /// Rows it trained on.
     pub rows: usize,
     pub metrics: BTreeMap<String, f64>,
-    /// The declared metric on the validation rows; `None` when the trial failed.
+    /// The declared metric on the validation rows; `None` when the trial failed (then
+    /// `error` says why).
     pub score: Option<f64>,
     pub error: Option<String>,
     pub seconds: f64,
@@ -298,6 +299,11 @@ pub fn tune(
                             .collect::<Vec<_>>()
                             .join(", ")
                     )
+                });
+                let error = error.or_else(|| {
+                    score
+                        .filter(|s| !s.is_finite())
+                        .map(|s| format!("'{metric}' is {s} on the validation rows"))
                 });
                 (t.evaluation.metrics, score.filter(|s| s.is_finite()), error)
             }

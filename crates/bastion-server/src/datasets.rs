@@ -197,6 +197,7 @@ pub(crate) async fn add(
             &source,
             &s.principal.actor(),
             opts,
+            false,
             Arc::new(|_| {}),
         )
         .await

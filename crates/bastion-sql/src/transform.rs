@@ -59,6 +59,8 @@ pub struct Summary {
 const REFUSED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer"];
 
 const BATCH_ROWS: usize = 65_536;
+/// The longest text or blob a transform may read or make.
+const MAX_VALUE_BYTES: i32 = 64 << 20;
 
 /// A table name: a letter or `_`, then letters, digits or `_`; at most 64; not SQLite's own.
 pub fn check_table_name(name: &str) -> SqlResult<()> {
@@ -103,6 +105,10 @@ pub fn transform<W: Write + Send>(
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
         .map_err(|e| SqlError::Query(e.to_string()))?;
     conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, 1 << 20)
+        .map_err(|e| SqlError::Query(e.to_string()))?;
+    // One value (text or blob) at most this long: `zeroblob(1e9)` would otherwise be a
+    // gigabyte held twice.
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         .map_err(|e| SqlError::Query(e.to_string()))?;
     math::register(&conn)?;
     for t in tables {

@@ -203,6 +203,7 @@ fn anything_but_reading_the_inputs_is_refused() {
         "two result columns are named 'id'",
     );
     refused("   ", "empty");
+    refused("SELECT zeroblob(1000000000) AS big", "too big");
 }
 
 #[test]

@@ -37,7 +37,7 @@ pub async fn add_s3(
         .await
         .with_context(|| format!("downloading {uri}"))?;
     Ok(h.datasets()
-        .add_checked_reusing(
+        .add_checked(
             &input,
             name,
             uri,
@@ -49,21 +49,18 @@ pub async fn add_s3(
         .await?)
 }
 
-/// `scheme://user:password@host/db` without the password, for the record.
+/// The URL without its password and query (which may carry one), for the record.
 pub fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}@{host}")
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
         }
-        None => authority.to_owned(),
-    };
-    let path = path.split('?').next().unwrap_or("");
-    format!("{scheme}://{authority}/{path}")
+        // Unparseable: record nothing of it rather than risk a secret.
+        Err(_) => "postgresql://(unparseable URL)".to_owned(),
+    }
 }
 
 /// Ingests the rows of a read-only PostgreSQL query.
@@ -301,13 +298,17 @@ mod tests {
     #[test]
     fn passwords_stay_out_of_the_record() {
         assert_eq!(
-            without_password("postgresql://ana:s3cret@db:5432/sales?sslmode=require"),
+            without_password("postgresql://ana:s3cret@db:5432/sales?sslmode=require&password=x"),
             "postgresql://ana@db:5432/sales"
         );
         assert_eq!(
             without_password("postgres://db/sales"),
             "postgres://db/sales"
         );
-        assert_eq!(without_password("postgres://u:p:q@h/d"), "postgres://u@h/d");
+        assert_eq!(
+            without_password("postgres://u:p%40q@h/d"),
+            "postgres://u@h/d"
+        );
+        assert!(!without_password("postgres://u:secret@[bad/d").contains("secret"));
     }
 }
