@@ -179,6 +179,12 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // The compute pool starts with the runtime: its threads then exist before the first
+    // parallel step (an attack, a training) needs them, not inside its time.
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("bastion-compute-{i}"))
+        .build_global()
+        .context("starting the compute threads")?;
     // These commands' exit codes carry their verdict (1: a step, a rule or a check failed),
     // so an error that stopped them exits 2.
     let command = match cli.command {

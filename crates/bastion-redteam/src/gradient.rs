@@ -4,16 +4,20 @@
 //! Adversarial Robustness Toolbox implements them (untargeted, on the true labels, no early
 //! stop).
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{RedteamError, RedteamResult};
 use crate::norm::Norm;
 use crate::oracle::Oracle;
 use crate::space::Space;
+
+/// Rows × steps below which an attack runs on one thread.
+const PARALLEL_ROW_STEPS: usize = 2_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct GradientAttack {
@@ -59,6 +63,22 @@ impl GradientAttack {
         y: &[usize],
         seed: u64,
     ) -> RedteamResult<Array2<f64>> {
+        self.run_from(oracle, space, x, y, seed, None)
+    }
+
+    /// As [`run`](Self::run), given the loss gradient at the rows themselves: without a
+    /// random start the first step of every ε (FGSM's only step) is along it, so a sweep
+    /// over ε computes it once.
+    pub fn run_from(
+        &self,
+        oracle: &Oracle,
+        space: &Space,
+        x: ArrayView2<f64>,
+        y: &[usize],
+        seed: u64,
+        at_rows: Option<ArrayView2<f64>>,
+    ) -> RedteamResult<Array2<f64>> {
+        let at_rows = at_rows.filter(|g| !self.random_start && g.dim() == x.dim());
         crate::norm::check_eps(self.eps)?;
         crate::norm::check_eps(self.step)?;
         let mut adv = x.to_owned();
@@ -70,12 +90,58 @@ impl GradientAttack {
                 space.project(row, x.row(i), Some((self.norm, self.eps)));
             }
         }
-        for _ in 0..self.iterations {
-            let mut g = oracle.gradient(adv.view(), y).ok_or_else(|| {
-                RedteamError::invalid(
-                    "the model has no input gradients (a white-box attack needs them)",
+        // Rows are attacked independently (each row's loss depends on that row only), so
+        // blocks of rows run on all cores; the result does not depend on the split. Waking
+        // the other threads costs more than a few row-steps, so small attacks stay on one.
+        let threads = if x.nrows() * self.iterations < PARALLEL_ROW_STEPS {
+            1
+        } else {
+            rayon::current_num_threads().max(1)
+        };
+        if threads == 1 {
+            return self.steps(oracle, space, x, y, adv, at_rows);
+        }
+        let block = x.nrows().div_ceil(threads).max(1);
+        let blocks: Vec<Array2<f64>> = (0..x.nrows())
+            .step_by(block)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let rows = start..(start + block).min(x.nrows());
+                self.steps(
+                    oracle,
+                    space,
+                    x.slice(s![rows.clone(), ..]),
+                    &y[rows.clone()],
+                    adv.slice(s![rows.clone(), ..]).to_owned(),
+                    at_rows.map(|g| g.slice_move(s![rows, ..])),
                 )
-            })??;
+            })
+            .collect::<RedteamResult<_>>()?;
+        let views: Vec<ArrayView2<f64>> = blocks.iter().map(Array2::view).collect();
+        if views.is_empty() {
+            return Ok(adv);
+        }
+        ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| RedteamError::invalid(format!("joining attacked rows: {e}")))
+    }
+
+    /// The attack's steps from `adv` for rows `x` with classes `y`; `first`, the gradient
+    /// at `adv`, if known.
+    fn steps(
+        &self,
+        oracle: &Oracle,
+        space: &Space,
+        x: ArrayView2<f64>,
+        y: &[usize],
+        mut adv: Array2<f64>,
+        first: Option<ArrayView2<f64>>,
+    ) -> RedteamResult<Array2<f64>> {
+        for k in 0..self.iterations {
+            let mut g = match first {
+                Some(g) if k == 0 => g.to_owned(),
+                _ => loss_gradient(oracle, adv.view(), y)?,
+            };
             for (i, (mut gi, mut row)) in g
                 .axis_iter_mut(Axis(0))
                 .zip(adv.axis_iter_mut(Axis(0)))
@@ -93,6 +159,17 @@ impl GradientAttack {
         }
         Ok(adv)
     }
+}
+
+/// ∂ loss / ∂ x of the rows, or why the model cannot give it.
+pub fn loss_gradient(
+    oracle: &Oracle,
+    x: ArrayView2<f64>,
+    y: &[usize],
+) -> RedteamResult<Array2<f64>> {
+    oracle.gradient(x, y).ok_or_else(|| {
+        RedteamError::invalid("the model has no input gradients (a white-box attack needs them)")
+    })?
 }
 
 /// A uniformly random point of the ball of radius `eps` around 0 in `d` dimensions.

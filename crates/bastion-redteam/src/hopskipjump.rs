@@ -7,8 +7,8 @@
 
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -63,7 +63,9 @@ struct Walk<'a> {
     space: &'a Space,
     x0: ArrayView1<'a, f64>,
     y: usize,
-    rng: ChaCha8Rng,
+    /// Xoshiro, not ChaCha: the walk draws a normal per feature per query (millions per
+    /// run) and needs statistical quality, not unpredictability.
+    rng: Xoshiro256PlusPlus,
     queries: u64,
 }
 
@@ -169,25 +171,32 @@ impl Walk<'_> {
         norm: Norm,
     ) -> RedteamResult<Array1<f64>> {
         let d = x.len();
-        let mut noise = Array2::from_shape_fn((n, d), |(_, j)| {
-            if !self.space.mutable[j] {
-                return 0.0;
-            }
-            match norm {
-                Norm::L2 => StandardNormal.sample(&mut self.rng),
-                Norm::Linf => self.rng.random_range(-1.0..=1.0),
-            }
-        });
+        let mutable: Vec<usize> = (0..d).filter(|&j| self.space.mutable[j]).collect();
+        let mut noise = Array2::<f64>::zeros((n, d));
         let mut pts = Array2::zeros((n, d));
+        // A local generator stays in registers; through `self` it is reloaded per draw.
+        let mut rng = self.rng.clone();
         for (mut u, mut p) in noise.axis_iter_mut(Axis(0)).zip(pts.axis_iter_mut(Axis(0))) {
+            for &j in &mutable {
+                u[j] = match norm {
+                    Norm::L2 => StandardNormal.sample(&mut rng),
+                    Norm::Linf => rng.random_range(-1.0..=1.0),
+                };
+            }
             let len = Norm::L2.of(u.iter().copied()).max(f64::MIN_POSITIVE);
-            u.mapv_inplace(|v| v / len);
-            p.assign(x);
-            p.scaled_add(delta, &u);
+            let step = delta / len;
+            ndarray::Zip::from(&mut p)
+                .and(x)
+                .and(&u)
+                .for_each(|p, &x, &u| *p = x + step * u);
             self.space.project(p.view_mut(), self.x0, None);
             // The direction actually taken, after the space moved the point.
-            u.assign(&((&p - x) / delta));
+            ndarray::Zip::from(&mut u)
+                .and(&p)
+                .and(x)
+                .for_each(|u, &p, &x| *u = (p - x) / delta);
         }
+        self.rng = rng;
         let hits = self.adversarial(&pts)?;
         let f: Vec<f64> = hits.iter().map(|&h| if h { 1.0 } else { -1.0 }).collect();
         let mean = f.iter().sum::<f64>() / n as f64;
@@ -234,7 +243,7 @@ impl HopSkipJump {
                     space,
                     x0: x.row(i),
                     y: y[i],
-                    rng: ChaCha8Rng::seed_from_u64(
+                    rng: Xoshiro256PlusPlus::seed_from_u64(
                         seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     ),
                     queries: 0,

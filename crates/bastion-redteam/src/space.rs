@@ -4,6 +4,7 @@
 //! never leaves the perturbation ball), and a one-hot group stays one-hot (it switches
 //! category only when the ball is large enough for a switch).
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bastion_ml::predictor::Table;
@@ -182,27 +183,48 @@ impl Space {
         x0: ArrayView1<f64>,
         ball: Option<(Norm, f64)>,
     ) {
-        for j in 0..x.len() {
-            if !self.mutable[j] || !x[j].is_finite() {
-                x[j] = x0[j];
+        // Rows of standard matrices are slices, which the loops below vectorise; anything
+        // else goes through a copy.
+        let x0: Cow<[f64]> = x0
+            .as_slice()
+            .map_or_else(|| x0.to_vec().into(), Cow::Borrowed);
+        match x.as_slice_mut() {
+            Some(xs) => self.project_slice(xs, &x0, ball),
+            None => {
+                let mut xs = x.to_vec();
+                self.project_slice(&mut xs, &x0, ball);
+                x.assign(&ArrayView1::from(&xs));
+            }
+        }
+    }
+
+    fn project_slice(&self, x: &mut [f64], x0: &[f64], ball: Option<(Norm, f64)>) {
+        for ((v, &v0), &m) in x.iter_mut().zip(x0).zip(&self.mutable) {
+            if !m || !v.is_finite() {
+                *v = v0;
             }
         }
         if let Some((norm, eps)) = ball {
-            norm.project(x.view_mut(), x0, eps);
+            norm.project(x, x0, eps);
         }
-        for j in 0..x.len() {
-            x[j] = x[j].clamp(self.lo[j], self.hi[j]);
-            if let Some(g) = self.integer[j] {
-                let raw = x[j] * g.scale + g.mean;
-                let raw0 = x0[j] * g.scale + g.mean;
+        for ((v, &lo), &hi) in x.iter_mut().zip(&self.lo).zip(&self.hi) {
+            *v = v.clamp(lo, hi);
+        }
+        for ((v, &v0), grid) in x.iter_mut().zip(x0).zip(&self.integer) {
+            if let Some(g) = grid {
+                let raw = *v * g.scale + g.mean;
+                let raw0 = v0 * g.scale + g.mean;
                 // Towards the original value: never further away than before rounding.
                 let r = if raw >= raw0 { raw.floor() } else { raw.ceil() };
-                x[j] = (r - g.mean) / g.scale;
+                *v = (r - g.mean) / g.scale;
             }
         }
         for group in &self.one_hot {
-            let orig = argmax(x0.slice(ndarray::s![group.clone()]).iter().copied());
-            let best = argmax(x.slice(ndarray::s![group.clone()]).iter().copied());
+            let (Some(g0), Some(g)) = (x0.get(group.clone()), x.get(group.clone())) else {
+                continue;
+            };
+            let orig = argmax(g0.iter().copied());
+            let best = argmax(g.iter().copied());
             let frozen = !self.mutable[group.start];
             let fits = ball.is_none_or(|(norm, eps)| norm.switch_cost() <= eps);
             let pick = if frozen || !fits { orig } else { best };
