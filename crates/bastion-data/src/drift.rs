@@ -45,6 +45,14 @@ pub struct DriftOptions {
     pub correction: Correction,
     /// Categorical columns with more distinct values than this are not compared (free text).
     pub max_categories: usize,
+    /// The KS test's exact p-value costs n₁·n₂ steps; above this many the asymptotic one
+    /// decides.
+    #[serde(default = "ks_exact_max_cells")]
+    pub ks_exact_max_cells: u64,
+}
+
+fn ks_exact_max_cells() -> u64 {
+    stats::KS_EXACT_MAX_CELLS
 }
 
 impl Default for DriftOptions {
@@ -56,6 +64,7 @@ impl Default for DriftOptions {
             small_sample: 1_000,
             correction: Correction::Fdr,
             max_categories: 10_000,
+            ks_exact_max_cells: stats::KS_EXACT_MAX_CELLS,
         }
     }
 }
@@ -158,7 +167,7 @@ pub fn compare_numeric(
     current: &[f64],
     opts: &DriftOptions,
 ) -> ColumnDrift {
-    let ks = stats::ks_2samp(reference, current);
+    let ks = stats::ks_2samp_within(reference, current, opts.ks_exact_max_cells);
     let w = stats::wasserstein(reference, current);
     let sd = stats::population_std(reference);
     let wn = if sd > 0.0 {

@@ -33,6 +33,12 @@ pub const KS_EXACT_MAX_CELLS: u64 = 100_000_000;
 /// Two-sample KS on sorted samples (NaN-free). Ties are handled as SciPy does: both
 /// distribution functions are evaluated at every observed value.
 pub fn ks_2samp(a: &[f64], b: &[f64]) -> KsResult {
+    ks_2samp_within(a, b, KS_EXACT_MAX_CELLS)
+}
+
+/// As [`ks_2samp`], counting lattice paths for the exact p-value only up to `exact_cells`
+/// (n₁·n₂); 0 gives the asymptotic p-value alone (SciPy's `method="asymp"`).
+pub fn ks_2samp_within(a: &[f64], b: &[f64], exact_cells: u64) -> KsResult {
     let (n1, n2) = (a.len(), b.len());
     if n1 == 0 || n2 == 0 {
         return KsResult {
@@ -54,7 +60,7 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> KsResult {
         d = d.max((i as f64 / n1 as f64 - j as f64 / n2 as f64).abs());
     }
     let exact =
-        ((n1 as u64) * (n2 as u64) <= KS_EXACT_MAX_CELLS).then(|| ks_exact_pvalue(n1, n2, d));
+        ((n1 as u64).saturating_mul(n2 as u64) <= exact_cells).then(|| ks_exact_pvalue(n1, n2, d));
     let (m, n) = (n1 as f64, n2 as f64);
     let en = m * n / (m + n);
     KsResult {

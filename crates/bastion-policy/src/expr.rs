@@ -79,8 +79,38 @@ fn err(at: usize, message: impl Into<String>) -> ExprError {
     }
 }
 
-/// Parses and kind-checks `text`.
+/// The names an expression may use and the kind of each. The gate's catalog of evidence
+/// facts is one; monitoring's live signals are another.
+pub trait Catalog {
+    fn kind_of(&self, name: &str) -> Option<FactKind>;
+    /// A short list of what may be named, for an "unknown" error.
+    fn known_names(&self) -> String;
+    /// What one name is called in errors.
+    fn noun(&self) -> &'static str {
+        "fact"
+    }
+}
+
+/// The evidence facts a gate policy may name ([`crate::fact`]).
+pub struct Evidence;
+
+impl Catalog for Evidence {
+    fn kind_of(&self, name: &str) -> Option<FactKind> {
+        kind_of(name)
+    }
+
+    fn known_names(&self) -> String {
+        known_names()
+    }
+}
+
+/// Parses and kind-checks `text` against the evidence facts.
 pub fn parse(text: &str) -> Result<Expr, ExprError> {
+    parse_in(text, &Evidence)
+}
+
+/// Parses and kind-checks `text` against `catalog`.
+pub fn parse_in(text: &str, catalog: &dyn Catalog) -> Result<Expr, ExprError> {
     let mut p = Parser {
         chars: text.char_indices().collect(),
         pos: 0,
@@ -88,10 +118,14 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     p.skip_space();
     let fact_at = p.offset();
     let fact = p.fact()?;
-    let kind = kind_of(&fact).ok_or_else(|| {
+    let kind = catalog.kind_of(&fact).ok_or_else(|| {
         err(
             fact_at,
-            format!("unknown fact '{fact}'; the facts are: {}", known_names()),
+            format!(
+                "unknown {noun} '{fact}'; the {noun}s are: {}",
+                catalog.known_names(),
+                noun = catalog.noun()
+            ),
         )
     })?;
     p.skip_space();

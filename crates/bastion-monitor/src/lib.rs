@@ -1,0 +1,28 @@
+//! Continuous monitoring of served models.
+//!
+//! Inference events become [`Observation`]s (rows a request carried, what the model
+//! answered, how the request went). A [`Windower`] cuts each model version's stream into
+//! tumbling or sliding windows, by rows or by time. Each closed window is compared with the
+//! [`Reference`] (the training data) by [`signals::evaluate`], which uses `bastion-data`'s
+//! drift statistics, and yields named signals (`drift.dataset`, `missing.rate`,
+//! `error.rate`…). [`AlertRules`] (a TOML file) say when signals make an alert; the
+//! [`Alerter`] applies their persistence (`for = 3` windows), de-duplication and cool-down.
+//!
+//! Nothing here reads the event table, sends a webhook or changes a deployment: callers
+//! feed events in and act on the alerts that come out.
+
+pub mod alert;
+pub mod error;
+pub mod observation;
+pub mod reference;
+pub mod rules;
+pub mod signals;
+pub mod window;
+
+pub use alert::{Alert, Alerter};
+pub use error::{MonitorError, MonitorResult};
+pub use observation::{Cell, Observation, Outcome};
+pub use reference::Reference;
+pub use rules::{AlertRule, AlertRules, Response};
+pub use signals::{WindowReport, evaluate};
+pub use window::{Window, WindowSpec, Windower};

@@ -1,0 +1,441 @@
+//! Alert rules, a TOML file:
+//!
+//! ```toml
+//! [[alert]]
+//! name = "feature drift"
+//! when = "drift.dataset = true"
+//! for = 3                 # consecutive windows
+//! severity = "high"       # low, medium, high or critical
+//! cooldown = "30m"        # before the same alert may fire again
+//! respond = ["log", "webhook", "rollback"]
+//! model = "fraud"         # optional: only this model
+//! ```
+//!
+//! `when` is an expression of the gate's language over the window's signals; a misspelt
+//! signal, a comparison its kind cannot make or an unknown response is an error with its
+//! line when the file is read.
+
+use bastion_policy::expr::{self, Catalog, Expr};
+use bastion_policy::policy::line_col;
+use bastion_policy::{FactKind, Facts};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::error::{MonitorError, MonitorResult};
+
+/// The signals a rule may name.
+pub struct Signals;
+
+const NUMBERS: &[(&str, &str)] = &[
+    ("requests", "requests in the window"),
+    ("rows", "rows in the window"),
+    ("missing.rate", "share of live feature values missing"),
+    (
+        "out_of_range.rate",
+        "share of live values outside the reference's range or categories",
+    ),
+    (
+        "error.rate",
+        "share of requests that failed (5xx or a model error)",
+    ),
+    (
+        "rejected.rate",
+        "share of requests the input guards rejected",
+    ),
+    ("flagged.rate", "share of requests the input guards flagged"),
+    ("latency.p50_ms", "median latency"),
+    ("latency.p99_ms", "99th percentile latency"),
+    ("drift.share", "share of compared columns that drifted"),
+    ("drift.columns", "columns that drifted"),
+    (
+        "prediction.score",
+        "the prediction drift test's deciding value",
+    ),
+    ("canary.error_rate", "error rate of the canary's requests"),
+    (
+        "canary.latency_p99_ms",
+        "99th percentile latency of the canary's requests",
+    ),
+];
+const BOOLS: &[(&str, &str)] = &[
+    ("drift.dataset", "any column drifted (after correction)"),
+    ("prediction.drift", "the answers' distribution drifted"),
+];
+/// Per-column families: `drift.column.<column>`, `drift.score.<column>`.
+const FAMILIES: &[(&str, FactKind)] = &[
+    ("drift.column.", FactKind::Bool),
+    ("drift.score.", FactKind::Number),
+];
+
+impl Catalog for Signals {
+    fn kind_of(&self, name: &str) -> Option<FactKind> {
+        if NUMBERS.iter().any(|(n, _)| *n == name) {
+            return Some(FactKind::Number);
+        }
+        if BOOLS.iter().any(|(n, _)| *n == name) {
+            return Some(FactKind::Bool);
+        }
+        FAMILIES
+            .iter()
+            .find(|(p, _)| name.len() > p.len() && name.starts_with(p))
+            .map(|(_, k)| *k)
+    }
+
+    fn known_names(&self) -> String {
+        let mut names: Vec<String> = NUMBERS
+            .iter()
+            .chain(BOOLS)
+            .map(|(n, _)| (*n).to_owned())
+            .collect();
+        names.extend(FAMILIES.iter().map(|(p, _)| format!("{p}<column>")));
+        names.join(", ")
+    }
+
+    fn noun(&self) -> &'static str {
+        "signal"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What to do when an alert fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// A log line (always written; naming it is for clarity).
+    Log,
+    /// POST the alert as JSON, signed with HMAC-SHA256.
+    Webhook,
+    /// Roll the model's deployment back to its previous version.
+    Rollback,
+    /// Serve the model version's answers as labels only.
+    LabelOnly,
+    /// Refuse to serve the model version until it is released.
+    Quarantine,
+    /// Refuse the actor that triggered the alert.
+    BlockActor,
+    /// Lower the actor's rate limit.
+    ThrottleActor,
+    /// Run the model's pipeline again (retraining goes through the same gates).
+    RerunPipeline,
+}
+
+impl Response {
+    pub const ALL: [Response; 8] = [
+        Response::Log,
+        Response::Webhook,
+        Response::Rollback,
+        Response::LabelOnly,
+        Response::Quarantine,
+        Response::BlockActor,
+        Response::ThrottleActor,
+        Response::RerunPipeline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Response::Log => "log",
+            Response::Webhook => "webhook",
+            Response::Rollback => "rollback",
+            Response::LabelOnly => "label_only",
+            Response::Quarantine => "quarantine",
+            Response::BlockActor => "block_actor",
+            Response::ThrottleActor => "throttle_actor",
+            Response::RerunPipeline => "rerun_pipeline",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    pub name: String,
+    pub when: Expr,
+    /// Consecutive windows the condition must hold.
+    pub windows: usize,
+    pub severity: Severity,
+    pub cooldown_ms: i64,
+    pub respond: Vec<Response>,
+    pub model: Option<String>,
+    pub line: usize,
+}
+
+impl AlertRule {
+    /// Whether the rule's condition holds on these signals (an absent signal never holds:
+    /// a window too small for a drift verdict does not count as drift, nor as its absence).
+    pub fn holds(&self, signals: &Facts) -> Option<bool> {
+        signals.get(&self.when.fact).map(|v| self.when.holds(v))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertRules {
+    pub rules: Vec<AlertRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    alert: Vec<Spanned<RuleTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleTable {
+    name: String,
+    when: Spanned<String>,
+    #[serde(rename = "for", default = "one")]
+    windows: usize,
+    #[serde(default = "medium")]
+    severity: Severity,
+    #[serde(default)]
+    cooldown: Option<Spanned<String>>,
+    #[serde(default)]
+    respond: Vec<Spanned<String>>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn medium() -> Severity {
+    Severity::Medium
+}
+
+/// Default cool-down: an alert that keeps holding is repeated at most every 15 minutes.
+pub const DEFAULT_COOLDOWN_MS: i64 = 15 * 60 * 1000;
+
+impl AlertRules {
+    pub fn parse(text: &str) -> MonitorResult<Self> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_col(text, s.start).0);
+            MonitorError::Rules {
+                line,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let mut rules = Vec::new();
+        for t in &file.alert {
+            let line_of = |span: std::ops::Range<usize>| line_col(text, span.start).0;
+            let table_line = line_of(t.span());
+            let t = t.get_ref();
+            let bad = |line: usize, message: String| MonitorError::Rules { line, message };
+            if t.name.trim().is_empty() {
+                return Err(bad(table_line, "an alert needs a name".into()));
+            }
+            if rules.iter().any(|r: &AlertRule| r.name == t.name) {
+                return Err(bad(
+                    table_line,
+                    format!("an alert named '{}' is already defined", t.name),
+                ));
+            }
+            let line = line_of(t.when.span());
+            let when = expr::parse_in(t.when.get_ref(), &Signals).map_err(|e| {
+                bad(
+                    line,
+                    format!("alert '{}': `{}`: {}", t.name, t.when.get_ref(), e.message),
+                )
+            })?;
+            if t.windows == 0 || t.windows > 10_000 {
+                return Err(bad(
+                    table_line,
+                    format!("alert '{}': `for` must be 1 to 10000 windows", t.name),
+                ));
+            }
+            let cooldown_ms = match &t.cooldown {
+                None => DEFAULT_COOLDOWN_MS,
+                Some(c) => parse_duration_ms(c.get_ref()).ok_or_else(|| {
+                    bad(
+                        line_of(c.span()),
+                        format!(
+                            "alert '{}': cooldown '{}' is not a duration such as \"90s\", \"10m\" or \"2h\"",
+                            t.name,
+                            c.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let mut respond = Vec::new();
+            for r in &t.respond {
+                let resp = Response::parse(r.get_ref()).ok_or_else(|| {
+                    bad(
+                        line_of(r.span()),
+                        format!(
+                            "alert '{}': unknown response '{}'; the responses are: {}",
+                            t.name,
+                            r.get_ref(),
+                            Response::ALL.map(Response::as_str).join(", ")
+                        ),
+                    )
+                })?;
+                if !respond.contains(&resp) {
+                    respond.push(resp);
+                }
+            }
+            rules.push(AlertRule {
+                name: t.name.clone(),
+                when,
+                windows: t.windows,
+                severity: t.severity,
+                cooldown_ms,
+                respond,
+                model: t.model.clone(),
+                line,
+            });
+        }
+        if rules.is_empty() {
+            return Err(MonitorError::Rules {
+                line: 1,
+                message: "no [[alert]] tables: a monitor without rules would never alert".into(),
+            });
+        }
+        Ok(Self { rules })
+    }
+}
+
+/// "90s", "10m", "2h", "1d" or a number of seconds.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: i64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_rule_reads() {
+        let r = AlertRules::parse(
+            r#"
+[[alert]]
+name = "drift"
+when = "drift.dataset = true"
+for = 3
+severity = "high"
+cooldown = "10m"
+respond = ["log", "webhook", "rollback", "log"]
+model = "bc"
+
+[[alert]]
+name = "age"
+when = "drift.score.age > 0.2"
+"#,
+        )
+        .unwrap();
+        let a = &r.rules[0];
+        assert_eq!(
+            (a.windows, a.severity, a.cooldown_ms),
+            (3, Severity::High, 600_000)
+        );
+        assert_eq!(
+            a.respond,
+            vec![Response::Log, Response::Webhook, Response::Rollback]
+        );
+        assert_eq!(a.model.as_deref(), Some("bc"));
+        assert_eq!(a.line, 4);
+        let b = &r.rules[1];
+        assert_eq!(
+            (b.windows, b.severity, b.cooldown_ms),
+            (1, Severity::Medium, DEFAULT_COOLDOWN_MS)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_line() {
+        let cases = [
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"drift.datset = true\"\n",
+                3,
+                "unknown signal 'drift.datset'",
+            ),
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"drift.dataset > 1\"\n",
+                3,
+                "orders values",
+            ),
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"error.rate > 0.1\"\nrespond = [\"page\"]\n",
+                4,
+                "unknown response 'page'",
+            ),
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"error.rate > 0.1\"\ncooldown = \"soon\"\n",
+                4,
+                "not a duration",
+            ),
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"error.rate > 0.1\"\nfor = 0\n",
+                1,
+                "`for` must be",
+            ),
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"error.rate > 0.1\"\nsevere = 1\n",
+                4,
+                "unknown field",
+            ),
+            (
+                "[[alert]]\nname = \"x\"\nwhen = \"error.rate > 0.1\"\n[[alert]]\nname = \"x\"\nwhen = \"rows > 1\"\n",
+                4,
+                "already defined",
+            ),
+            ("", 1, "no [[alert]]"),
+            ("[[alert]\n", 1, ""),
+        ];
+        for (text, line, needle) in cases {
+            match AlertRules::parse(text) {
+                Err(MonitorError::Rules { line: l, message }) => {
+                    assert_eq!(l, line, "{text}: {message}");
+                    assert!(message.contains(needle), "{text}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("90s"), Some(90_000));
+        assert_eq!(parse_duration_ms("2h"), Some(7_200_000));
+        assert_eq!(parse_duration_ms("45"), Some(45_000));
+        assert_eq!(parse_duration_ms("1 m"), Some(60_000));
+        assert_eq!(parse_duration_ms("m"), None);
+        assert_eq!(parse_duration_ms("99999999999999999999s"), None);
+    }
+}
