@@ -13,6 +13,7 @@ pub mod limits;
 pub mod model;
 pub mod path;
 pub mod search;
+pub mod severity;
 pub mod time;
 pub mod uri;
 

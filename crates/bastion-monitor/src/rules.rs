@@ -5,7 +5,7 @@
 //! name = "feature drift"
 //! when = "drift.dataset = true"
 //! for = 3                 # consecutive windows
-//! severity = "high"       # low, medium, high or critical
+//! severity = "high"       # info, low, medium, high or critical
 //! cooldown = "30m"        # before the same alert may fire again
 //! respond = ["log", "webhook", "rollback"]
 //! model = "fraud"         # optional: only this model
@@ -15,6 +15,7 @@
 //! signal, a comparison its kind cannot make or an unknown response is an error with its
 //! line when the file is read.
 
+pub use bastion_core::severity::Severity;
 use bastion_policy::expr::{self, Catalog, Expr};
 use bastion_policy::policy::line_col;
 use bastion_policy::{FactKind, Facts};
@@ -93,26 +94,6 @@ impl Catalog for Signals {
 
     fn noun(&self) -> &'static str {
         "signal"
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
     }
 }
 
