@@ -181,10 +181,13 @@ fn main() -> Result<()> {
         .context("starting the async runtime")?;
     // The compute pool starts with the runtime: its threads then exist before the first
     // parallel step (an attack, a training) needs them, not inside its time.
-    rayon::ThreadPoolBuilder::new()
+    // Not fatal: without it the pool starts on first use, as it would anyway.
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("bastion-compute-{i}"))
         .build_global()
-        .context("starting the compute threads")?;
+    {
+        tracing::warn!(error = %e, "starting the compute threads early failed");
+    }
     // These commands' exit codes carry their verdict (1: a step, a rule or a check failed),
     // so an error that stopped them exits 2.
     let command = match cli.command {

@@ -1,21 +1,25 @@
 //! How bad something is, one scale for scan findings and monitoring alerts: ordered from
 //! INFO to CRITICAL, written upper-case, read in any case.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
-    #[serde(alias = "info")]
     Info,
-    #[serde(alias = "low")]
     Low,
-    #[serde(alias = "medium")]
     Medium,
-    #[serde(alias = "high")]
     High,
-    #[serde(alias = "critical")]
     Critical,
+}
+
+impl<'de> Deserialize<'de> for Severity {
+    /// Through `FromStr`: any case, and its error names the choices.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Severity {
@@ -56,6 +60,14 @@ mod tests {
         assert_eq!(serde_json::to_string(&Severity::High).unwrap(), "\"HIGH\"");
         let s: Severity = serde_json::from_str("\"medium\"").unwrap();
         assert_eq!(s, Severity::Medium);
+        let s: Severity = serde_json::from_str("\"High\"").unwrap();
+        assert_eq!(s, Severity::High);
+        let e = serde_json::from_str::<Severity>("\"severe\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("use info, low, medium, high or critical"),
+            "{e}"
+        );
         assert_eq!("Critical".parse::<Severity>(), Ok(Severity::Critical));
         assert!("severe".parse::<Severity>().is_err());
     }

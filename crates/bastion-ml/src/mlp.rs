@@ -5,6 +5,8 @@
 //! shuffling). The backward pass also runs down to the input, which is what white-box
 //! attacks need.
 
+use std::sync::OnceLock;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis, LinalgScalar};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -78,6 +80,29 @@ pub struct Mlp {
     pub output: Output,
     /// Classes for classifiers, 1 for regression.
     pub classes: usize,
+    /// The layers in single precision, made on the first prediction.
+    single: SingleLayers,
+}
+
+/// Inference (predictions and input gradients) runs in f32, as ONNX and PyTorch models do:
+/// twice the arithmetic per instruction, with a rounding (about 1e-7 relative) far below
+/// any difference between classes a model can learn. Training stays in f64 and never
+/// fills this copy, so it is made from the finished weights; a clone starts without it,
+/// so a changed clone cannot predict with its original's weights.
+#[derive(Debug, Default)]
+struct SingleLayers(OnceLock<Vec<Dense<f32>>>);
+
+impl Clone for SingleLayers {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for SingleLayers {
+    /// A cache of the layers, which the models compare on.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Per-row targets as the output layer sees them.
@@ -150,11 +175,7 @@ impl Mlp {
                 }
             })
             .collect();
-        let mut model = Self {
-            layers,
-            output,
-            classes,
-        };
+        let mut model = Self::new(layers, output, classes);
         let mut adam = Adam::new(&model.layers, p.learning_rate);
         let batch = p.batch_size.min(n);
         let mut order: Vec<usize> = (0..n).collect();
@@ -204,19 +225,26 @@ impl Mlp {
         forward(&self.layers, x.to_owned())
     }
 
-    /// The layers in single precision. Inference (predictions and input gradients) runs
-    /// in f32, as ONNX and PyTorch models do: twice the arithmetic per instruction, with a
-    /// rounding (about 1e-7 relative) far below any difference between classes a model
-    /// can learn. Training stays in f64. Converting costs one pass over the weights, far
-    /// less than the products that follow, and leaves no copy to go stale.
-    fn layers_f32(&self) -> Vec<Dense<f32>> {
-        self.layers
-            .iter()
-            .map(|l| Dense {
-                w: l.w.mapv(|v| v as f32),
-                b: l.b.mapv(|v| v as f32),
-            })
-            .collect()
+    /// A model of these layers.
+    pub fn new(layers: Vec<Dense>, output: Output, classes: usize) -> Self {
+        Self {
+            layers,
+            output,
+            classes,
+            single: SingleLayers::default(),
+        }
+    }
+
+    fn layers_f32(&self) -> &[Dense<f32>] {
+        self.single.0.get_or_init(|| {
+            self.layers
+                .iter()
+                .map(|l| Dense {
+                    w: l.w.mapv(|v| v as f32),
+                    b: l.b.mapv(|v| v as f32),
+                })
+                .collect()
+        })
     }
 
     /// The loss of a batch, averaged over rows with the L2 penalty, and its gradient with
@@ -328,7 +356,7 @@ impl Mlp {
     /// Class probabilities (`n × classes`) or values (`n × 1`).
     pub fn predict(&self, x: ArrayView2<f64>) -> MlResult<Array2<f64>> {
         self.check_input(x)?;
-        let (_, z) = forward(&self.layers_f32(), x.mapv(|v| v as f32));
+        let (_, z) = forward(self.layers_f32(), x.mapv(|v| v as f32));
         let mut z = z.mapv(f64::from);
         Ok(match self.output {
             Output::Identity => z,
@@ -367,9 +395,9 @@ impl Mlp {
         };
         let rows: Vec<usize> = (0..x.nrows()).collect();
         let layers = self.layers_f32();
-        let (acts, z) = forward(&layers, x.mapv(|v| v as f32));
+        let (acts, z) = forward(layers, x.mapv(|v| v as f32));
         let (_, delta) = self.output_error(z.mapv(f64::from), &labels, &rows);
-        let g = delta_to_input(&layers, &acts, delta.mapv(|v| v as f32));
+        let g = delta_to_input(layers, &acts, delta.mapv(|v| v as f32));
         Ok(g.mapv(f64::from))
     }
 
@@ -582,6 +610,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m, again);
+    }
+
+    #[test]
+    fn single_precision_predictions_follow_the_weights() {
+        let (x, y) = xor(200);
+        let p = MlpParams {
+            hidden: vec![8],
+            epochs: 20,
+            ..Default::default()
+        };
+        let (m, _) = Mlp::fit(
+            x.view(),
+            Target::Classes { y: &y, classes: 2 },
+            &p,
+            |_, _| {},
+        )
+        .unwrap();
+        // The f32 answers are the f64 network's up to single-precision rounding.
+        let (_, z) = m.forward(x.view());
+        let exact = z.mapv(crate::link::sigmoid);
+        let got = m.predict(x.view()).unwrap();
+        for i in 0..x.nrows() {
+            assert!((got[[i, 1]] - exact[[i, 0]]).abs() < 1e-5, "row {i}");
+        }
+        // A changed clone predicts with its own weights, not its original's cached copy.
+        let mut changed = m.clone();
+        for l in &mut changed.layers {
+            l.w.mapv_inplace(|v| -v);
+            l.b.mapv_inplace(|v| -v);
+        }
+        let (_, z) = changed.forward(x.view());
+        let flipped = changed.predict(x.view()).unwrap();
+        for i in 0..x.nrows() {
+            assert!((flipped[[i, 1]] - crate::link::sigmoid(z[[i, 0]])).abs() < 1e-5);
+        }
+        assert!(flipped != got);
     }
 
     #[test]

@@ -689,11 +689,7 @@ pub fn load(dir: &Path, limits: Limits) -> MlResult<(Manifest, BuiltinModel)> {
                     })
                 })
                 .collect::<MlResult<_>>()?;
-            Estimator::Mlp(Mlp {
-                layers,
-                output: *output,
-                classes: *classes,
-            })
+            Estimator::Mlp(Mlp::new(layers, *output, *classes))
         }
     };
     let expected = to_parts(&estimator).1.len();

@@ -479,3 +479,34 @@ fn adversarial_training_helps(kind: Kind, params: serde_json::Value, steps: usiz
         eps.to_string().replace('.', "_")
     )));
 }
+
+#[test]
+fn pgd_splits_rows_across_threads_without_changing_a_bit() {
+    // Blocks of rows follow the pool's size; the examples must not.
+    let t = table(300, 5);
+    let m = trained(
+        Kind::Mlp,
+        serde_json::json!({"hidden": [16, 8], "epochs": 20}),
+        &t,
+    )
+    .model;
+    let x = m.features(&t).unwrap();
+    let y = classes_of(&m, &t);
+    let oracle = Oracle::new(&m).unwrap();
+    let space = Space::free(m.signature.features.clone());
+    let attack = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            GradientAttack::pgd(Norm::Linf, 0.3, 40, true)
+                .run(&oracle, &space, x.view(), &y, 9)
+                .unwrap()
+        })
+    };
+    let one = attack(1);
+    assert_ne!(one, x, "the attack moved nothing");
+    assert_eq!(one, attack(2));
+    assert_eq!(one, attack(3));
+}
