@@ -86,6 +86,10 @@ pub struct ServerArgs {
     /// newest decision failed is refused, one never gated is served).
     #[arg(long, env = "BASTION_SERVE_REQUIRES_GATE")]
     pub serve_requires_gate: Option<bool>,
+    /// Run the monitor worker inside the server with these alert rules (TOML; see `bastion
+    /// monitor`), as consumer `server`.
+    #[arg(long, env = "BASTION_MONITOR_RULES")]
+    pub monitor_rules: Option<PathBuf>,
 }
 
 /// The `[server]` table of the TOML file.
@@ -107,6 +111,7 @@ pub struct ServerFile {
     pub production_gate: Option<bool>,
     pub production_policy: Option<PathBuf>,
     pub serve_requires_gate: Option<bool>,
+    pub monitor_rules: Option<PathBuf>,
 }
 
 /// `[auth]`: rate limits and the OIDC identity provider.
@@ -207,6 +212,7 @@ pub struct ServerSettings {
     pub production_gate: bool,
     pub production_policy: Option<PathBuf>,
     pub serve_requires_gate: bool,
+    pub monitor_rules: Option<PathBuf>,
     /// `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -330,6 +336,9 @@ impl ServerSettings {
                 .serve_requires_gate
                 .or(file.serve_requires_gate)
                 .unwrap_or(false),
+            monitor_rules: args
+                .monitor_rules
+                .or_else(|| file.monitor_rules.map(|p| home.join(p))),
             tls,
         })
     }

@@ -259,7 +259,7 @@ fn request_of(
 }
 
 /// This home's models, for changes made on the store, with its store and who acts.
-async fn local_models(home: &Path, at: &Where) -> Result<(Models, MetaStore, String)> {
+pub(crate) async fn local_models(home: &Path, at: &Where) -> Result<(Models, MetaStore, String)> {
     let h = Home::open(home, &at.registry).await?;
     let attestor = Attestor::load_or_create(&h.home).context("loading the model-signing key")?;
     let mut config = ServeConfig::new(h.tmp.join("serve"));
@@ -317,7 +317,7 @@ async fn apply(
     Ok(json!({ "model": model, "revision": revision, "deployment": d }))
 }
 
-fn remote(at: &Where) -> Result<Option<Remote>> {
+pub(crate) fn remote(at: &Where) -> Result<Option<Remote>> {
     at.server
         .as_deref()
         .map(|url| Remote::new(url, crate::data::token_of(at)))

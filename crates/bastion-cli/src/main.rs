@@ -10,6 +10,7 @@ mod gate;
 mod identity;
 mod import;
 mod model;
+mod monitor;
 mod pipeline;
 mod quickstart;
 mod redteam;
@@ -132,6 +133,13 @@ enum Command {
     Rollback(deploy::ModelArgs),
     /// Show deployments (route tables and serving settings).
     Deployments(deploy::ListArgs),
+    /// Watch served models: drift, serving health and alert rules over the inference
+    /// events, with automatic responses (webhook, rollback, label-only, quarantine, block or
+    /// throttle a caller, re-run a pipeline).
+    Monitor(monitor::MonitorArgs),
+    /// What the monitor found: list, show, acknowledge and resolve incidents.
+    #[command(subcommand)]
+    Incidents(monitor::IncidentsCommand),
     /// Models from elsewhere: `import` checks an ONNX model, wraps it in a package and
     /// registers it.
     #[command(subcommand)]
@@ -229,6 +237,8 @@ fn main() -> Result<()> {
             Command::Promote(args) => deploy::promote(&home, args).await,
             Command::Rollback(args) => deploy::rollback(&home, args).await,
             Command::Deployments(args) => deploy::list(&home, args).await,
+            Command::Monitor(args) => monitor::monitor(&home, args).await,
+            Command::Incidents(c) => monitor::incidents(&home, c).await,
             Command::Scan(_)
             | Command::Verify(_)
             | Command::Keygen(_)

@@ -147,6 +147,27 @@ pub async fn run(
             .with_context(|| format!("model {reference}"))?;
         println!("Serving {name} version {version} at /v2/models/{name}/versions/{version}");
     }
+    if let Some(path) = &settings.monitor_rules {
+        let rules = crate::monitor::read_rules(path)?;
+        let meta = state.meta.clone();
+        let responder = crate::monitor::responder(home, meta.clone(), state.models.clone(), &rules);
+        let source = bastion_watch::StoreEvents {
+            meta: meta.clone(),
+            settle_ms: 2000,
+        };
+        let worker = bastion_watch::Worker::start(
+            meta,
+            state.models.clone(),
+            source,
+            "server",
+            rules,
+            responder,
+        )
+        .await
+        .context("starting the monitor")?;
+        tracing::info!(rules = %path.display(), position = worker.position(), "monitor running in the server");
+        tokio::spawn(worker.run(Duration::from_secs(1), shutdown_signal()));
+    }
     if !settings.bind.ip().is_loopback() {
         tracing::warn!(bind = %settings.bind, "listening on a non-loopback address: the server is reachable from the network");
     }

@@ -7,15 +7,28 @@
 use std::collections::HashMap;
 
 use bastion_policy::{Facts, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::{AlertRule, AlertRules, Response, Severity};
 
-/// What a window was about: a model version.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+/// What a window was about: a model version, and for per-caller detectors the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Subject {
     pub model: String,
     pub version: String,
+    /// The caller a detector judged; empty for model-wide signals.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub actor: String,
+}
+
+impl Subject {
+    pub fn model_version(model: &str, version: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            version: version.to_owned(),
+            actor: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,7 +36,8 @@ pub struct Alert {
     pub rule: String,
     pub severity: Severity,
     pub subject: Subject,
-    /// `rule/model/version`: alerts with one key are one incident.
+    /// `rule/model/version` (and `/actor` for a caller): alerts with one key are one
+    /// incident.
     pub key: String,
     /// The rule's condition, and the value it held on.
     pub condition: String,
@@ -36,7 +50,7 @@ pub struct Alert {
     pub respond: Vec<Response>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct State {
     streak: usize,
     /// The condition has fired in the current episode.
@@ -60,6 +74,52 @@ impl Alerter {
 
     pub fn rules(&self) -> &AlertRules {
         &self.rules
+    }
+
+    /// The streaks and cool-downs in progress, to be restored by another worker.
+    pub fn snapshot(&self) -> AlerterState {
+        let mut entries: Vec<StateEntry> = self
+            .state
+            .iter()
+            .filter(|(_, st)| **st != State::default())
+            .filter_map(|((i, subject), st)| {
+                Some(StateEntry {
+                    rule: self.rules.rules.get(*i)?.name.clone(),
+                    subject: subject.clone(),
+                    state: st.clone(),
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            (
+                &a.rule,
+                &a.subject.model,
+                &a.subject.version,
+                &a.subject.actor,
+            )
+                .cmp(&(
+                    &b.rule,
+                    &b.subject.model,
+                    &b.subject.version,
+                    &b.subject.actor,
+                ))
+        });
+        AlerterState { entries }
+    }
+
+    /// Takes over a snapshot's streaks and cool-downs; those of rules no longer in the file
+    /// are dropped.
+    pub fn restore(&mut self, snapshot: AlerterState) {
+        for e in snapshot.entries {
+            if let Some(i) = self.rules.rules.iter().position(|r| r.name == e.rule) {
+                self.state.insert((i, e.subject), e.state);
+            }
+        }
+    }
+
+    /// Forgets the state of subjects no longer seen (a version retired), to bound memory.
+    pub fn forget(&mut self, keep: impl Fn(&Subject) -> bool) {
+        self.state.retain(|(_, s), _| keep(s));
     }
 
     /// Feeds one closed window's signals; returns the alerts it fires.
@@ -99,6 +159,20 @@ impl Alerter {
     }
 }
 
+/// An [`Alerter`]'s progress, as data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlerterState {
+    entries: Vec<StateEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StateEntry {
+    rule: String,
+    subject: Subject,
+    #[serde(flatten)]
+    state: State,
+}
+
 fn alert(
     rule: &AlertRule,
     subject: &Subject,
@@ -110,7 +184,14 @@ fn alert(
     Alert {
         rule: rule.name.clone(),
         severity: rule.severity,
-        key: format!("{}/{}/{}", rule.name, subject.model, subject.version),
+        key: if subject.actor.is_empty() {
+            format!("{}/{}/{}", rule.name, subject.model, subject.version)
+        } else {
+            format!(
+                "{}/{}/{}/{}",
+                rule.name, subject.model, subject.version, subject.actor
+            )
+        },
         subject: subject.clone(),
         condition: rule.when.to_string(),
         value: signals
@@ -156,10 +237,7 @@ model = "other"
     #[test]
     fn persistence_dedup_cooldown_and_flapping() {
         let mut a = Alerter::new(rules());
-        let s = Subject {
-            model: "bc".into(),
-            version: "1".into(),
-        };
+        let s = Subject::model_version("bc", "1");
         let mut fired = Vec::new();
         // Two windows: not yet. Third: fires. Fourth and fifth (within 10 s): quiet.
         for (t, on) in [
@@ -201,18 +279,43 @@ model = "other"
     #[test]
     fn subjects_are_independent() {
         let mut a = Alerter::new(rules());
-        let v1 = Subject {
-            model: "bc".into(),
-            version: "1".into(),
-        };
-        let v2 = Subject {
-            model: "bc".into(),
-            version: "2".into(),
-        };
+        let v1 = Subject::model_version("bc", "1");
+        let v2 = Subject::model_version("bc", "2");
         for t in 0..3 {
             a.observe(&v1, t, &drift(true));
         }
         let f = a.observe(&v2, 4, &drift(true));
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn a_restored_alerter_goes_on_where_the_snapshot_left_off() {
+        let s = Subject::model_version("bc", "1");
+        let mut a = Alerter::new(rules());
+        a.observe(&s, 0, &drift(true));
+        a.observe(&s, 1_000, &drift(true));
+        let json = serde_json::to_value(a.snapshot()).unwrap();
+        let mut b = Alerter::new(rules());
+        b.restore(serde_json::from_value(json).unwrap());
+        // The third window fires on the restored alerter, as it would have on the first.
+        let fired = b.observe(&s, 2_000, &drift(true));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].windows, 3);
+        assert_eq!(b.snapshot(), {
+            a.observe(&s, 2_000, &drift(true));
+            a.snapshot()
+        });
+        // A caller's alerts have their own key.
+        let mut c = Alerter::new(rules());
+        let actor = Subject {
+            actor: "mallory".into(),
+            ..s.clone()
+        };
+        for t in 0..3 {
+            let f = c.observe(&actor, t, &drift(true));
+            if t == 2 {
+                assert_eq!(f[0].key, "drift/bc/1/mallory");
+            }
+        }
     }
 }

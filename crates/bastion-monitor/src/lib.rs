@@ -19,10 +19,10 @@ pub mod rules;
 pub mod signals;
 pub mod window;
 
-pub use alert::{Alert, Alerter};
+pub use alert::{Alert, Alerter, AlerterState, Subject};
 pub use error::{MonitorError, MonitorResult};
 pub use observation::{Cell, Observation, Outcome};
 pub use reference::Reference;
-pub use rules::{AlertRule, AlertRules, Response};
+pub use rules::{AlertRule, AlertRules, RespondSettings, Response};
 pub use signals::{WindowReport, evaluate};
 pub use window::{Window, WindowSpec, Windower};

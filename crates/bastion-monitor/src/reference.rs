@@ -164,6 +164,16 @@ impl Reference {
         })
     }
 
+    /// No reference data: windows are judged on serving health alone, without drift.
+    pub fn none() -> Self {
+        Self {
+            columns: Vec::new(),
+            skipped: Vec::new(),
+            predictions: None,
+            rows: 0,
+        }
+    }
+
     pub fn summary(&self) -> ReferenceSummary {
         ReferenceSummary {
             rows: self.rows,

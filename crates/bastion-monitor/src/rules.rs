@@ -9,6 +9,17 @@
 //! cooldown = "30m"        # before the same alert may fire again
 //! respond = ["log", "webhook", "rollback"]
 //! model = "fraud"         # optional: only this model
+//!
+//! [window]                # optional: how live traffic is cut (default: tumbling, 1000 rows)
+//! size = 1000             # rows, or a duration such as "5m" for time windows
+//! step = 500              # sliding: a window every 500 rows ("1m" for time windows)
+//!
+//! [respond]               # optional: how responses are carried out
+//! webhook = "https://hooks.example.com/bastion"
+//! webhook_secret_env = "BASTION_WEBHOOK_SECRET"   # the HMAC key's variable (this is the default)
+//! throttle_rate = 1       # requests per second a throttled caller keeps
+//! restrict_for = "1h"     # how long a block or throttle lasts (default: until lifted)
+//! pipeline = "pipeline.toml"   # what `rerun_pipeline` runs
 //! ```
 //!
 //! `when` is an expression of the gate's language over the window's signals; a misspelt
@@ -23,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{MonitorError, MonitorResult};
+use crate::window::WindowSpec;
 
 /// The signals a rule may name.
 pub struct Signals;
@@ -170,16 +182,88 @@ impl AlertRule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertRules {
     pub rules: Vec<AlertRule>,
+    pub window: WindowSpec,
+    pub respond: RespondSettings,
 }
+
+/// How responses are carried out (the file's `[respond]` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondSettings {
+    /// Where `webhook` posts.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// The environment variable holding the webhook's HMAC key.
+    #[serde(default = "secret_env")]
+    pub webhook_secret_env: String,
+    /// Requests per second a throttled caller keeps.
+    #[serde(default = "one_u32")]
+    pub throttle_rate: u32,
+    /// How long a block or throttle lasts, in ms (none: until lifted).
+    #[serde(skip)]
+    pub restrict_for_ms: Option<i64>,
+    /// `restrict_for` as written in the file.
+    #[serde(default)]
+    pub restrict_for: Option<String>,
+    /// The pipeline file `rerun_pipeline` runs.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+}
+
+impl Default for RespondSettings {
+    fn default() -> Self {
+        Self {
+            webhook: None,
+            webhook_secret_env: secret_env(),
+            throttle_rate: 1,
+            restrict_for_ms: None,
+            restrict_for: None,
+            pipeline: None,
+        }
+    }
+}
+
+fn secret_env() -> String {
+    "BASTION_WEBHOOK_SECRET".into()
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+/// The default window: tumbling, 1000 rows.
+pub const DEFAULT_WINDOW: WindowSpec = WindowSpec::Rows {
+    size: 1000,
+    step: 1000,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
     #[serde(default)]
     alert: Vec<Spanned<RuleTable>>,
+    #[serde(default)]
+    window: Option<Spanned<WindowTable>>,
+    #[serde(default)]
+    respond: Option<Spanned<RespondSettings>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowTable {
+    size: Amount,
+    #[serde(default)]
+    step: Option<Amount>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum Amount {
+    Rows(usize),
+    Duration(String),
 }
 
 #[derive(Deserialize)]
@@ -294,8 +378,73 @@ impl AlertRules {
                 message: "no [[alert]] tables: a monitor without rules would never alert".into(),
             });
         }
-        Ok(Self { rules })
+        let window = match &file.window {
+            None => DEFAULT_WINDOW,
+            Some(w) => window_of(w.get_ref()).map_err(|message| MonitorError::Rules {
+                line: line_col(text, w.span().start).0,
+                message,
+            })?,
+        };
+        let respond = match file.respond {
+            None => RespondSettings::default(),
+            Some(r) => {
+                let line = line_col(text, r.span().start).0;
+                let mut r = r.into_inner();
+                let bad = |message: String| MonitorError::Rules { line, message };
+                if r.throttle_rate == 0 {
+                    return Err(bad(
+                        "[respond] throttle_rate must be at least 1 request per second (a block is `block_actor`)".into(),
+                    ));
+                }
+                if let Some(url) = &r.webhook
+                    && !(url.starts_with("https://") || url.starts_with("http://"))
+                {
+                    return Err(bad(format!(
+                        "[respond] webhook '{url}' is not an http(s) URL"
+                    )));
+                }
+                if let Some(d) = &r.restrict_for {
+                    r.restrict_for_ms = Some(parse_duration_ms(d).ok_or_else(|| {
+                        bad(format!(
+                            "[respond] restrict_for '{d}' is not a duration such as \"1h\""
+                        ))
+                    })?);
+                }
+                r
+            }
+        };
+        Ok(Self {
+            rules,
+            window,
+            respond,
+        })
     }
+}
+
+fn window_of(w: &WindowTable) -> Result<WindowSpec, String> {
+    let duration = |s: &str| {
+        parse_duration_ms(s).ok_or_else(|| {
+            format!("[window] '{s}' is not a duration such as \"5m\" (or give rows as a number)")
+        })
+    };
+    let spec = match (&w.size, w.step.as_ref().unwrap_or(&w.size)) {
+        (Amount::Rows(size), Amount::Rows(step)) => WindowSpec::Rows {
+            size: *size,
+            step: *step,
+        },
+        (Amount::Duration(size), Amount::Duration(step)) => WindowSpec::Time {
+            size_ms: duration(size)?,
+            step_ms: duration(step)?,
+        },
+        _ => {
+            return Err(
+                "[window] size and step must both be rows (numbers) or both durations (\"5m\")"
+                    .into(),
+            );
+        }
+    };
+    spec.check().map_err(|e| e.to_string())?;
+    Ok(spec)
 }
 
 /// "90s", "10m", "2h", "1d" or a number of seconds.
@@ -356,6 +505,67 @@ when = "drift.score.age > 0.2"
             (b.windows, b.severity, b.cooldown_ms),
             (1, Severity::Medium, DEFAULT_COOLDOWN_MS)
         );
+    }
+
+    #[test]
+    fn window_and_respond_sections_read_and_default() {
+        let rule = "[[alert]]\nname = \"x\"\nwhen = \"error.rate > 0.1\"\n";
+        let r = AlertRules::parse(rule).unwrap();
+        assert_eq!(r.window, DEFAULT_WINDOW);
+        assert_eq!(r.respond.webhook_secret_env, "BASTION_WEBHOOK_SECRET");
+        assert_eq!(
+            (r.respond.throttle_rate, r.respond.restrict_for_ms),
+            (1, None)
+        );
+        let r = AlertRules::parse(&format!(
+            "{rule}[window]\nsize = \"10m\"\nstep = \"1m\"\n[respond]\nwebhook = \"http://127.0.0.1:9/h\"\nthrottle_rate = 5\nrestrict_for = \"2h\"\npipeline = \"p.toml\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            r.window,
+            WindowSpec::Time {
+                size_ms: 600_000,
+                step_ms: 60_000
+            }
+        );
+        assert_eq!(r.respond.webhook.as_deref(), Some("http://127.0.0.1:9/h"));
+        assert_eq!(
+            (r.respond.throttle_rate, r.respond.restrict_for_ms),
+            (5, Some(7_200_000))
+        );
+        let r = AlertRules::parse(&format!("{rule}[window]\nsize = 500\nstep = 100\n")).unwrap();
+        assert_eq!(
+            r.window,
+            WindowSpec::Rows {
+                size: 500,
+                step: 100
+            }
+        );
+        for (extra, line, needle) in [
+            (
+                "[window]\nsize = 100\nstep = 200\n",
+                4,
+                "step at most the size",
+            ),
+            ("[window]\nsize = 100\nstep = \"1m\"\n", 4, "both be rows"),
+            ("[window]\nsize = \"soon\"\n", 4, "not a duration"),
+            ("[respond]\nthrottle_rate = 0\n", 4, "at least 1"),
+            (
+                "[respond]\nwebhook = \"ftp://x\"\n",
+                4,
+                "not an http(s) URL",
+            ),
+            ("[respond]\nrestrict_for = \"ever\"\n", 4, "not a duration"),
+            ("[respond]\npager = 1\n", 5, "unknown field"),
+        ] {
+            let e = AlertRules::parse(&format!("{rule}{extra}")).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(needle), "{extra}: {text}");
+            assert!(
+                matches!(e, MonitorError::Rules { line: l, .. } if l == line),
+                "{extra}: {text}"
+            );
+        }
     }
 
     #[test]

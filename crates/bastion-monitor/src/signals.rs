@@ -93,8 +93,9 @@ pub fn evaluate(reference: &Reference, window: &Window, opts: &DriftOptions) -> 
             }),
         }
     }
-    let drift =
-        (sampled_rows >= MIN_DRIFT_ROWS).then(|| drift::finish_report(compared, skipped, opts));
+    // Without reference columns there is nothing to drift from: no verdict, not "no drift".
+    let drift = (sampled_rows >= MIN_DRIFT_ROWS && !reference.columns.is_empty())
+        .then(|| drift::finish_report(compared, skipped, opts));
     let predicted: Vec<&Cell> = obs.iter().flat_map(|o| &o.predictions).collect();
     let prediction = match &reference.predictions {
         Some(p) if predicted.len() >= MIN_DRIFT_ROWS => compare(p, &predicted, opts).map(|d| {

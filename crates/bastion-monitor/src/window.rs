@@ -62,7 +62,8 @@ impl Window {
     }
 }
 
-#[derive(Debug)]
+/// Serializable, so that a worker's open windows survive it (the monitor's cursor state).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Windower {
     spec: WindowSpec,
     buf: VecDeque<Arc<Observation>>,

@@ -147,10 +147,7 @@ fn run_with(
     })
     .unwrap();
     let mut alerter = Alerter::new(AlertRules::parse(RULES).unwrap());
-    let subject = Subject {
-        model: "m".into(),
-        version: "1".into(),
-    };
+    let subject = Subject::model_version("m", "1");
     let mut out = Run {
         alerts: Vec::new(),
         drift_windows: 0,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bastion_audit::entry::Outcome;
+use bastion_ml::predictor::Table;
 use bastion_store::MetaStore;
 use bastion_store::meta::{AuditContext, AuditDraft, parse_dataset_reference};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -83,7 +84,7 @@ impl Models {
                 };
                 Some(Arc::new(Live {
                     model: name.to_owned(),
-                    limits: ModelLimits::new(&deployment.limits),
+                    limits: ModelLimits::new(&deployment.limits, &deployment.restricted),
                     deployment,
                     revision: s.revision,
                     reference,
@@ -259,6 +260,28 @@ impl Models {
         {
             return Ok(r.clone());
         }
+        let (table, source) = self.training_table(dataset, digest).await?;
+        let features = features.to_vec();
+        let built =
+            tokio::task::spawn_blocking(move || Reference::build(&source, &table, &features))
+                .await
+                .map_err(|e| e.to_string())??;
+        let built = Arc::new(built);
+        if let Ok(mut map) = self.references.write() {
+            map.insert(key, built.clone());
+        }
+        Ok(built)
+    }
+}
+
+impl Models {
+    /// A dataset version's rows (at most `MAX_REFERENCE_ROWS`) and its name, checked against
+    /// the digest a model was trained on when it records one.
+    pub async fn training_table(
+        &self,
+        dataset: &str,
+        digest: Option<&str>,
+    ) -> Result<(Table, String), String> {
         let (dname, version) = parse_dataset_reference(dataset).map_err(|e| e.to_string())?;
         let v = self
             .meta
@@ -285,20 +308,14 @@ impl Models {
             .map_err(|e| format!("{dataset}: {e}"))?;
         let path = local.path().to_owned();
         let source = v.reference();
-        let features = features.to_vec();
-        let built = tokio::task::spawn_blocking(move || {
-            let table = bastion_ml::predictor::Table::read_parquet(&path, MAX_REFERENCE_ROWS)
+        tokio::task::spawn_blocking(move || {
+            let table = Table::read_parquet(&path, MAX_REFERENCE_ROWS)
                 .map_err(|e| format!("{source}: {e}"))?;
             drop(local);
-            Reference::build(&source, &table, &features)
+            Ok((table, source))
         })
         .await
-        .map_err(|e| e.to_string())??;
-        let built = Arc::new(built);
-        if let Ok(mut map) = self.references.write() {
-            map.insert(key, built.clone());
-        }
-        Ok(built)
+        .map_err(|e| e.to_string())?
     }
 }
 

@@ -41,6 +41,29 @@ pub struct Deployment {
     pub batching: Option<Batching>,
     #[serde(default)]
     pub rollback: RollbackRule,
+    /// Callers blocked or throttled on this model (by the monitor's responders or a person),
+    /// by actor.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restricted: BTreeMap<String, Restriction>,
+}
+
+/// What a restricted caller may still do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restriction {
+    /// Requests per second the caller may still make; none: the caller is blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    pub reason: String,
+    /// When it ends (ms since the epoch); none: when it is lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<i64>,
+}
+
+impl Restriction {
+    pub fn in_force(&self, now_ms: i64) -> bool {
+        self.until_ms.is_none_or(|t| now_ms < t)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +153,19 @@ pub enum Change {
     Rollback,
     /// Routes unchanged; only the settings given with the change.
     Configure,
+    /// Blocks a caller on this model (`rate` none) or limits it to `rate` requests per second.
+    Restrict {
+        actor: String,
+        #[serde(default)]
+        rate: Option<u32>,
+        reason: String,
+        #[serde(default)]
+        until_ms: Option<i64>,
+    },
+    /// Ends a caller's restriction.
+    Lift {
+        actor: String,
+    },
 }
 
 /// A change with the settings to replace (each section given replaces the stored one).
@@ -200,6 +236,8 @@ impl Change {
         match self {
             Self::Promote => "deployment.promote",
             Self::Rollback => "deployment.rollback",
+            Self::Restrict { .. } => "deployment.restrict",
+            Self::Lift { .. } => "deployment.lift",
             _ => "deployment.deploy",
         }
     }
@@ -316,6 +354,34 @@ impl Deployment {
                 }
             }
             Change::Configure => {}
+            Change::Restrict {
+                actor,
+                rate,
+                reason,
+                until_ms,
+            } => {
+                if actor.is_empty() || actor.len() > 256 || actor.chars().any(char::is_control) {
+                    return Err("restrict: the actor must be 1-256 printable characters".into());
+                }
+                if *rate == Some(0) {
+                    return Err(
+                        "restrict: a rate of 0 is a block; leave the rate out to block".into(),
+                    );
+                }
+                d.restricted.insert(
+                    actor.clone(),
+                    Restriction {
+                        rate: *rate,
+                        reason: reason.chars().take(1000).collect(),
+                        until_ms: *until_ms,
+                    },
+                );
+            }
+            Change::Lift { actor } => {
+                if d.restricted.remove(actor).is_none() {
+                    return Err(format!("'{}' is not restricted", actor.escape_debug()));
+                }
+            }
             Change::Rollback => {
                 if d.canary.take().is_none() {
                     let previous = d.history.pop().ok_or(

@@ -15,6 +15,9 @@ pub enum ServeError {
     /// Over a model's rate or concurrency limit (HTTP 429).
     #[error("{0}")]
     Limited(String),
+    /// The caller is blocked on this model (HTTP 403).
+    #[error("{0}")]
+    Blocked(String),
     /// The deployment changed meanwhile (HTTP 409).
     #[error("{0}")]
     Conflict(String),

@@ -105,7 +105,7 @@ pub fn finish(
         } else {
             Value::Null
         },
-        outputs: outputs_json(model, prediction),
+        outputs: outputs_json(model, prediction, EVENT_ROWS),
         verdict: p.verdict,
     })
 }
@@ -122,7 +122,10 @@ fn rows_json(t: &Table) -> Value {
     Value::Object(m)
 }
 
-fn outputs_json(model: &Served, p: &Prediction) -> Value {
+/// A prediction as inference events record it (`{labels, confidence}` for classifiers,
+/// `{values}` for regressors), for its first `max_rows` rows. The monitor reads reference
+/// predictions in the same shape.
+pub fn outputs_json(model: &Served, p: &Prediction, max_rows: usize) -> Value {
     match p {
         Prediction::Classes(probs) => {
             let classes = model.manifest.signature.classes().unwrap_or_default();
@@ -130,19 +133,19 @@ fn outputs_json(model: &Served, p: &Prediction) -> Value {
                 .labels()
                 .unwrap_or_default()
                 .into_iter()
-                .take(EVENT_ROWS)
+                .take(max_rows)
                 .map(|i| classes.get(i).cloned().unwrap_or_else(|| i.to_string()))
                 .collect();
             let confidence: Vec<f64> = probs
                 .rows()
                 .into_iter()
-                .take(EVENT_ROWS)
+                .take(max_rows)
                 .map(|r| r.iter().copied().fold(0.0, f64::max))
                 .collect();
             json!({ "labels": labels, "confidence": confidence })
         }
         Prediction::Values(v) => {
-            json!({ "values": v.iter().take(EVENT_ROWS).collect::<Vec<_>>() })
+            json!({ "values": v.iter().take(max_rows).collect::<Vec<_>>() })
         }
     }
 }

@@ -367,7 +367,9 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
           crate::datasets::suggest, crate::datasets::pii, crate::datasets::redacted,
           crate::datasets::poison, crate::datasets::diff,
           crate::deployments::list, crate::deployments::show, crate::deployments::deploy,
-          crate::deployments::promote, crate::deployments::rollback, crate::deployments::events),
+          crate::deployments::promote, crate::deployments::rollback, crate::deployments::events,
+          crate::incidents::list, crate::incidents::show, crate::incidents::acknowledge,
+          crate::incidents::resolve),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = []), ("client_certificate" = []))
 )]

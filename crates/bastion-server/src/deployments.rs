@@ -41,6 +41,7 @@ impl From<ServeError> for ApiError {
             ServeError::Conflict(m) => ApiError::from(Error::invalid_state(m))
                 .with_status(axum::http::StatusCode::CONFLICT),
             ServeError::Limited(m) => Error::new(ErrorCode::RequestLimitExceeded, m).into(),
+            ServeError::Blocked(m) => Error::new(ErrorCode::PermissionDenied, m).into(),
             ServeError::Load(m) => ApiError::from(Error::invalid_state(m))
                 .with_status(axum::http::StatusCode::SERVICE_UNAVAILABLE),
             ServeError::Store(e) => e.into(),

@@ -46,6 +46,7 @@ pub(crate) fn status_of(e: &ServeError) -> StatusCode {
     match e {
         ServeError::BadRequest(_) | ServeError::Guarded { .. } => StatusCode::BAD_REQUEST,
         ServeError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServeError::Blocked(_) => StatusCode::FORBIDDEN,
         ServeError::Conflict(_) => StatusCode::CONFLICT,
         ServeError::NotFound(_) => StatusCode::NOT_FOUND,
         ServeError::Refused { .. } => StatusCode::FORBIDDEN,

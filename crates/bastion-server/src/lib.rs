@@ -10,6 +10,7 @@ mod deployments;
 mod error;
 mod evidence;
 mod host;
+mod incidents;
 mod inference;
 pub(crate) mod mlflow;
 mod ops;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .merge(datasets::routes())
         .merge(inference::routes())
         .merge(deployments::routes())
+        .merge(incidents::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)

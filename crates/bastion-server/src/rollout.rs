@@ -54,8 +54,8 @@ pub async fn limits(
                     .increment(1);
                 let caller = caller_of(req.headers(), &actor);
                 let mut event = event_of(&name, "", Route::Direct, caller, "");
-                event.status = 429;
-                event.decision = "limited".into();
+                event.status = i64::from(status_of(&e).as_u16());
+                event.decision = decision(Err(&e)).into();
                 record(&s, event);
                 return OipError::from(e).into_response();
             }
@@ -441,6 +441,7 @@ fn decision(outcome: Result<&Answer, &ServeError>) -> &'static str {
         Err(ServeError::Refused { .. }) => "refused",
         Err(ServeError::NotFound(_)) => "not-found",
         Err(ServeError::Limited(_)) => "limited",
+        Err(ServeError::Blocked(_)) => "blocked",
         Err(_) => "error",
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bastion_audit::entry::Outcome;
-use common::served::{infer, local_probabilities, metrics, register_model, request};
+use common::served::{infer, local_probabilities, metrics, register_model, request, training_csv};
 use common::{Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -514,26 +514,6 @@ async fn per_model_rate_and_concurrency_limits(b: Backend) {
 }
 
 /// The training data of `register_model` as CSV.
-fn training_csv() -> String {
-    let t = common::served::data(300);
-    let mut out = String::from("a,b,colour,y\n");
-    for r in 0..t.rows() {
-        let cells: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| match c {
-                bastion_ml::predictor::ColumnData::Numeric(v) => {
-                    v[r].unwrap_or_default().to_string()
-                }
-                bastion_ml::predictor::ColumnData::Text(v) => v[r].clone().unwrap_or_default(),
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
-}
-
 async fn guards_compare_inputs_with_the_training_data(b: Backend) {
     // Metrics are per process, shared by the SQLite and PostgreSQL runs: one name each.
     let m = format!("churn-{b:?}").to_lowercase();

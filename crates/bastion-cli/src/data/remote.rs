@@ -71,6 +71,14 @@ impl Remote {
         self.v1_url(&all)
     }
 
+    /// A `/api/bastion/v1` GET with query parameters.
+    pub async fn api_query(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value> {
+        let mut url = self.v1_url(segments)?;
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        self.json(self.request(Method::GET, url)).await
+    }
+
     /// Any `/api/bastion/v1` call with a JSON answer: GET without a body, POST with one.
     pub async fn api(&self, segments: &[&str], body: Option<&Value>) -> Result<Value> {
         let url = self.v1_url(segments)?;

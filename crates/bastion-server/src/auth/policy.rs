@@ -219,6 +219,11 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         POST "/api/bastion/v1/deployments/{model_name}/promote" "deployment.promote" write => Resource(ServedModel, Deploy);
         POST "/api/bastion/v1/deployments/{model_name}/rollback" "deployment.rollback" write => Resource(ServedModel, Deploy);
         GET "/api/bastion/v1/inference-events" "inference.events" read => Resource(RegisteredModel, Read);
+        // what monitoring found (the listing is filtered to readable models)
+        GET "/api/bastion/v1/incidents" "incidents.list" read => Authenticated;
+        GET "/api/bastion/v1/deployments/{model_name}/incidents/{id}" "incidents.show" read => Resource(ServedModel, Read);
+        POST "/api/bastion/v1/deployments/{model_name}/incidents/{id}/acknowledge" "incidents.acknowledge" write => Resource(ServedModel, Deploy);
+        POST "/api/bastion/v1/deployments/{model_name}/incidents/{id}/resolve" "incidents.resolve" write => Resource(ServedModel, Deploy);
         // inference (Open Inference Protocol); probes are public, as orchestrators call them
         GET "/v2" "inference.server-metadata" read => Authenticated;
         GET "/v2/health/live" "inference.live" read => Public;

@@ -2,7 +2,8 @@
 //! on it and registered through the API, and inference requests.
 
 use bastion_ml::builtin::Kind;
-use bastion_ml::package::{self, Training};
+use bastion_ml::package;
+pub use bastion_ml::package::Training;
 use bastion_ml::predictor::{ColumnData, Prediction, Table};
 use bastion_ml::train::{TaskKind, TrainSpec, train};
 use reqwest::StatusCode;
@@ -33,12 +34,42 @@ pub fn data(n: usize) -> Table {
     }
 }
 
+/// `data(300)` as CSV: the training set, for dataset uploads.
+pub fn training_csv() -> String {
+    let t = data(300);
+    let mut out = String::from("a,b,colour,y\n");
+    for r in 0..t.rows() {
+        let cells: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| match c {
+                ColumnData::Numeric(v) => v[r].unwrap_or_default().to_string(),
+                ColumnData::Text(v) => v[r].clone().unwrap_or_default(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
 /// Trains a logistic regression, stores its package as a run's artifacts and registers it.
 /// Returns the local package folder (to compare predictions) and the run's artifact root.
 pub async fn register_model(
     s: &TestServer,
     name: &str,
     extra: &[(&str, &[u8])],
+) -> (tempfile::TempDir, String) {
+    register_trained_model(s, name, extra, Training::default()).await
+}
+
+/// As [`register_model`], with what the package records about its training (e.g. the
+/// dataset version, which the monitor compares live traffic with).
+pub async fn register_trained_model(
+    s: &TestServer,
+    name: &str,
+    extra: &[(&str, &[u8])],
+    training: Training,
 ) -> (tempfile::TempDir, String) {
     let table = data(300);
     let features = vec!["a".to_owned(), "b".to_owned(), "colour".to_owned()];
@@ -55,7 +86,7 @@ pub async fn register_model(
     let trained = train(&table, &spec, |_| {}).expect("training");
     let dir = tempfile::tempdir().expect("tempdir");
     let pkg = dir.path().join("model");
-    let manifest = package::save(&pkg, &trained.model, Training::default()).expect("save");
+    let manifest = package::save(&pkg, &trained.model, training).expect("save");
     // One experiment per registration: a model may be registered more than once.
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -13,6 +13,7 @@ mod datasets;
 mod evidence;
 mod experiments;
 mod identity;
+mod incidents;
 mod logged_models;
 mod names;
 mod registry;
@@ -40,6 +41,10 @@ pub use evidence::{Evidence, EvidenceDraft};
 pub use identity::{
     Grant, TokenDraft, TokenInfo, TokenOwner, User, UserCredentials, hash_password, validate_name,
     validate_principal,
+};
+pub use incidents::{
+    AlertDraft, Incident, IncidentQuery, IncidentResponse, MonitorCursor, STATUS_ACKNOWLEDGED,
+    STATUS_OPEN, STATUS_RESOLVED,
 };
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};

@@ -1,0 +1,516 @@
+//! The monitor end to end, against a running server on both databases: live traffic that
+//! drifts from a version's training data opens an incident, posts a signed webhook and
+//! rolls the deployment back (the previous version then answers); incidents are
+//! acknowledged and resolved through the API; responders block and throttle a caller; and
+//! workers sharing a consumer name judge each event once, across restarts.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use bastion_monitor::AlertRules;
+use bastion_store::meta::AlertDraft;
+use bastion_watch::respond::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
+use bastion_watch::{Responder, StoreEvents, Worker};
+use common::served::{Training, data, infer, register_trained_model, training_csv};
+use common::{Backend, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+backend_tests!(
+    drift_on_a_new_version_rolls_it_back_with_a_signed_webhook,
+    responders_block_and_throttle_a_caller,
+    workers_sharing_a_consumer_judge_each_event_once
+);
+
+const KEY: &[u8] = b"webhook-test-key";
+
+type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+/// A webhook receiver on a free port: what it received, and its URL.
+async fn receiver() -> (Received, String) {
+    let got: Received = Arc::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let keep = keep.clone();
+            async move {
+                if let Ok(mut g) = keep.lock() {
+                    g.push((headers, body));
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (got, format!("http://{addr}/hook"))
+}
+
+/// A server keeping every request's rows, with `model` registered twice (versions 1 and 2),
+/// both trained on dataset `mon-train@v1`.
+async fn setup(b: Backend, model: &str) -> TestServer {
+    let s = TestServer::start_serving(b, |c| {
+        c.event_sample = 1.0;
+        c.recheck = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let r = s
+        .client
+        .post(s.url("/api/bastion/v1/datasets/mon-train/versions?filename=train.csv"))
+        .body(training_csv())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for _ in 0..2 {
+        let training = Training {
+            dataset: Some("mon-train@v1".into()),
+            ..Training::default()
+        };
+        register_trained_model(&s, model, &[], training).await;
+    }
+    s
+}
+
+async fn deploy(s: &TestServer, model: &str, change: Value) -> Value {
+    let r = s
+        .client
+        .post(s.url(&format!("/api/bastion/v1/deployments/{model}")))
+        .json(&json!({ "change": change }))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    let out: Value = r.json().await.unwrap_or_default();
+    assert_eq!(st, StatusCode::OK, "{out}");
+    out
+}
+
+/// Two rows from the training distribution (rows `i`, `i + 1` of it), `a` moved by `shift`.
+fn rows(i: usize, shift: f64) -> Value {
+    let t = data(i + 2);
+    let num = |c: usize, r: usize| match &t.columns[c] {
+        bastion_ml::predictor::ColumnData::Numeric(v) => v[r].unwrap_or(0.0),
+        _ => 0.0,
+    };
+    let text = |r: usize| match &t.columns[2] {
+        bastion_ml::predictor::ColumnData::Text(v) => v[r].clone().unwrap_or_default(),
+        _ => String::new(),
+    };
+    json!({
+        "inputs": [
+            {"name": "a", "shape": [2], "datatype": "FP64", "data": [num(0, i) + shift, num(0, i + 1) + shift]},
+            {"name": "b", "shape": [2], "datatype": "FP64", "data": [num(1, i), num(1, i + 1)]},
+            {"name": "colour", "shape": [2], "datatype": "BYTES", "data": [text(i), text(i + 1)]},
+        ]
+    })
+}
+
+async fn send(s: &TestServer, model: &str, requests: std::ops::Range<usize>, shift: f64) {
+    for k in requests {
+        let (st, out) = infer(
+            s,
+            &format!("/v2/models/{model}/infer"),
+            rows(2 * k % 290, shift),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{out}");
+    }
+    if let Some(e) = &s.models.events {
+        e.flush().await;
+    }
+}
+
+async fn worker(s: &TestServer, consumer: &str, rules: &str) -> Worker<StoreEvents> {
+    let rules = AlertRules::parse(rules).unwrap();
+    let responder = Responder::new(s.meta.clone(), s.models.clone(), rules.respond.clone())
+        .with_webhook_key(KEY);
+    let source = StoreEvents {
+        meta: s.meta.clone(),
+        settle_ms: 0,
+    };
+    Worker::start(
+        s.meta.clone(),
+        s.models.clone(),
+        source,
+        consumer,
+        rules,
+        responder,
+    )
+    .await
+    .unwrap()
+    .with_batch(25)
+}
+
+/// Steps until the stream is judged; returns the alerts raised.
+async fn drain(w: &mut Worker<StoreEvents>) -> usize {
+    let mut alerts = 0;
+    loop {
+        let step = w.step(bastion_core::time::now_ms()).await.unwrap();
+        alerts += step.alerts;
+        if step.events == 0 {
+            return alerts;
+        }
+    }
+}
+
+/// A `/api/bastion/v1` call (`path` with its query) and its answer.
+async fn v1(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    s.call(method, &format!("/api/bastion/v1/{path}"), body)
+        .await
+}
+
+async fn v1_ok(s: &TestServer, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let (st, out) = v1(s, method, path, body).await;
+    assert_eq!(st, StatusCode::OK, "{path}: {out}");
+    out
+}
+
+async fn answering_version(s: &TestServer, model: &str) -> String {
+    let (st, out) = infer(s, &format!("/v2/models/{model}/infer"), rows(0, 0.0)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    out["model_version"].as_str().unwrap_or("").to_owned()
+}
+
+async fn drift_on_a_new_version_rolls_it_back_with_a_signed_webhook(b: Backend) {
+    let m = "mon-drift";
+    let s = setup(b, m).await;
+    let (got, url) = receiver().await;
+    deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
+    deploy(&s, m, json!({"action": "stable", "version": "2"})).await;
+    assert_eq!(answering_version(&s, m).await, "2");
+    let rules = format!(
+        r#"
+[window]
+size = 40
+
+[[alert]]
+name = "feature drift"
+when = "drift.dataset = true"
+for = 2
+severity = "high"
+respond = ["log", "webhook", "rollback"]
+
+[[alert]]
+name = "errors"
+when = "error.rate > 0.5"
+
+[respond]
+webhook = "{url}"
+"#
+    );
+    let mut w = worker(&s, "test", &rules).await;
+    // Two windows like the training data (the probe above is one more request): no alert.
+    send(&s, m, 0..39, 0.0).await;
+    assert_eq!(drain(&mut w).await, 0);
+    assert!(
+        s.meta
+            .list_incidents(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // `a` moves by 3 (its training range is [0, 1)): the second drifted window alerts, and
+    // the cool-down keeps the next two quiet.
+    send(&s, m, 39..120, 3.0).await;
+    assert_eq!(drain(&mut w).await, 1);
+
+    let incidents = s.meta.list_incidents(&Default::default()).await.unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let i = &incidents[0];
+    assert_eq!(
+        (
+            i.rule.as_str(),
+            i.version.as_str(),
+            i.severity.as_str(),
+            i.status.as_str()
+        ),
+        ("feature drift", "2", "HIGH", "open")
+    );
+    assert_eq!(i.key, format!("feature drift/{m}/2"));
+    let window = &i.evidence["window"];
+    assert_eq!(window["drift"]["dataset_drift"], json!(true), "{window}");
+    let drifted: Vec<&str> = window["drift"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["drift"] == json!(true))
+        .filter_map(|c| c["column"].as_str())
+        .collect();
+    assert_eq!(drifted, vec!["a"], "{window}");
+    assert_eq!(i.evidence["reference"], json!("mon-train@v1"));
+
+    // Every response was carried out and recorded.
+    let (_, responses) = s.meta.get_incident(i.id).await.unwrap();
+    let done: Vec<(&str, &str)> = responses
+        .iter()
+        .map(|r| (r.response.as_str(), r.status.as_str()))
+        .collect();
+    assert_eq!(
+        done,
+        vec![("log", "done"), ("webhook", "done"), ("rollback", "done")],
+        "{responses:?}"
+    );
+    assert!(
+        responses[2].detail.contains("now serves version 1"),
+        "{responses:?}"
+    );
+    // The rollback is real: version 1 answers again.
+    assert_eq!(answering_version(&s, m).await, "1");
+
+    // One signed webhook, verifiable with the key over `timestamp.body`.
+    let hooks = got.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 1);
+    let (headers, body) = &hooks[0];
+    let ts = headers[TIMESTAMP_HEADER].to_str().unwrap();
+    assert_eq!(
+        headers[SIGNATURE_HEADER].to_str().unwrap(),
+        signature(KEY, ts, body)
+    );
+    assert_ne!(
+        headers[SIGNATURE_HEADER].to_str().unwrap(),
+        signature(b"wrong", ts, body)
+    );
+    let posted: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(posted["incident"]["id"], json!(i.id));
+    assert_eq!(posted["incident"]["rule"], json!("feature drift"));
+
+    // The alert and each response are in the audit log, as the monitor.
+    let entries = s.audit_entries().await;
+    let by_monitor: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.actor == "system:monitor")
+        .map(|e| e.action.as_str())
+        .collect();
+    for action in [
+        "monitor.alert",
+        "monitor.respond.log",
+        "monitor.respond.webhook",
+        "deployment.rollback",
+        "monitor.respond.rollback",
+    ] {
+        assert!(by_monitor.contains(&action), "{action}: {by_monitor:?}");
+    }
+
+    // Through the API: listed, acknowledged once, resolved once.
+    use reqwest::Method;
+    let listed = v1_ok(&s, Method::GET, "incidents?status=open", Value::Null).await;
+    assert_eq!(listed["incidents"][0]["id"], json!(i.id), "{listed}");
+    let one = format!("deployments/{m}/incidents/{}", i.id);
+    let shown = v1_ok(&s, Method::GET, &one, Value::Null).await;
+    assert_eq!(shown["responses"].as_array().map(Vec::len), Some(3));
+    let (st, _) = v1(
+        &s,
+        Method::GET,
+        &format!("deployments/other/incidents/{}", i.id),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let acked = v1_ok(
+        &s,
+        Method::POST,
+        &format!("{one}/acknowledge"),
+        json!({"note": "looking"}),
+    )
+    .await;
+    assert_eq!(acked["incident"]["status"], json!("acknowledged"));
+    assert_eq!(acked["incident"]["note"], json!("looking"));
+    let (st, out) = v1(&s, Method::POST, &format!("{one}/acknowledge"), json!({})).await;
+    assert!(st.is_client_error(), "{st} {out}");
+    assert!(
+        out.to_string().contains("cannot become acknowledged"),
+        "{out}"
+    );
+    let resolved = v1_ok(&s, Method::POST, &format!("{one}/resolve"), json!({})).await;
+    assert_eq!(resolved["incident"]["status"], json!("resolved"));
+    let (st, _) = v1(&s, Method::GET, "incidents?status=closed", Value::Null).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // A rollback for a version no longer in service does nothing, and says so.
+    let again = AlertDraft {
+        key: format!("feature drift/{m}/2"),
+        rule: "feature drift".into(),
+        severity: "HIGH".into(),
+        model_name: m.into(),
+        version: "2".into(),
+        actor: String::new(),
+        time_ms: 0,
+        evidence: json!({}),
+        responses: vec!["rollback".into(), "block_actor".into()],
+    };
+    let position = w.position();
+    let opened = s
+        .meta
+        .commit_monitor("manual", 0, position, &json!({}), &[again])
+        .await
+        .unwrap();
+    // The first incident is resolved, so the same key opens a new one.
+    assert_ne!(opened[0].0.id, i.id);
+    let responder = Responder::new(s.meta.clone(), s.models.clone(), Default::default());
+    assert_eq!(responder.carry_out_pending().await.unwrap(), 2);
+    let (_, responses) = s.meta.get_incident(opened[0].0.id).await.unwrap();
+    assert_eq!(responses[0].status, "skipped", "{responses:?}");
+    assert!(
+        responses[0].detail.contains("nothing to roll back"),
+        "{responses:?}"
+    );
+    assert_eq!(responses[1].status, "skipped", "{responses:?}");
+    assert!(
+        responses[1].detail.contains("no one to restrict"),
+        "{responses:?}"
+    );
+    assert_eq!(answering_version(&s, m).await, "1");
+}
+
+async fn responders_block_and_throttle_a_caller(b: Backend) {
+    let m = "mon-block";
+    let s = setup(b, m).await;
+    deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
+    let actor = "anonymous (insecure mode)";
+    let alert = |response: &str| AlertDraft {
+        key: format!("probing/{m}/1/{actor}"),
+        rule: "probing".into(),
+        severity: "HIGH".into(),
+        model_name: m.into(),
+        version: "1".into(),
+        actor: actor.into(),
+        time_ms: 1,
+        evidence: json!({"score": 0.99}),
+        responses: vec![response.into()],
+    };
+    let settings = bastion_monitor::RespondSettings {
+        restrict_for_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    let responder = Responder::new(s.meta.clone(), s.models.clone(), settings);
+    s.meta
+        .commit_monitor("manual", 0, 1, &json!({}), &[alert("block_actor")])
+        .await
+        .unwrap();
+    assert_eq!(responder.carry_out_pending().await.unwrap(), 1);
+    let (st, out) = infer(&s, &format!("/v2/models/{m}/infer"), rows(0, 0.0)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
+    assert!(out.to_string().contains("is blocked on model"), "{out}");
+    let shown = v1_ok(
+        &s,
+        reqwest::Method::GET,
+        &format!("deployments/{m}"),
+        Value::Null,
+    )
+    .await;
+    let restriction = &shown["deployment"]["restricted"][actor];
+    assert!(
+        restriction["reason"].as_str().unwrap().contains("probing"),
+        "{shown}"
+    );
+    assert!(restriction.get("rate").is_none(), "{shown}");
+    if let Some(e) = &s.models.events {
+        e.flush().await;
+    }
+    let events = v1_ok(
+        &s,
+        reqwest::Method::GET,
+        &format!("inference-events?name={m}&max_results=100"),
+        Value::Null,
+    )
+    .await;
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["status"].clone(), last["decision"].clone()),
+        (json!(403), json!("blocked"))
+    );
+
+    // Lifted by a person: served again.
+    deploy(&s, m, json!({"action": "lift", "actor": actor})).await;
+    let (st, out) = infer(&s, &format!("/v2/models/{m}/infer"), rows(0, 0.0)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+
+    // Throttled: one request per second passes, the next at once is refused.
+    s.meta
+        .commit_monitor("manual", 1, 2, &json!({}), &[alert("throttle_actor")])
+        .await
+        .unwrap();
+    assert_eq!(responder.carry_out_pending().await.unwrap(), 1);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (st, _) = infer(&s, &format!("/v2/models/{m}/infer"), rows(0, 0.0)).await;
+        statuses.push(st);
+    }
+    assert_eq!(statuses[0], StatusCode::OK, "{statuses:?}");
+    assert!(
+        statuses[1..].contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // Both alerts joined one incident (same key), with both responses recorded.
+    let incidents = s.meta.list_incidents(&Default::default()).await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].alerts, 2);
+    let (_, responses) = s.meta.get_incident(incidents[0].id).await.unwrap();
+    let statuses: Vec<&str> = responses.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses, vec!["done", "done"], "{responses:?}");
+    // A moved cursor refuses a stale commit.
+    let e = s
+        .meta
+        .commit_monitor("manual", 1, 3, &json!({}), &[])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("another worker committed"), "{e}");
+}
+
+async fn workers_sharing_a_consumer_judge_each_event_once(b: Backend) {
+    let m = "mon-share";
+    let s = setup(b, m).await;
+    deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
+    let rules = r#"
+[window]
+size = 20
+
+[[alert]]
+name = "traffic"
+when = "requests >= 1"
+cooldown = "0s"
+"#;
+    let mut a = worker(&s, "shared", rules).await;
+    let mut b2 = worker(&s, "shared", rules).await;
+    send(&s, m, 0..100, 0.0).await;
+    // Alternate steps: whichever commits second finds the cursor moved, reloads and goes on
+    // from there.
+    let mut alerts = 0;
+    let mut reloads = 0;
+    for _ in 0..40 {
+        for w in [&mut a, &mut b2] {
+            let step = w.step(bastion_core::time::now_ms()).await.unwrap();
+            alerts += step.alerts;
+            reloads += usize::from(step.reloaded);
+        }
+    }
+    // 100 requests of 2 rows: ten windows of 20 rows, one alert each, none twice.
+    assert_eq!(alerts, 10);
+    assert!(reloads > 0);
+    let incident = &s.meta.list_incidents(&Default::default()).await.unwrap()[0];
+    assert_eq!(incident.alerts, 10);
+
+    // A restarted worker goes on from the saved position and the open window.
+    send(&s, m, 100..105, 0.0).await;
+    drop(a);
+    let mut c = worker(&s, "shared", rules).await;
+    assert_eq!(drain(&mut c).await, 0);
+    assert_eq!(c.buffered(), 5);
+    drop(c);
+    send(&s, m, 105..110, 0.0).await;
+    let mut d = worker(&s, "shared", rules).await;
+    assert_eq!(drain(&mut d).await, 1);
+    assert_eq!(d.buffered(), 0);
+}

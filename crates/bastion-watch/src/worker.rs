@@ -1,0 +1,322 @@
+//! One monitor consumer: its position in the event stream, its windows and alert state, and
+//! the loop that moves them forward. A step reads a batch of events, closes the windows they
+//! complete, judges each window, and commits the new position, the state and the alerts
+//! together. If another worker with the same consumer name committed first, the step is
+//! thrown away and the worker reloads from the store, so two workers never both judge the
+//! same events and a restarted worker goes on exactly where the last commit left off.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bastion_core::ErrorCode;
+use bastion_monitor::signals::window_drift_options;
+use bastion_monitor::{
+    Alert, AlertRules, Alerter, Observation, Outcome, Reference, Window, WindowReport, WindowSpec,
+    Windower, alert::Subject, evaluate,
+};
+use bastion_serve::Models;
+use bastion_store::MetaStore;
+use bastion_store::meta::{AlertDraft, InferenceEvent};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{WatchError, WatchResult};
+use crate::references::References;
+use crate::respond::Responder;
+use crate::source::EventSource;
+use crate::state::{SavingState, SavingWindows, WorkerState};
+
+/// Events read per step, at most.
+pub const BATCH: usize = 5_000;
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Step {
+    pub events: usize,
+    pub windows: usize,
+    pub alerts: usize,
+    pub responses: usize,
+    /// The position committed after the step.
+    pub position: i64,
+    /// Whether another worker had moved on, so this one reloaded.
+    pub reloaded: bool,
+}
+
+pub struct Worker<S> {
+    meta: MetaStore,
+    source: S,
+    consumer: String,
+    rules: AlertRules,
+    alerter: Alerter,
+    windows: BTreeMap<(String, String), Windower>,
+    references: References,
+    responder: Responder,
+    position: i64,
+    batch: usize,
+}
+
+impl<S: EventSource> Worker<S> {
+    /// A worker for `consumer`, at the position and with the state its last commit left.
+    pub async fn start(
+        meta: MetaStore,
+        models: Arc<Models>,
+        source: S,
+        consumer: &str,
+        rules: AlertRules,
+        responder: Responder,
+    ) -> WatchResult<Self> {
+        let mut w = Self {
+            meta,
+            source,
+            consumer: consumer.to_owned(),
+            alerter: Alerter::new(rules.clone()),
+            rules,
+            windows: BTreeMap::new(),
+            references: References::new(models),
+            responder,
+            position: 0,
+            batch: BATCH,
+        };
+        w.reload().await?;
+        Ok(w)
+    }
+
+    /// Reads at most `n` events per step (tests, benchmarks).
+    pub fn with_batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// Observations held in open windows, over all versions.
+    pub fn buffered(&self) -> usize {
+        self.windows.values().map(Windower::buffered).sum()
+    }
+
+    async fn reload(&mut self) -> WatchResult<()> {
+        self.alerter = Alerter::new(self.rules.clone());
+        self.windows.clear();
+        self.position = 0;
+        let Some(cursor) = self.meta.monitor_cursor(&self.consumer).await? else {
+            return Ok(());
+        };
+        let state: WorkerState = serde_json::from_value(cursor.state)
+            .map_err(|e| WatchError::State(format!("consumer '{}': {e}", self.consumer)))?;
+        self.position = cursor.after_id;
+        self.alerter.restore(state.alerter);
+        for v in state.windows {
+            // Windows cut another way (the rules file changed) start afresh.
+            if v.windower.spec() == self.rules.window {
+                self.windows.insert((v.model, v.version), v.windower);
+            }
+        }
+        Ok(())
+    }
+
+    /// One batch: read, judge, commit, respond. `now_ms` closes time windows once the
+    /// stream is caught up (traffic may stop; time does not).
+    pub async fn step(&mut self, now_ms: i64) -> WatchResult<Step> {
+        let events = self.source.next(self.position, self.batch).await?;
+        let caught_up = events.len() < self.batch;
+        let from = self.position;
+        let mut closed: Vec<((String, String), Window)> = Vec::new();
+        let mut last = from;
+        for e in &events {
+            last = last.max(e.id);
+            // Requests refused before a version was chosen belong to no version's window.
+            if e.version.is_empty() {
+                continue;
+            }
+            let key = (e.model_name.clone(), e.version.clone());
+            let windower = match self.windows.get_mut(&key) {
+                Some(w) => w,
+                None => self
+                    .windows
+                    .entry(key.clone())
+                    .or_insert(Windower::new(self.rules.window)?),
+            };
+            for w in windower.push(observation(e)) {
+                closed.push((key.clone(), w));
+            }
+        }
+        if caught_up && matches!(self.rules.window, WindowSpec::Time { .. }) {
+            for (key, windower) in &mut self.windows {
+                for w in windower.flush(now_ms) {
+                    closed.push((key.clone(), w));
+                }
+            }
+        }
+        let mut drafts = Vec::new();
+        for ((model, version), window) in &closed {
+            let (reference, note) = self.references.get(model, version).await;
+            let none = Reference::none();
+            let report = evaluate(
+                reference.as_deref().unwrap_or(&none),
+                window,
+                &window_drift_options(),
+            );
+            export(model, version, &report);
+            let subject = Subject::model_version(model, version);
+            for a in self
+                .alerter
+                .observe(&subject, window.end_ms, &report.signals)
+            {
+                drafts.push(draft(&a, &report, &note));
+            }
+        }
+        let mut step = Step {
+            events: events.len(),
+            windows: closed.len(),
+            alerts: drafts.len(),
+            position: from,
+            ..Step::default()
+        };
+        if last != from || !closed.is_empty() {
+            match self.commit(from, last, &drafts).await {
+                Ok(()) => step.position = last,
+                Err(WatchError::Store(e))
+                    if e.domain()
+                        .is_some_and(|d| d.code == ErrorCode::InvalidState) =>
+                {
+                    tracing::info!(consumer = %self.consumer, "another worker moved on; reloading");
+                    self.reload().await?;
+                    step.reloaded = true;
+                    step.alerts = 0;
+                    step.position = self.position;
+                    return Ok(step);
+                }
+                Err(e) => {
+                    // What this step changed in memory was not saved: start again from the
+                    // last commit.
+                    self.reload().await?;
+                    return Err(e);
+                }
+            }
+        }
+        metrics::counter!("bastion_monitor_events_total").increment(events.len() as u64);
+        metrics::counter!("bastion_monitor_windows_total").increment(closed.len() as u64);
+        step.responses = self.responder.carry_out_pending().await?;
+        Ok(step)
+    }
+
+    async fn commit(&mut self, from: i64, to: i64, drafts: &[AlertDraft]) -> WatchResult<()> {
+        // Versions whose window is empty hold nothing worth saving.
+        self.windows.retain(|_, w| w.buffered() > 0);
+        let state = SavingState {
+            windows: self
+                .windows
+                .iter()
+                .map(|((model, version), windower)| SavingWindows {
+                    model,
+                    version,
+                    windower,
+                })
+                .collect(),
+            alerter: self.alerter.snapshot(),
+        };
+        let state =
+            serde_json::to_value(&state).map_err(|e| WatchError::State(format!("saving: {e}")))?;
+        let opened = self
+            .meta
+            .commit_monitor(&self.consumer, from, to, &state, drafts)
+            .await?;
+        for (incident, _) in &opened {
+            metrics::counter!("bastion_monitor_alerts_total",
+                "model" => incident.model_name.clone(), "rule" => incident.rule.clone(),
+                "severity" => incident.severity.clone())
+            .increment(1);
+            tracing::warn!(incident = incident.id, rule = %incident.rule, model = %incident.model_name,
+                version = %incident.version, severity = %incident.severity, "monitor alert");
+        }
+        self.position = to;
+        Ok(())
+    }
+
+    /// Steps until `stop` resolves, pausing `poll` whenever the stream is caught up. A
+    /// failed step is logged and retried after the pause: the worker outlives a database
+    /// restart.
+    pub async fn run(mut self, poll: Duration, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            let caught_up = match self.step(bastion_core::time::now_ms()).await {
+                Ok(s) => s.events < self.batch,
+                Err(e) => {
+                    tracing::error!(consumer = %self.consumer, error = %e, "monitor step failed");
+                    true
+                }
+            };
+            if caught_up {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(poll) => {}
+                }
+            }
+        }
+    }
+}
+
+fn observation(e: &InferenceEvent) -> Observation {
+    Observation {
+        time_ms: e.time_ms,
+        actor: e.actor.clone(),
+        rows: usize::try_from(e.rows).unwrap_or(0),
+        features: BTreeMap::new(),
+        predictions: Vec::new(),
+        confidence: Vec::new(),
+        outcome: Outcome {
+            status: e.status,
+            latency_us: e.latency_us,
+            route: e.route.clone(),
+            decision: e.decision.clone(),
+        },
+    }
+    .with_recorded(&e.features, &e.outputs)
+}
+
+fn draft(a: &Alert, report: &WindowReport, reference: &str) -> AlertDraft {
+    AlertDraft {
+        key: a.key.clone(),
+        rule: a.rule.clone(),
+        severity: a.severity.as_str().to_owned(),
+        model_name: a.subject.model.clone(),
+        version: a.subject.version.clone(),
+        actor: a.subject.actor.clone(),
+        time_ms: a.time_ms,
+        evidence: json!({
+            "alert": a,
+            "reference": reference,
+            "window": report,
+        }),
+        responses: a.respond.iter().map(|r| r.as_str().to_owned()).collect(),
+    }
+}
+
+/// The window's figures as Prometheus gauges, per model version.
+fn export(model: &str, version: &str, r: &WindowReport) {
+    let labels = [("model", model.to_owned()), ("version", version.to_owned())];
+    let gauge = |name: &'static str, v: f64| metrics::gauge!(name, &labels).set(v);
+    gauge("bastion_monitor_error_rate", r.error_rate);
+    gauge("bastion_monitor_missing_rate", r.missing_rate);
+    gauge("bastion_monitor_out_of_range_rate", r.out_of_range_rate);
+    gauge("bastion_monitor_latency_p99_ms", r.latency_p99_ms);
+    if let Some(d) = &r.drift {
+        gauge("bastion_monitor_drift_share", d.drifted_share);
+        gauge(
+            "bastion_monitor_drift_dataset",
+            if d.dataset_drift { 1.0 } else { 0.0 },
+        );
+        for c in &d.columns {
+            metrics::gauge!("bastion_monitor_drift_score",
+                "model" => model.to_owned(), "version" => version.to_owned(),
+                "feature" => c.column.clone())
+            .set(c.score);
+        }
+    }
+    if let Some(p) = &r.prediction {
+        gauge("bastion_monitor_prediction_drift_score", p.score);
+    }
+}
