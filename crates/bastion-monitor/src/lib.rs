@@ -12,14 +12,17 @@
 //! feed events in and act on the alerts that come out.
 
 pub mod alert;
+pub mod detectors;
 pub mod error;
 pub mod observation;
 pub mod reference;
 pub mod rules;
+pub mod shapiro;
 pub mod signals;
 pub mod window;
 
 pub use alert::{Alert, Alerter, AlerterState, Subject};
+pub use detectors::{CallerSignals, DetectorSettings, Detectors, Scale};
 pub use error::{MonitorError, MonitorResult};
 pub use observation::{Cell, Observation, Outcome};
 pub use reference::Reference;

@@ -69,6 +69,30 @@ const NUMBERS: &[(&str, &str)] = &[
         "canary.latency_p99_ms",
         "99th percentile latency of the canary's requests",
     ),
+    (
+        "caller.requests",
+        "a caller's requests since its last judgement",
+    ),
+    (
+        "extraction.score",
+        "1 - PRADA's Shapiro-Wilk W over a caller's query distances",
+    ),
+    (
+        "probing.boundary_rate",
+        "share of a caller's answers near the decision boundary",
+    ),
+    (
+        "probing.flagged_rate",
+        "share of a caller's requests the input guards flagged or rejected",
+    ),
+    (
+        "abuse.limited_rate",
+        "share of a caller's requests refused by limits or a block",
+    ),
+    (
+        "abuse.volume_ratio",
+        "a caller's request rate over its own earlier average",
+    ),
 ];
 const BOOLS: &[(&str, &str)] = &[
     ("drift.dataset", "any column drifted (after correction)"),

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bastion_core::ErrorCode;
 use bastion_monitor::signals::window_drift_options;
 use bastion_monitor::{
-    Alert, AlertRules, Alerter, Observation, Outcome, Reference, Window, WindowReport, WindowSpec,
-    Windower, alert::Subject, evaluate,
+    Alert, AlertRules, Alerter, DetectorSettings, Detectors, Observation, Outcome, Reference,
+    Scale, Window, WindowReport, WindowSpec, Windower, alert::Subject, evaluate,
 };
 use bastion_serve::Models;
 use bastion_store::MetaStore;
@@ -51,6 +51,11 @@ pub struct Worker<S> {
     alerter: Alerter,
     windows: BTreeMap<(String, String), Windower>,
     references: References,
+    /// How each version's features are scaled for the extraction detector.
+    scales: std::collections::HashMap<(String, String), Option<Arc<Scale>>>,
+    /// Per-caller detectors. Their state (query sets) is not saved with the position: a
+    /// restarted worker watches callers afresh.
+    detectors: Detectors,
     responder: Responder,
     position: i64,
     batch: usize,
@@ -74,6 +79,8 @@ impl<S: EventSource> Worker<S> {
             rules,
             windows: BTreeMap::new(),
             references: References::new(models),
+            scales: std::collections::HashMap::new(),
+            detectors: Detectors::new(DetectorSettings::default()),
             responder,
             position: 0,
             batch: BATCH,
@@ -124,9 +131,27 @@ impl<S: EventSource> Worker<S> {
         let caught_up = events.len() < self.batch;
         let from = self.position;
         let mut closed: Vec<((String, String), Window)> = Vec::new();
+        let mut drafts = Vec::new();
         let mut last = from;
         for e in &events {
             last = last.max(e.id);
+            let o = observation(e);
+            let scale = self.scale(&e.model_name, &e.version).await;
+            if let Some(judged) = self.detectors.observe(&e.model_name, scale.as_deref(), &o) {
+                export_caller(&judged);
+                // A caller is watched per model, whatever version answered it.
+                let subject = Subject {
+                    model: judged.model.clone(),
+                    version: String::new(),
+                    actor: judged.actor.clone(),
+                };
+                for a in self
+                    .alerter
+                    .observe(&subject, judged.time_ms, &judged.signals)
+                {
+                    drafts.push(caller_draft(&a, &judged.signals));
+                }
+            }
             // Requests refused before a version was chosen belong to no version's window.
             if e.version.is_empty() {
                 continue;
@@ -139,7 +164,7 @@ impl<S: EventSource> Worker<S> {
                     .entry(key.clone())
                     .or_insert(Windower::new(self.rules.window)?),
             };
-            for w in windower.push(observation(e)) {
+            for w in windower.push(o) {
                 closed.push((key.clone(), w));
             }
         }
@@ -150,7 +175,6 @@ impl<S: EventSource> Worker<S> {
                 }
             }
         }
-        let mut drafts = Vec::new();
         for ((model, version), window) in &closed {
             let (reference, note) = self.references.get(model, version).await;
             let none = Reference::none();
@@ -201,6 +225,24 @@ impl<S: EventSource> Worker<S> {
         metrics::counter!("bastion_monitor_windows_total").increment(closed.len() as u64);
         step.responses = self.responder.carry_out_pending().await?;
         Ok(step)
+    }
+
+    /// The version's feature scaling (none without a reference, or for no version).
+    async fn scale(&mut self, model: &str, version: &str) -> Option<Arc<Scale>> {
+        if version.is_empty() {
+            return None;
+        }
+        let key = (model.to_owned(), version.to_owned());
+        if let Some(s) = self.scales.get(&key) {
+            return s.clone();
+        }
+        let (reference, _) = self.references.get(model, version).await;
+        let scale = reference.map(|r| Arc::new(Scale::of(&r)));
+        // A failed reference is tried again with the references' own retry.
+        if scale.is_some() {
+            self.scales.insert(key, scale.clone());
+        }
+        scale
     }
 
     async fn commit(&mut self, from: i64, to: i64, drafts: &[AlertDraft]) -> WatchResult<()> {
@@ -292,6 +334,42 @@ fn draft(a: &Alert, report: &WindowReport, reference: &str) -> AlertDraft {
             "window": report,
         }),
         responses: a.respond.iter().map(|r| r.as_str().to_owned()).collect(),
+    }
+}
+
+fn caller_draft(a: &Alert, signals: &bastion_policy::Facts) -> AlertDraft {
+    AlertDraft {
+        key: a.key.clone(),
+        rule: a.rule.clone(),
+        severity: a.severity.as_str().to_owned(),
+        model_name: a.subject.model.clone(),
+        version: String::new(),
+        actor: a.subject.actor.clone(),
+        time_ms: a.time_ms,
+        evidence: json!({ "alert": a, "caller": signals }),
+        responses: a.respond.iter().map(|r| r.as_str().to_owned()).collect(),
+    }
+}
+
+/// A caller's detector scores as histograms per model (callers are too many for labels;
+/// the incidents name them).
+fn export_caller(judged: &bastion_monitor::CallerSignals) {
+    for (signal, metric) in [
+        ("extraction.score", "bastion_monitor_extraction_score"),
+        (
+            "probing.boundary_rate",
+            "bastion_monitor_probing_boundary_rate",
+        ),
+        (
+            "probing.flagged_rate",
+            "bastion_monitor_probing_flagged_rate",
+        ),
+        ("abuse.limited_rate", "bastion_monitor_abuse_limited_rate"),
+        ("abuse.volume_ratio", "bastion_monitor_abuse_volume_ratio"),
+    ] {
+        if let Some(bastion_policy::Value::Number(v)) = judged.signals.get(signal) {
+            metrics::histogram!(metric, "model" => judged.model.clone()).record(*v);
+        }
     }
 }
 
