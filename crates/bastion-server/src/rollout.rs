@@ -50,8 +50,12 @@ pub async fn limits(
         Some(l) => match l.limits.admit(&name, &actor) {
             Ok(p) => Some(p),
             Err(e) => {
-                metrics::counter!("bastion_inference_limited_total", "model" => name.clone())
-                    .increment(1);
+                let counter = if matches!(e, ServeError::Blocked(_)) {
+                    "bastion_inference_blocked_total"
+                } else {
+                    "bastion_inference_limited_total"
+                };
+                metrics::counter!(counter, "model" => name.clone()).increment(1);
                 let caller = caller_of(req.headers(), &actor);
                 let mut event = event_of(&name, "", Route::Direct, caller, "");
                 event.status = i64::from(status_of(&e).as_u16());

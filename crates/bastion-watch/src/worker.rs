@@ -52,11 +52,15 @@ pub struct Worker<S> {
     windows: BTreeMap<(String, String), Windower>,
     references: References,
     /// How each version's features are scaled for the extraction detector.
-    scales: std::collections::HashMap<(String, String), Option<Arc<Scale>>>,
+    /// By model, then version (looked up by `&str`, with no key built per event).
+    scales: std::collections::HashMap<String, std::collections::HashMap<String, Arc<Scale>>>,
     /// Per-caller detectors. Their state (query sets) is not saved with the position: a
     /// restarted worker watches callers afresh.
     detectors: Detectors,
     responder: Responder,
+    /// Whether the outbox may hold responses for this worker: at start (left by an earlier
+    /// worker) and after a commit that queued some. Saves a query per step otherwise.
+    pending: bool,
     position: i64,
     batch: usize,
 }
@@ -82,6 +86,7 @@ impl<S: EventSource> Worker<S> {
             scales: std::collections::HashMap::new(),
             detectors: Detectors::new(DetectorSettings::default()),
             responder,
+            pending: true,
             position: 0,
             batch: BATCH,
         };
@@ -223,7 +228,14 @@ impl<S: EventSource> Worker<S> {
         }
         metrics::counter!("bastion_monitor_events_total").increment(events.len() as u64);
         metrics::counter!("bastion_monitor_windows_total").increment(closed.len() as u64);
-        step.responses = self.responder.carry_out_pending().await?;
+        if drafts.iter().any(|d| !d.responses.is_empty()) {
+            self.pending = true;
+        }
+        if self.pending {
+            step.responses = self.responder.carry_out_pending().await?;
+            // Another worker's responses are its own to carry out.
+            self.pending = false;
+        }
         Ok(step)
     }
 
@@ -232,17 +244,17 @@ impl<S: EventSource> Worker<S> {
         if version.is_empty() {
             return None;
         }
-        let key = (model.to_owned(), version.to_owned());
-        if let Some(s) = self.scales.get(&key) {
-            return s.clone();
+        if let Some(s) = self.scales.get(model).and_then(|m| m.get(version)) {
+            return Some(s.clone());
         }
         let (reference, _) = self.references.get(model, version).await;
-        let scale = reference.map(|r| Arc::new(Scale::of(&r)));
-        // A failed reference is tried again with the references' own retry.
-        if scale.is_some() {
-            self.scales.insert(key, scale.clone());
-        }
-        scale
+        // A version without a reference is asked again (the references retry on their own).
+        let scale = Arc::new(Scale::of(reference?.as_ref()));
+        self.scales
+            .entry(model.to_owned())
+            .or_default()
+            .insert(version.to_owned(), scale.clone());
+        Some(scale)
     }
 
     async fn commit(&mut self, from: i64, to: i64, drafts: &[AlertDraft]) -> WatchResult<()> {
