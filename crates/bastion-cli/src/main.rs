@@ -6,6 +6,7 @@ mod audit;
 mod config;
 mod data;
 mod deploy;
+mod feedback;
 mod gate;
 mod identity;
 mod import;
@@ -140,6 +141,9 @@ enum Command {
     /// What the monitor found: list, show, acknowledge and resolve incidents.
     #[command(subcommand)]
     Incidents(monitor::IncidentsCommand),
+    /// True labels for answered requests, for the monitor's performance windows.
+    #[command(subcommand)]
+    Feedback(feedback::FeedbackCommand),
     /// Models from elsewhere: `import` checks an ONNX model, wraps it in a package and
     /// registers it.
     #[command(subcommand)]
@@ -239,6 +243,7 @@ fn main() -> Result<()> {
             Command::Deployments(args) => deploy::list(&home, args).await,
             Command::Monitor(args) => monitor::monitor(&home, args).await,
             Command::Incidents(c) => monitor::incidents(&home, c).await,
+            Command::Feedback(c) => feedback::feedback(&home, c).await,
             Command::Scan(_)
             | Command::Verify(_)
             | Command::Keygen(_)

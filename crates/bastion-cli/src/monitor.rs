@@ -33,7 +33,8 @@ pub struct MonitorArgs {
     /// Seconds between polls once caught up.
     #[arg(long, default_value_t = 1.0)]
     pub poll: f64,
-    /// Read only events at least this many milliseconds old (time for writers to commit).
+    /// Read only events and labels at least this many milliseconds old (time for writers
+    /// to commit).
     #[arg(long, default_value_t = 2000)]
     pub settle_ms: i64,
     #[command(flatten)]
@@ -156,16 +157,27 @@ pub async fn monitor(home: &Path, a: MonitorArgs) -> Result<()> {
     let respond = responder(home, meta.clone(), models.clone(), &rules);
     let mut worker = Worker::start(meta, models, source, &a.consumer, rules, respond)
         .await
-        .context("starting the monitor")?;
+        .context("starting the monitor")?
+        .with_label_settle(a.settle_ms);
     if a.once {
-        let mut total = json!({"events": 0, "windows": 0, "alerts": 0, "responses": 0});
+        const COUNTS: [&str; 6] = [
+            "events",
+            "windows",
+            "labels",
+            "performance_windows",
+            "alerts",
+            "responses",
+        ];
+        let mut total = json!({});
         loop {
             let step = worker.step(bastion_core::time::now_ms()).await?;
-            for k in ["events", "windows", "alerts", "responses"] {
+            let figures = serde_json::to_value(&step)?;
+            for k in COUNTS {
                 let n = total[k].as_u64().unwrap_or(0);
-                total[k] = json!(n + serde_json::to_value(&step)?[k].as_u64().unwrap_or(0));
+                total[k] = json!(n + figures[k].as_u64().unwrap_or(0));
             }
-            if step.events < bastion_watch::worker::BATCH && !step.reloaded {
+            let batch = bastion_watch::worker::BATCH;
+            if step.events < batch && step.labels < batch && !step.reloaded {
                 break;
             }
         }

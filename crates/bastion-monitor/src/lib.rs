@@ -8,6 +8,10 @@
 //! `error.rate`…). [`AlertRules`] (a TOML file) say when signals make an alert; the
 //! [`Alerter`] applies their persistence (`for = 3` windows), de-duplication and cool-down.
 //!
+//! Where true labels come back, [`performance::measure`] scores windows of labelled rows;
+//! until they do, the reference's [`Estimator`] estimates accuracy from the model's
+//! calibrated confidence.
+//!
 //! Nothing here reads the event table, sends a webhook or changes a deployment: callers
 //! feed events in and act on the alerts that come out.
 
@@ -15,6 +19,7 @@ pub mod alert;
 pub mod detectors;
 pub mod error;
 pub mod observation;
+pub mod performance;
 pub mod reference;
 pub mod rules;
 pub mod shapiro;
@@ -25,6 +30,7 @@ pub use alert::{Alert, Alerter, AlerterState, Subject};
 pub use detectors::{CallerSignals, DetectorSettings, Detectors, Scale};
 pub use error::{MonitorError, MonitorResult};
 pub use observation::{Cell, Observation, Outcome};
+pub use performance::{Estimate, Estimator, Labelled, PerformanceReport};
 pub use reference::Reference;
 pub use rules::{AlertRule, AlertRules, RespondSettings, Response};
 pub use signals::{WindowReport, evaluate};

@@ -61,12 +61,16 @@ pub struct Observation {
     pub predictions: Vec<Cell>,
     /// The winning class's probability per output row (classifiers).
     pub confidence: Vec<f64>,
+    /// Every class's probability per output row, in the model's class order (classifiers
+    /// with few classes; empty when not recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probabilities: Vec<Vec<f64>>,
     pub outcome: Outcome,
 }
 
 impl Observation {
     /// From an inference event's recorded `features` (`{column: [values]}`) and `outputs`
-    /// (`{labels, confidence}` or `{values}`); anything else there is ignored, not an error:
+    /// (`{labels, confidence, probabilities}` or `{values}`); anything else there is ignored, not an error:
     /// events are telemetry written by older and newer servers alike.
     pub fn with_recorded(mut self, features: &Value, outputs: &Value) -> Self {
         if let Some(cols) = features.as_object() {
@@ -85,6 +89,16 @@ impl Observation {
         }
         if let Some(c) = list("confidence") {
             self.confidence = c.iter().filter_map(Value::as_f64).collect();
+        }
+        if let Some(rows) = list("probabilities") {
+            self.probabilities = rows
+                .iter()
+                .map(|r| {
+                    r.as_array()
+                        .map(|r| r.iter().filter_map(Value::as_f64).collect())
+                        .unwrap_or_default()
+                })
+                .collect();
         }
         self
     }
@@ -112,6 +126,7 @@ mod tests {
             features: BTreeMap::new(),
             predictions: Vec::new(),
             confidence: Vec::new(),
+            probabilities: Vec::new(),
             outcome: Outcome {
                 status: 200,
                 latency_us: 10,
@@ -125,7 +140,8 @@ mod tests {
     fn recorded_rows_and_answers_are_read_and_odd_ones_ignored() {
         let o = bare().with_recorded(
             &json!({"age": [30, null, "x"], "city": ["a", true], "bad": 3}),
-            &json!({"labels": ["yes", "no"], "confidence": [0.9, "?"]}),
+            &json!({"labels": ["yes", "no"], "confidence": [0.9, "?"],
+                    "probabilities": [[0.1, 0.9], "x"]}),
         );
         assert_eq!(
             o.features["age"],
@@ -135,6 +151,7 @@ mod tests {
         assert!(!o.features.contains_key("bad"));
         assert_eq!(o.predictions.len(), 2);
         assert_eq!(o.confidence, vec![0.9]);
+        assert_eq!(o.probabilities, vec![vec![0.1, 0.9], vec![]]);
         assert_eq!(o.sampled_rows(), 3);
         let o = bare().with_recorded(&json!(null), &json!({"values": [1.5]}));
         assert_eq!(o.predictions, vec![Cell::Number(1.5)]);

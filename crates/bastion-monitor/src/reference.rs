@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::{MonitorError, MonitorResult};
 use crate::observation::Cell;
+use crate::performance::Estimator;
 
 /// Categorical columns with more distinct values than this are identifiers or free text,
 /// not categories: they are not compared.
@@ -110,6 +111,12 @@ pub struct Reference {
     /// The answers expected: the model's on the reference rows, or the training labels.
     pub predictions: Option<Column>,
     pub rows: usize,
+    /// The model's classes, in the order of its probabilities (empty for a regressor or
+    /// when unknown).
+    pub classes: Vec<String>,
+    /// Estimates performance from confidence while labels are missing (calibrated on the
+    /// reference's labels).
+    pub estimator: Option<Estimator>,
 }
 
 /// What a reference holds, for reports.
@@ -119,6 +126,9 @@ pub struct ReferenceSummary {
     pub columns: Vec<String>,
     pub skipped: BTreeMap<String, String>,
     pub predictions: bool,
+    /// The reference's accuracy, when performance is estimated from confidence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimator_accuracy: Option<f64>,
 }
 
 impl Reference {
@@ -161,7 +171,16 @@ impl Reference {
             skipped,
             predictions,
             rows,
+            classes: Vec::new(),
+            estimator: None,
         })
+    }
+
+    /// With the model's classes and a performance estimator calibrated on the reference.
+    pub fn with_performance(mut self, classes: Vec<String>, estimator: Option<Estimator>) -> Self {
+        self.classes = classes;
+        self.estimator = estimator;
+        self
     }
 
     /// No reference data: windows are judged on serving health alone, without drift.
@@ -171,6 +190,8 @@ impl Reference {
             skipped: Vec::new(),
             predictions: None,
             rows: 0,
+            classes: Vec::new(),
+            estimator: None,
         }
     }
 
@@ -180,6 +201,7 @@ impl Reference {
             columns: self.columns.iter().map(|c| c.name.clone()).collect(),
             skipped: self.skipped.iter().cloned().collect(),
             predictions: self.predictions.is_some(),
+            estimator_accuracy: self.estimator.as_ref().map(|e| e.reference_accuracy),
         }
     }
 }

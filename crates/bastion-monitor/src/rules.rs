@@ -14,6 +14,12 @@
 //! size = 1000             # rows, or a duration such as "5m" for time windows
 //! step = 500              # sliding: a window every 500 rows ("1m" for time windows)
 //!
+//! [performance]           # optional: windows of labelled rows (feedback)
+//! window = 500            # labelled rows per window (tumbling; this is the default)
+//!
+//! [integrity]             # optional: re-hashing served models' files
+//! every = "5m"            # how often (default 5m)
+//!
 //! [respond]               # optional: how responses are carried out
 //! webhook = "https://hooks.example.com/bastion"
 //! webhook_secret_env = "BASTION_WEBHOOK_SECRET"   # the HMAC key's variable (this is the default)
@@ -93,10 +99,48 @@ const NUMBERS: &[(&str, &str)] = &[
         "abuse.volume_ratio",
         "a caller's request rate over its own earlier average",
     ),
+    (
+        "performance.labelled",
+        "labelled rows in a performance window",
+    ),
+    (
+        "performance.accuracy",
+        "share of labelled answers that were right",
+    ),
+    (
+        "performance.auc",
+        "ROC AUC of the labelled answers' probabilities",
+    ),
+    (
+        "performance.ece",
+        "expected calibration error of the labelled answers",
+    ),
+    ("performance.mae", "mean absolute error (regressors)"),
+    ("performance.rmse", "root mean squared error (regressors)"),
+    (
+        "performance.estimated_accuracy",
+        "accuracy estimated from calibrated confidence, without labels",
+    ),
+    (
+        "performance.estimated_auc",
+        "ROC AUC estimated from calibrated probabilities (two classes)",
+    ),
+    (
+        "performance.estimated_drop",
+        "the reference's accuracy minus the estimated accuracy",
+    ),
+    (
+        "integrity.mismatched_files",
+        "files of a served version whose bytes no longer match their digest",
+    ),
 ];
 const BOOLS: &[(&str, &str)] = &[
     ("drift.dataset", "any column drifted (after correction)"),
     ("prediction.drift", "the answers' distribution drifted"),
+    (
+        "integrity.mismatch",
+        "a served version's stored files no longer match their digests",
+    ),
 ];
 /// Per-column families: `drift.column.<column>`, `drift.score.<column>`.
 const FAMILIES: &[(&str, FactKind)] = &[
@@ -210,8 +254,17 @@ impl AlertRule {
 pub struct AlertRules {
     pub rules: Vec<AlertRule>,
     pub window: WindowSpec,
+    /// Labelled rows per performance window (tumbling).
+    pub performance_window: usize,
+    /// How often served versions' files are hashed again.
+    pub integrity_every_ms: i64,
     pub respond: RespondSettings,
 }
+
+/// Labelled rows per performance window unless the file says otherwise.
+pub const DEFAULT_PERFORMANCE_WINDOW: usize = 500;
+/// How often served files are re-hashed unless the file says otherwise.
+pub const DEFAULT_INTEGRITY_EVERY_MS: i64 = 5 * 60 * 1000;
 
 /// How responses are carried out (the file's `[respond]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +326,22 @@ struct RulesFile {
     window: Option<Spanned<WindowTable>>,
     #[serde(default)]
     respond: Option<Spanned<RespondSettings>>,
+    #[serde(default)]
+    performance: Option<Spanned<PerformanceTable>>,
+    #[serde(default)]
+    integrity: Option<Spanned<IntegrityTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerformanceTable {
+    window: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntegrityTable {
+    every: String,
 }
 
 #[derive(Deserialize)]
@@ -437,9 +506,38 @@ impl AlertRules {
                 r
             }
         };
+        let performance_window = match &file.performance {
+            None => DEFAULT_PERFORMANCE_WINDOW,
+            Some(p) => {
+                let n = p.get_ref().window;
+                if !(20..=100_000).contains(&n) {
+                    return Err(MonitorError::Rules {
+                        line: line_col(text, p.span().start).0,
+                        message: format!(
+                            "[performance] window must be 20 to 100000 labelled rows, not {n}"
+                        ),
+                    });
+                }
+                n
+            }
+        };
+        let integrity_every_ms = match &file.integrity {
+            None => DEFAULT_INTEGRITY_EVERY_MS,
+            Some(i) => parse_duration_ms(&i.get_ref().every)
+                .filter(|ms| *ms >= 1_000)
+                .ok_or_else(|| MonitorError::Rules {
+                    line: line_col(text, i.span().start).0,
+                    message: format!(
+                        "[integrity] every '{}' is not a duration of at least 1s such as \"5m\"",
+                        i.get_ref().every
+                    ),
+                })?,
+        };
         Ok(Self {
             rules,
             window,
+            performance_window,
+            integrity_every_ms,
             respond,
         })
     }
@@ -557,6 +655,15 @@ when = "drift.score.age > 0.2"
             (r.respond.throttle_rate, r.respond.restrict_for_ms),
             (5, Some(7_200_000))
         );
+        assert_eq!(
+            (r.performance_window, r.integrity_every_ms),
+            (DEFAULT_PERFORMANCE_WINDOW, DEFAULT_INTEGRITY_EVERY_MS)
+        );
+        let r = AlertRules::parse(&format!(
+            "{rule}[performance]\nwindow = 200\n[integrity]\nevery = \"30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!((r.performance_window, r.integrity_every_ms), (200, 30_000));
         let r = AlertRules::parse(&format!("{rule}[window]\nsize = 500\nstep = 100\n")).unwrap();
         assert_eq!(
             r.window,
@@ -581,6 +688,8 @@ when = "drift.score.age > 0.2"
             ),
             ("[respond]\nrestrict_for = \"ever\"\n", 4, "not a duration"),
             ("[respond]\npager = 1\n", 5, "unknown field"),
+            ("[performance]\nwindow = 5\n", 4, "20 to 100000"),
+            ("[integrity]\nevery = \"0s\"\n", 4, "at least 1s"),
         ] {
             let e = AlertRules::parse(&format!("{rule}{extra}")).unwrap_err();
             let text = e.to_string();

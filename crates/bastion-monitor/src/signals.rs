@@ -9,6 +9,7 @@ use bastion_policy::{Facts, Value};
 use serde::Serialize;
 
 use crate::observation::Cell;
+use crate::performance::Estimate;
 use crate::reference::{Column, Reference, Values, category_counts};
 use crate::window::Window;
 
@@ -45,6 +46,9 @@ pub struct WindowReport {
     pub drift: Option<DriftReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<ColumnDrift>,
+    /// Performance estimated from the answers' confidence (no labels needed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
     pub missing_rate: f64,
     pub out_of_range_rate: f64,
     pub error_rate: f64,
@@ -105,6 +109,19 @@ pub fn evaluate(reference: &Reference, window: &Window, opts: &DriftOptions) -> 
         }),
         _ => None,
     };
+    let estimate = reference.estimator.as_ref().and_then(|e| {
+        let confidence: Vec<f64> = obs
+            .iter()
+            .flat_map(|o| o.confidence.iter().copied())
+            .collect();
+        let probabilities: Vec<Vec<f64>> = obs
+            .iter()
+            .flat_map(|o| o.probabilities.iter().cloned())
+            .collect();
+        (confidence.len() >= MIN_DRIFT_ROWS)
+            .then(|| e.estimate(&confidence, &probabilities))
+            .flatten()
+    });
     let rate = |n: usize, of: usize| if of == 0 { 0.0 } else { n as f64 / of as f64 };
     let requests = obs.len();
     let share = |f: &dyn Fn(&crate::observation::Observation) -> bool| {
@@ -133,6 +150,7 @@ pub fn evaluate(reference: &Reference, window: &Window, opts: &DriftOptions) -> 
         sampled_rows,
         drift,
         prediction,
+        estimate,
         missing_rate: rate(missing, cells),
         out_of_range_rate: rate(out_of_range, cells),
         error_rate: share(&|o| o.failed()),
@@ -219,6 +237,13 @@ fn signals_of(r: &WindowReport) -> Facts {
     if let Some(p) = &r.prediction {
         f.insert("prediction.drift".into(), Value::Bool(p.drift));
         f.insert("prediction.score".into(), num(p.score));
+    }
+    if let Some(e) = &r.estimate {
+        f.insert("performance.estimated_accuracy".into(), num(e.accuracy));
+        f.insert("performance.estimated_drop".into(), num(e.accuracy_drop));
+        if let Some(auc) = e.roc_auc {
+            f.insert("performance.estimated_auc".into(), num(auc));
+        }
     }
     if let Some(e) = r.canary_error_rate {
         f.insert("canary.error_rate".into(), num(e));

@@ -204,6 +204,7 @@ mod tests {
             features: Default::default(),
             predictions: Vec::new(),
             confidence: Vec::new(),
+            probabilities: Vec::new(),
             outcome: Outcome {
                 status: 200,
                 latency_us: 1,

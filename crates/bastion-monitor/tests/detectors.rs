@@ -61,6 +61,7 @@ fn observation(actor: &str, t: i64, x: &[f64]) -> Observation {
         features,
         predictions: vec![Cell::Text(label)],
         confidence: vec![confidence],
+        probabilities: Vec::new(),
         outcome: Outcome {
             status: 200,
             latency_us: 500,

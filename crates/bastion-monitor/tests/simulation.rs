@@ -94,6 +94,7 @@ fn observation(
         features,
         predictions,
         confidence: Vec::new(),
+        probabilities: Vec::new(),
         outcome: Outcome {
             status: 200,
             latency_us: 800,

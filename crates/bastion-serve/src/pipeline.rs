@@ -15,6 +15,8 @@ use crate::tensor::{InferRequest, InferResponse, TensorLimits, decode_request, e
 
 /// Rows of a request kept in its inference event, at most.
 const EVENT_ROWS: usize = 64;
+/// Classifiers with more classes than this record only the winning class's probability.
+pub const MAX_RECORDED_CLASSES: usize = 20;
 
 /// A decoded, guarded request ready for the model.
 pub struct Prepared {
@@ -122,7 +124,7 @@ fn rows_json(t: &Table) -> Value {
     Value::Object(m)
 }
 
-/// A prediction as inference events record it (`{labels, confidence}` for classifiers,
+/// A prediction as inference events record it (`{labels, confidence, probabilities}` for classifiers,
 /// `{values}` for regressors), for its first `max_rows` rows. The monitor reads reference
 /// predictions in the same shape.
 pub fn outputs_json(model: &Served, p: &Prediction, max_rows: usize) -> Value {
@@ -142,7 +144,19 @@ pub fn outputs_json(model: &Served, p: &Prediction, max_rows: usize) -> Value {
                 .take(max_rows)
                 .map(|r| r.iter().copied().fold(0.0, f64::max))
                 .collect();
-            json!({ "labels": labels, "confidence": confidence })
+            // Every class's probability, for the monitor's AUC and calibration once labels
+            // come back; left out for many classes, where it would swell every event.
+            if classes.len() <= MAX_RECORDED_CLASSES {
+                let probabilities: Vec<Vec<f64>> = probs
+                    .rows()
+                    .into_iter()
+                    .take(max_rows)
+                    .map(|r| r.to_vec())
+                    .collect();
+                json!({ "labels": labels, "confidence": confidence, "probabilities": probabilities })
+            } else {
+                json!({ "labels": labels, "confidence": confidence })
+            }
         }
         Prediction::Values(v) => {
             json!({ "values": v.iter().take(max_rows).collect::<Vec<_>>() })

@@ -369,7 +369,7 @@ async fn audit_consistency(s: Scoped, p: Params) -> JsonResult {
           crate::deployments::list, crate::deployments::show, crate::deployments::deploy,
           crate::deployments::promote, crate::deployments::rollback, crate::deployments::events,
           crate::incidents::list, crate::incidents::show, crate::incidents::acknowledge,
-          crate::incidents::resolve),
+          crate::incidents::resolve, crate::feedback::record),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = []), ("client_certificate" = []))
 )]

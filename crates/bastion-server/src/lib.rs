@@ -9,6 +9,7 @@ mod datasets;
 mod deployments;
 mod error;
 mod evidence;
+mod feedback;
 mod host;
 mod incidents;
 mod inference;
@@ -52,6 +53,7 @@ pub fn app(state: AppState) -> Router {
         .merge(inference::routes())
         .merge(deployments::routes())
         .merge(incidents::routes())
+        .merge(feedback::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)

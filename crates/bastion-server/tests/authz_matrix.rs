@@ -243,6 +243,8 @@ fn request(row: &Row, f: &Fixture, caller: &str) -> (String, Value) {
         "to": 0,
         "role": "viewer",
         "description": "matrix",
+        "model": f.model,
+        "feedback": [{"request_id": "matrix", "label": "x"}],
     });
     (path, params)
 }

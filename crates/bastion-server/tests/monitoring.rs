@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 backend_tests!(
     drift_on_a_new_version_rolls_it_back_with_a_signed_webhook,
     responders_block_and_throttle_a_caller,
+    labels_sent_back_measure_accuracy_and_confidence_estimates_it,
     workers_sharing_a_consumer_judge_each_event_once
 );
 
@@ -70,6 +71,7 @@ async fn setup(b: Backend, model: &str) -> TestServer {
     for _ in 0..2 {
         let training = Training {
             dataset: Some("mon-train@v1".into()),
+            target: Some("y".into()),
             ..Training::default()
         };
         register_trained_model(&s, model, &[], training).await;
@@ -513,4 +515,151 @@ cooldown = "0s"
     let mut d = worker(&s, "shared", rules).await;
     assert_eq!(drain(&mut d).await, 1);
     assert_eq!(d.buffered(), 0);
+}
+
+/// One request of two training rows (`i`, `i + 1`) under the request id `id`; returns the
+/// true labels of its rows.
+async fn labelled_request(s: &TestServer, model: &str, id: &str, i: usize) -> Vec<String> {
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/models/{model}/infer")))
+        .header("x-request-id", id)
+        .json(&rows(i, 0.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-request-id"], id);
+    let t = data(i + 2);
+    match &t.columns[3] {
+        bastion_ml::predictor::ColumnData::Text(v) => v[i..i + 2]
+            .iter()
+            .map(|y| y.clone().unwrap_or_default())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn feedback(s: &TestServer, body: Value) -> (StatusCode, Value) {
+    s.call(reqwest::Method::POST, "/api/bastion/feedback", body)
+        .await
+}
+
+async fn labels_sent_back_measure_accuracy_and_confidence_estimates_it(b: Backend) {
+    let m = "mon-labels";
+    let s = setup(b, m).await;
+    deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
+    let rules = r#"
+[window]
+size = 40
+
+[performance]
+window = 20
+
+[[alert]]
+name = "accuracy"
+when = "performance.accuracy < 0.5"
+severity = "high"
+
+[[alert]]
+name = "estimate"
+when = "performance.estimated_accuracy > 0"
+severity = "info"
+"#;
+    let mut w = worker(&s, "labels", rules).await.with_label_settle(0);
+    let mut truth = Vec::new();
+    for k in 0..20 {
+        truth.push(labelled_request(&s, m, &format!("fb-{k}"), 2 * k).await);
+    }
+    if let Some(e) = &s.models.events {
+        e.flush().await;
+    }
+    // The first ten requests' labels are the truth; the next ten are wrong on purpose
+    // (the world changed): accuracy falls and the rule fires on that window only.
+    let item = |k: usize, flip: bool| {
+        let labels: Vec<&str> = truth[k]
+            .iter()
+            .map(|y| match (y.as_str(), flip) {
+                ("yes", true) => "no",
+                ("no", true) => "yes",
+                (y, _) => y,
+            })
+            .collect();
+        json!({"request_id": format!("fb-{k}"), "labels": labels})
+    };
+    let first: Vec<Value> = (0..10).map(|k| item(k, false)).collect();
+    let (st, out) = feedback(&s, json!({"model": m, "feedback": first})).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out, json!({"stored": 20, "duplicates": 0, "unmatched": []}));
+    let mut second: Vec<Value> = (10..20).map(|k| item(k, true)).collect();
+    second.push(json!({"request_id": "never-sent", "label": "yes"}));
+    second.push(item(0, true));
+    let (st, out) = feedback(&s, json!({"model": m, "feedback": second})).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(
+        out,
+        json!({"stored": 20, "duplicates": 2, "unmatched": ["never-sent"]})
+    );
+    // Mistakes are refused whole, with the item named.
+    for (body, needle) in [
+        (
+            json!({"model": m, "feedback": [{"request_id": "fb-1", "labels": ["yes", "no", "yes"]}]}),
+            "feedback item 0: request 'fb-1' answered 2 rows",
+        ),
+        (
+            json!({"model": m, "feedback": [{"request_id": "fb-1", "label": "yes", "labels": ["no"]}]}),
+            "either `label`",
+        ),
+        (
+            json!({"model": m, "feedback": [{"request_id": "fb-1", "label": null}]}),
+            "either `label`",
+        ),
+        (json!({"model": m}), "missing field `feedback`"),
+    ] {
+        let (st, out) = feedback(&s, body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{out}");
+        assert!(
+            out["message"].as_str().unwrap_or("").contains(needle),
+            "{needle}: {out}"
+        );
+    }
+
+    let mut steps = Vec::new();
+    loop {
+        let step = w.step(bastion_core::time::now_ms()).await.unwrap();
+        let done = step.events == 0 && step.labels == 0;
+        steps.push(step);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(steps.iter().map(|s| s.labels).sum::<usize>(), 40);
+    assert_eq!(
+        steps.iter().map(|s| s.performance_windows).sum::<usize>(),
+        2
+    );
+    let incidents = s.meta.list_incidents(&Default::default()).await.unwrap();
+    let accuracy: Vec<_> = incidents.iter().filter(|i| i.rule == "accuracy").collect();
+    assert_eq!(accuracy.len(), 1, "{incidents:?}");
+    let p = &accuracy[0].evidence["performance"];
+    assert_eq!(p["labelled"], json!(20), "{p}");
+    let acc = p["accuracy"].as_f64().unwrap();
+    assert!(acc < 0.5, "{p}");
+    assert!(
+        p["roc_auc"].as_f64().is_some() && p["ece"].as_f64().is_some(),
+        "{p}"
+    );
+    assert_eq!(accuracy[0].version, "1");
+    // The label-free estimate was made on the (unlabelled) traffic window from confidence
+    // calibrated on the training labels.
+    let est: Vec<_> = incidents.iter().filter(|i| i.rule == "estimate").collect();
+    assert_eq!(est.len(), 1, "{incidents:?}");
+    let e = &est[0].evidence["window"]["estimate"];
+    let estimated = e["accuracy"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&estimated), "{e}");
+    assert_eq!(e["rows"], json!(40), "{e}");
+    // A restarted worker has nothing left to read.
+    let mut again = worker(&s, "labels", rules).await.with_label_settle(0);
+    let step = again.step(bastion_core::time::now_ms()).await.unwrap();
+    assert_eq!((step.events, step.labels), (0, 0));
 }

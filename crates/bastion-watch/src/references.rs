@@ -1,6 +1,6 @@
 //! Each model version's reference: the rows of the dataset it was trained on (the one its
 //! package records, checked against the recorded digest) with the answers the version gives
-//! on them. Built once per version and kept; a version whose reference cannot be built is
+//! on them, and the estimator of its accuracy calibrated on the training labels. Built once per version and kept; a version whose reference cannot be built is
 //! still watched for everything but drift, and tried again later.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bastion_ml::predictor::{ColumnData, Table};
-use bastion_monitor::{Cell, Observation, Outcome, Reference};
+use bastion_monitor::{Cell, Estimator, Observation, Outcome, Reference};
 use bastion_serve::{Caller, Models, pipeline};
 
 /// Reference rows kept at most (an even sample of larger training sets): the window tests
@@ -54,6 +54,27 @@ impl References {
         (r, note)
     }
 
+    /// The version's classes in the order of its probabilities (empty for a regressor or a
+    /// version that cannot be loaded).
+    pub async fn classes(&mut self, model: &str, version: &str) -> Vec<String> {
+        if let (Some(r), _) = self.get(model, version).await {
+            return r.classes.clone();
+        }
+        let caller = Caller {
+            actor: "system:monitor",
+            request_id: "",
+        };
+        match self.models.get(model, version, caller).await {
+            Ok(served) => served
+                .manifest
+                .signature
+                .classes()
+                .unwrap_or_default()
+                .to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     async fn build(&self, model: &str, version: &str) -> Result<(Reference, String), String> {
         let caller = Caller {
             actor: "system:monitor",
@@ -79,24 +100,41 @@ impl References {
             .iter()
             .flat_map(|p| p.columns.iter().cloned())
             .collect();
+        let classes = served
+            .manifest
+            .signature
+            .classes()
+            .unwrap_or_default()
+            .to_vec();
+        let target = served.manifest.training.target.clone();
         tokio::task::spawn_blocking(move || {
             let table = even_sample(table, MAX_ROWS);
-            let predictions = match served.predictor.predict(&table) {
-                Ok(p) => {
-                    let outputs = pipeline::outputs_json(&served, &p, usize::MAX);
-                    Some(answers(&outputs))
-                }
+            let answered = match served.predictor.predict(&table) {
+                Ok(p) => Some(answers(&pipeline::outputs_json(&served, &p, usize::MAX))),
                 Err(e) => {
                     tracing::warn!(model = %served.name, version = %served.version, error = %e,
                         "no reference predictions: prediction drift is not watched");
                     None
                 }
             };
+            let labels = target.as_deref().and_then(|t| table.column(t)).map(cells);
+            let estimator = match (&answered, &labels) {
+                (Some(a), Some(labels)) => Estimator::fit(
+                    &a.predictions,
+                    &a.confidence,
+                    &a.probabilities,
+                    labels,
+                    &classes,
+                ),
+                _ => None,
+            };
             let columns = features
                 .iter()
                 .filter_map(|f| Some((f.clone(), cells(table.column(f)?))))
                 .collect();
-            let r = Reference::new(columns, predictions).map_err(|e| format!("{source}: {e}"))?;
+            let r = Reference::new(columns, answered.map(|a| a.predictions))
+                .map_err(|e| format!("{source}: {e}"))?
+                .with_performance(classes, estimator);
             Ok((r, source))
         })
         .await
@@ -128,7 +166,7 @@ fn cells(c: &ColumnData) -> Vec<Cell> {
 }
 
 /// The answers in recorded-output form, read the way live events are.
-fn answers(outputs: &serde_json::Value) -> Vec<Cell> {
+fn answers(outputs: &serde_json::Value) -> Observation {
     let bare = Observation {
         time_ms: 0,
         actor: String::new(),
@@ -136,6 +174,7 @@ fn answers(outputs: &serde_json::Value) -> Vec<Cell> {
         features: Default::default(),
         predictions: Vec::new(),
         confidence: Vec::new(),
+        probabilities: Vec::new(),
         outcome: Outcome {
             status: 200,
             latency_us: 0,
@@ -144,5 +183,4 @@ fn answers(outputs: &serde_json::Value) -> Vec<Cell> {
         },
     };
     bare.with_recorded(&serde_json::Value::Null, outputs)
-        .predictions
 }

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bastion_core::ErrorCode;
+use bastion_monitor::performance::{Labelled, PerformanceReport, measure};
 use bastion_monitor::signals::window_drift_options;
 use bastion_monitor::{
-    Alert, AlertRules, Alerter, DetectorSettings, Detectors, Observation, Outcome, Reference,
+    Alert, AlertRules, Alerter, Cell, DetectorSettings, Detectors, Observation, Outcome, Reference,
     Scale, Window, WindowReport, WindowSpec, Windower, alert::Subject, evaluate,
 };
 use bastion_serve::Models;
 use bastion_store::MetaStore;
-use bastion_store::meta::{AlertDraft, InferenceEvent};
+use bastion_store::meta::{AlertDraft, InferenceEvent, LabelledEvent};
 use serde::Serialize;
 use serde_json::json;
 
@@ -25,10 +26,14 @@ use crate::error::{WatchError, WatchResult};
 use crate::references::References;
 use crate::respond::Responder;
 use crate::source::EventSource;
-use crate::state::{SavingState, SavingWindows, WorkerState};
+use crate::state::{SavingLabelled, SavingState, SavingWindows, WorkerState};
 
 /// Events read per step, at most.
 pub const BATCH: usize = 5_000;
+
+/// Labels younger than this are left for the next step: on PostgreSQL a label with a lower
+/// id can become visible after one with a higher id (as events can).
+pub const LABEL_SETTLE_MS: i64 = 2_000;
 
 /// What one step did.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -37,6 +42,9 @@ pub struct Step {
     pub windows: usize,
     pub alerts: usize,
     pub responses: usize,
+    /// Labels read, and performance windows they closed.
+    pub labels: usize,
+    pub performance_windows: usize,
     /// The position committed after the step.
     pub position: i64,
     /// Whether another worker had moved on, so this one reloaded.
@@ -50,6 +58,10 @@ pub struct Worker<S> {
     rules: AlertRules,
     alerter: Alerter,
     windows: BTreeMap<(String, String), Windower>,
+    /// Labelled rows of each version's unfinished performance window.
+    labelled: BTreeMap<(String, String), Vec<Labelled>>,
+    labels_after: i64,
+    label_settle_ms: i64,
     references: References,
     /// How each version's features are scaled for the extraction detector.
     /// By model, then version (looked up by `&str`, with no key built per event).
@@ -82,6 +94,9 @@ impl<S: EventSource> Worker<S> {
             alerter: Alerter::new(rules.clone()),
             rules,
             windows: BTreeMap::new(),
+            labelled: BTreeMap::new(),
+            labels_after: 0,
+            label_settle_ms: LABEL_SETTLE_MS,
             references: References::new(models),
             scales: std::collections::HashMap::new(),
             detectors: Detectors::new(DetectorSettings::default()),
@@ -100,6 +115,12 @@ impl<S: EventSource> Worker<S> {
         self
     }
 
+    /// Reads labels as soon as they are kept (tests on SQLite, where ids commit in order).
+    pub fn with_label_settle(mut self, ms: i64) -> Self {
+        self.label_settle_ms = ms.max(0);
+        self
+    }
+
     pub fn position(&self) -> i64 {
         self.position
     }
@@ -112,7 +133,9 @@ impl<S: EventSource> Worker<S> {
     async fn reload(&mut self) -> WatchResult<()> {
         self.alerter = Alerter::new(self.rules.clone());
         self.windows.clear();
+        self.labelled.clear();
         self.position = 0;
+        self.labels_after = 0;
         let Some(cursor) = self.meta.monitor_cursor(&self.consumer).await? else {
             return Ok(());
         };
@@ -120,6 +143,10 @@ impl<S: EventSource> Worker<S> {
             .map_err(|e| WatchError::State(format!("consumer '{}': {e}", self.consumer)))?;
         self.position = cursor.after_id;
         self.alerter.restore(state.alerter);
+        self.labels_after = state.labels_after;
+        for v in state.labelled {
+            self.labelled.insert((v.model, v.version), v.rows);
+        }
         for v in state.windows {
             // Windows cut another way (the rules file changed) start afresh.
             if v.windower.spec() == self.rules.window {
@@ -154,7 +181,7 @@ impl<S: EventSource> Worker<S> {
                     .alerter
                     .observe(&subject, judged.time_ms, &judged.signals)
                 {
-                    drafts.push(caller_draft(&a, &judged.signals));
+                    drafts.push(draft(&a, json!({ "alert": a, "caller": judged.signals })));
                 }
             }
             // Requests refused before a version was chosen belong to no version's window.
@@ -194,18 +221,24 @@ impl<S: EventSource> Worker<S> {
                 .alerter
                 .observe(&subject, window.end_ms, &report.signals)
             {
-                drafts.push(draft(&a, &report, &note));
+                drafts.push(draft(
+                    &a,
+                    json!({ "alert": a, "reference": note, "window": report }),
+                ));
             }
         }
+        let (labels, labels_last, performance) = self.labels(&mut drafts).await?;
         let mut step = Step {
             events: events.len(),
             windows: closed.len(),
             alerts: drafts.len(),
             position: from,
+            labels,
+            performance_windows: performance,
             ..Step::default()
         };
-        if last != from || !closed.is_empty() {
-            match self.commit(from, last, &drafts).await {
+        if last != from || !closed.is_empty() || labels_last != self.labels_after {
+            match self.commit(from, last, labels_last, &drafts).await {
                 Ok(()) => step.position = last,
                 Err(WatchError::Store(e))
                     if e.domain()
@@ -239,6 +272,48 @@ impl<S: EventSource> Worker<S> {
         Ok(step)
     }
 
+    /// Reads the labels kept since the last step into each version's performance window,
+    /// measures the windows they fill and feeds the alert rules. Returns the labels read,
+    /// the feedback position they reach and the windows measured.
+    async fn labels(&mut self, drafts: &mut Vec<AlertDraft>) -> WatchResult<(usize, i64, usize)> {
+        let mut got = self
+            .meta
+            .labelled_events(self.labels_after, self.batch as i64)
+            .await?;
+        let cutoff = bastion_core::time::now_ms() - self.label_settle_ms;
+        if let Some(young) = got.iter().position(|l| l.received_time > cutoff) {
+            got.truncate(young);
+        }
+        let mut last = self.labels_after;
+        let mut full: Vec<((String, String), Vec<Labelled>)> = Vec::new();
+        for l in &got {
+            last = last.max(l.feedback_id);
+            let Some(row) = labelled_row(l) else {
+                continue;
+            };
+            let key = (l.model_name.clone(), l.version.clone());
+            let rows = self.labelled.entry(key.clone()).or_default();
+            rows.push(row);
+            if rows.len() >= self.rules.performance_window {
+                full.push((key, std::mem::take(rows)));
+            }
+        }
+        self.labelled.retain(|_, rows| !rows.is_empty());
+        for ((model, version), rows) in &full {
+            let classes = self.references.classes(model, version).await;
+            let report = measure(rows, &classes);
+            export_performance(model, version, &report);
+            let subject = Subject::model_version(model, version);
+            for a in self
+                .alerter
+                .observe(&subject, report.end_ms, &report.signals)
+            {
+                drafts.push(draft(&a, json!({ "alert": a, "performance": report })));
+            }
+        }
+        Ok((got.len(), last, full.len()))
+    }
+
     /// The version's feature scaling (none without a reference, or for no version).
     async fn scale(&mut self, model: &str, version: &str) -> Option<Arc<Scale>> {
         if version.is_empty() {
@@ -257,7 +332,13 @@ impl<S: EventSource> Worker<S> {
         Some(scale)
     }
 
-    async fn commit(&mut self, from: i64, to: i64, drafts: &[AlertDraft]) -> WatchResult<()> {
+    async fn commit(
+        &mut self,
+        from: i64,
+        to: i64,
+        labels_after: i64,
+        drafts: &[AlertDraft],
+    ) -> WatchResult<()> {
         // Versions whose window is empty hold nothing worth saving.
         self.windows.retain(|_, w| w.buffered() > 0);
         let state = SavingState {
@@ -271,6 +352,16 @@ impl<S: EventSource> Worker<S> {
                 })
                 .collect(),
             alerter: self.alerter.snapshot(),
+            labels_after,
+            labelled: self
+                .labelled
+                .iter()
+                .map(|((model, version), rows)| SavingLabelled {
+                    model,
+                    version,
+                    rows,
+                })
+                .collect(),
         };
         let state =
             serde_json::to_value(&state).map_err(|e| WatchError::State(format!("saving: {e}")))?;
@@ -287,6 +378,7 @@ impl<S: EventSource> Worker<S> {
                 version = %incident.version, severity = %incident.severity, "monitor alert");
         }
         self.position = to;
+        self.labels_after = labels_after;
         Ok(())
     }
 
@@ -321,6 +413,7 @@ fn observation(e: &InferenceEvent) -> Observation {
         features: BTreeMap::new(),
         predictions: Vec::new(),
         confidence: Vec::new(),
+        probabilities: Vec::new(),
         outcome: Outcome {
             status: e.status,
             latency_us: e.latency_us,
@@ -331,7 +424,31 @@ fn observation(e: &InferenceEvent) -> Observation {
     .with_recorded(&e.features, &e.outputs)
 }
 
-fn draft(a: &Alert, report: &WindowReport, reference: &str) -> AlertDraft {
+/// A kept label with the answer it judges; `None` when the event did not record that
+/// row's answer.
+fn labelled_row(l: &LabelledEvent) -> Option<Labelled> {
+    let row = usize::try_from(l.row_index).ok()?;
+    let out = &l.outputs;
+    let answer = out
+        .get("labels")
+        .or_else(|| out.get("values"))
+        .and_then(|a| a.get(row))?;
+    let probabilities = out
+        .get("probabilities")
+        .and_then(|p| p.get(row))
+        .and_then(serde_json::Value::as_array)
+        .map(|p| p.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    Some(Labelled {
+        time_ms: l.time_ms,
+        prediction: Cell::from_json(answer),
+        probabilities,
+        label: Cell::from_json(&l.label),
+    })
+}
+
+/// An alert as the store keeps it, with the evidence it fired on.
+fn draft(a: &Alert, evidence: serde_json::Value) -> AlertDraft {
     AlertDraft {
         key: a.key.clone(),
         rule: a.rule.clone(),
@@ -340,25 +457,7 @@ fn draft(a: &Alert, report: &WindowReport, reference: &str) -> AlertDraft {
         version: a.subject.version.clone(),
         actor: a.subject.actor.clone(),
         time_ms: a.time_ms,
-        evidence: json!({
-            "alert": a,
-            "reference": reference,
-            "window": report,
-        }),
-        responses: a.respond.iter().map(|r| r.as_str().to_owned()).collect(),
-    }
-}
-
-fn caller_draft(a: &Alert, signals: &bastion_policy::Facts) -> AlertDraft {
-    AlertDraft {
-        key: a.key.clone(),
-        rule: a.rule.clone(),
-        severity: a.severity.as_str().to_owned(),
-        model_name: a.subject.model.clone(),
-        version: String::new(),
-        actor: a.subject.actor.clone(),
-        time_ms: a.time_ms,
-        evidence: json!({ "alert": a, "caller": signals }),
+        evidence,
         responses: a.respond.iter().map(|r| r.as_str().to_owned()).collect(),
     }
 }
@@ -385,6 +484,23 @@ fn export_caller(judged: &bastion_monitor::CallerSignals) {
     }
 }
 
+/// A performance window's figures as gauges, per model version.
+fn export_performance(model: &str, version: &str, r: &PerformanceReport) {
+    let labels = [("model", model.to_owned()), ("version", version.to_owned())];
+    for (name, v) in [
+        ("bastion_monitor_accuracy", r.accuracy),
+        ("bastion_monitor_roc_auc", r.roc_auc),
+        ("bastion_monitor_calibration_error", r.ece),
+        ("bastion_monitor_mae", r.mae),
+        ("bastion_monitor_rmse", r.rmse),
+    ] {
+        if let Some(v) = v {
+            metrics::gauge!(name, &labels).set(v);
+        }
+    }
+    metrics::counter!("bastion_monitor_labels_total", &labels).increment(r.labelled as u64);
+}
+
 /// The window's figures as Prometheus gauges, per model version.
 fn export(model: &str, version: &str, r: &WindowReport) {
     let labels = [("model", model.to_owned()), ("version", version.to_owned())];
@@ -408,5 +524,11 @@ fn export(model: &str, version: &str, r: &WindowReport) {
     }
     if let Some(p) = &r.prediction {
         gauge("bastion_monitor_prediction_drift_score", p.score);
+    }
+    if let Some(e) = &r.estimate {
+        gauge("bastion_monitor_estimated_accuracy", e.accuracy);
+        if let Some(auc) = e.roc_auc {
+            gauge("bastion_monitor_estimated_roc_auc", auc);
+        }
     }
 }

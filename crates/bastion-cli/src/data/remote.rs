@@ -88,6 +88,16 @@ impl Remote {
         }
     }
 
+    /// `POST /api/bastion/feedback` (outside the versioned API, where the MLOps tools put it).
+    pub async fn post_feedback(&self, body: &Value) -> Result<Value> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| anyhow!("--server is not a base URL"))?
+            .pop_if_empty()
+            .extend(["api", "bastion", "feedback"]);
+        self.json(self.request(Method::POST, url).json(body)).await
+    }
+
     /// The URL of one version's endpoint (`op` empty: the version itself).
     fn version_url(&self, reference: &str, op: &str) -> Result<Url> {
         let (name, version) = bastion_store::meta::parse_dataset_reference(reference)?;

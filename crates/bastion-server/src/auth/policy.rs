@@ -224,6 +224,8 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/api/bastion/v1/deployments/{model_name}/incidents/{id}" "incidents.show" read => Resource(ServedModel, Read);
         POST "/api/bastion/v1/deployments/{model_name}/incidents/{id}/acknowledge" "incidents.acknowledge" write => Resource(ServedModel, Deploy);
         POST "/api/bastion/v1/deployments/{model_name}/incidents/{id}/resolve" "incidents.resolve" write => Resource(ServedModel, Deploy);
+        // delayed labels (the handler checks INVOKE on the model the body names)
+        POST "/api/bastion/feedback" "feedback.record" write => Authenticated;
         // inference (Open Inference Protocol); probes are public, as orchestrators call them
         GET "/v2" "inference.server-metadata" read => Authenticated;
         GET "/v2/health/live" "inference.live" read => Public;

@@ -86,6 +86,7 @@ pub struct IncidentQuery {
     pub model_name: Option<String>,
     /// Only incidents with an id below this (the next page).
     pub before_id: Option<i64>,
+    /// At most this many (1-10000; 0 for 100).
     pub limit: i64,
 }
 
@@ -409,7 +410,12 @@ impl MetaStore {
             sql.push(" AND id < ").bind(id);
         }
         sql.push(" ORDER BY id DESC LIMIT ")
-            .bind(q.limit.clamp(1, 10_000));
+            // No limit given (0): a page of 100.
+            .bind(if q.limit <= 0 {
+                100
+            } else {
+                q.limit.min(10_000)
+            });
         let rows = sql.query().fetch_all(&self.read).await?;
         rows.iter().map(incident_from_row).collect()
     }

@@ -12,6 +12,7 @@ mod audit_file;
 mod datasets;
 mod evidence;
 mod experiments;
+mod feedback;
 mod identity;
 mod incidents;
 mod logged_models;
@@ -38,6 +39,9 @@ pub use datasets::{
     DatasetVersion, DatasetVersionDraft, parse_dataset_reference, validate_dataset_name,
 };
 pub use evidence::{Evidence, EvidenceDraft};
+pub use feedback::{
+    FeedbackItem, FeedbackReceipt, LabelledEvent, MAX_FEEDBACK_ITEMS, MAX_LABELS_PER_REQUEST,
+};
 pub use identity::{
     Grant, TokenDraft, TokenInfo, TokenOwner, User, UserCredentials, hash_password, validate_name,
     validate_principal,
