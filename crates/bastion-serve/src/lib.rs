@@ -17,6 +17,7 @@ pub mod events;
 pub mod fetch;
 pub mod guard;
 pub mod infer;
+pub mod integrity;
 pub mod limits;
 pub mod models;
 pub mod pipeline;

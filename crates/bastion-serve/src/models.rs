@@ -120,7 +120,7 @@ pub struct Models {
     pub(crate) meta: MetaStore,
     pub(crate) blobs: Arc<dyn BlobStore>,
     scans: Arc<Scans>,
-    attestor: Arc<Attestor>,
+    pub(crate) attestor: Arc<Attestor>,
     pub config: ServeConfig,
     entries: RwLock<HashMap<(String, String), Entry>>,
     resolved: RwLock<HashMap<(String, String), (String, Instant)>>,

@@ -23,6 +23,7 @@ backend_tests!(
     drift_on_a_new_version_rolls_it_back_with_a_signed_webhook,
     responders_block_and_throttle_a_caller,
     labels_sent_back_measure_accuracy_and_confidence_estimates_it,
+    a_served_file_changed_while_serving_is_caught_and_quarantined,
     workers_sharing_a_consumer_judge_each_event_once
 );
 
@@ -662,4 +663,66 @@ severity = "info"
     let mut again = worker(&s, "labels", rules).await.with_label_settle(0);
     let step = again.step(bastion_core::time::now_ms()).await.unwrap();
     assert_eq!((step.events, step.labels), (0, 0));
+}
+
+async fn a_served_file_changed_while_serving_is_caught_and_quarantined(b: Backend) {
+    let m = "mon-integrity";
+    let s = setup(b, m).await;
+    deploy(&s, m, json!({"action": "stable", "version": "2"})).await;
+    assert_eq!(answering_version(&s, m).await, "2");
+    let rules = r#"
+[integrity]
+every = "1s"
+
+[[alert]]
+name = "integrity"
+when = "integrity.mismatch = true"
+severity = "critical"
+"#;
+    // Untouched files: checked, nothing to say.
+    let mut w = worker(&s, "integrity", rules).await;
+    let step = w.step(bastion_core::time::now_ms()).await.unwrap();
+    assert_eq!((step.integrity_checked, step.alerts), (1, 0));
+    // Not again before the interval.
+    let step = w.step(bastion_core::time::now_ms()).await.unwrap();
+    assert_eq!(step.integrity_checked, 0);
+
+    // A byte of the serving version's weights changes in the blob store.
+    let listing = bastion_evidence::version_files(&s.meta, m, "2")
+        .await
+        .unwrap()
+        .unwrap();
+    let weights = listing
+        .files
+        .iter()
+        .find(|f| f.path == bastion_ml::package::WEIGHTS)
+        .unwrap();
+    let blob = s.blob_path(&weights.digest.hex());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let step = w.step(bastion_core::time::now_ms() + 1_000).await.unwrap();
+    assert_eq!((step.integrity_checked, step.alerts), (1, 1));
+    let incidents = s.meta.list_incidents(&Default::default()).await.unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let i = &incidents[0];
+    assert_eq!(
+        (i.rule.as_str(), i.version.as_str(), i.severity.as_str()),
+        ("integrity", "2", "CRITICAL")
+    );
+    let found = &i.evidence["integrity"];
+    assert!(
+        found["mismatches"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains(bastion_ml::package::WEIGHTS),
+        "{found}"
+    );
+    assert!(found["quarantine"].as_str().is_some(), "{found}");
+    // The version is quarantined: serving refuses it at its next re-check.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let (st, out) = infer(&s, &format!("/v2/models/{m}/infer"), rows(0, 0.0)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{out}");
 }

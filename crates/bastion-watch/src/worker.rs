@@ -45,6 +45,8 @@ pub struct Step {
     /// Labels read, and performance windows they closed.
     pub labels: usize,
     pub performance_windows: usize,
+    /// Served versions whose files were hashed again in this step.
+    pub integrity_checked: usize,
     /// The position committed after the step.
     pub position: i64,
     /// Whether another worker had moved on, so this one reloaded.
@@ -63,6 +65,9 @@ pub struct Worker<S> {
     labels_after: i64,
     label_settle_ms: i64,
     references: References,
+    models: Arc<Models>,
+    /// When the served versions' files are next hashed again (0: at the first step).
+    next_integrity_ms: i64,
     /// How each version's features are scaled for the extraction detector.
     /// By model, then version (looked up by `&str`, with no key built per event).
     scales: std::collections::HashMap<String, std::collections::HashMap<String, Arc<Scale>>>,
@@ -97,7 +102,9 @@ impl<S: EventSource> Worker<S> {
             labelled: BTreeMap::new(),
             labels_after: 0,
             label_settle_ms: LABEL_SETTLE_MS,
-            references: References::new(models),
+            references: References::new(models.clone()),
+            models,
+            next_integrity_ms: 0,
             scales: std::collections::HashMap::new(),
             detectors: Detectors::new(DetectorSettings::default()),
             responder,
@@ -228,6 +235,12 @@ impl<S: EventSource> Worker<S> {
             }
         }
         let (labels, labels_last, performance) = self.labels(&mut drafts).await?;
+        let integrity_checked = if now_ms >= self.next_integrity_ms {
+            self.next_integrity_ms = now_ms.saturating_add(self.rules.integrity_every_ms);
+            self.integrity(now_ms, &mut drafts).await
+        } else {
+            0
+        };
         let mut step = Step {
             events: events.len(),
             windows: closed.len(),
@@ -235,9 +248,14 @@ impl<S: EventSource> Worker<S> {
             position: from,
             labels,
             performance_windows: performance,
+            integrity_checked,
             ..Step::default()
         };
-        if last != from || !closed.is_empty() || labels_last != self.labels_after {
+        if last != from
+            || !closed.is_empty()
+            || labels_last != self.labels_after
+            || !drafts.is_empty()
+        {
             match self.commit(from, last, labels_last, &drafts).await {
                 Ok(()) => step.position = last,
                 Err(WatchError::Store(e))
@@ -312,6 +330,42 @@ impl<S: EventSource> Worker<S> {
             }
         }
         Ok((got.len(), last, full.len()))
+    }
+
+    /// Hashes the files of every served version again and feeds the integrity signals;
+    /// returns the versions checked. A failed check is logged, not fatal: the next one
+    /// comes at the next interval.
+    async fn integrity(&mut self, now_ms: i64, drafts: &mut Vec<AlertDraft>) -> usize {
+        let checked = match self.models.check_integrity().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the integrity check failed");
+                return 0;
+            }
+        };
+        for c in &checked {
+            let mut facts = bastion_policy::Facts::new();
+            facts.insert(
+                "integrity.mismatch".into(),
+                bastion_policy::Value::Bool(!c.mismatches.is_empty()),
+            );
+            facts.insert(
+                "integrity.mismatched_files".into(),
+                bastion_policy::Value::Number(c.mismatches.len() as f64),
+            );
+            metrics::gauge!("bastion_monitor_integrity_mismatched_files",
+                "model" => c.model.clone(), "version" => c.version.clone())
+            .set(c.mismatches.len() as f64);
+            if !c.mismatches.is_empty() {
+                tracing::error!(model = %c.model, version = %c.version, mismatches = ?c.mismatches,
+                    "a served version's files no longer match their signature");
+            }
+            let subject = Subject::model_version(&c.model, &c.version);
+            for a in self.alerter.observe(&subject, now_ms, &facts) {
+                drafts.push(draft(&a, json!({ "alert": a, "integrity": c })));
+            }
+        }
+        checked.len()
     }
 
     /// The version's feature scaling (none without a reference, or for no version).
