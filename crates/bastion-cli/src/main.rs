@@ -1,6 +1,12 @@
 //! `bastion`: the command line. It parses arguments, sets up logging and calls the library
 //! crates; it holds no business logic of its own.
 
+/// Monitoring, serving and ingestion allocate many small, short-lived values (decoded JSON,
+/// rows, windows); mimalloc serves them faster than the system allocator
+/// (`docs/benchmarks.md`, monitor throughput).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod attest;
 mod audit;
 mod config;
