@@ -84,7 +84,10 @@ pub(crate) async fn record(s: Scoped, p: Params) -> ApiResult<Json<Value>> {
         .meta
         .record_feedback(&body.model, &items, &s.principal.actor())
         .await?;
-    metrics::counter!("bastion_feedback_labels_total", "model" => body.model.clone())
-        .increment(receipt.stored);
+    // Only models that got labels become series: a name alone must not add one.
+    if receipt.stored > 0 {
+        metrics::counter!("bastion_feedback_labels_total", "model" => body.model.clone())
+            .increment(receipt.stored);
+    }
     Ok(Json(json!(receipt)))
 }
