@@ -188,7 +188,7 @@ fn group(rows: Vec<Row>) -> Result<Vec<FeedbackItem>> {
             Vec::new()
         });
         for (k, label) in r.labels.into_iter().enumerate() {
-            let row = r.row.map_or(entry.len(), |base| base + k);
+            let row = r.row.map_or(entry.len(), |base| base.saturating_add(k));
             entry.push((row, r.line, label));
         }
     }
@@ -253,6 +253,12 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("line 1: give either"), "{e}");
+        let huge = format!(
+            "{{\"request_id\": \"a\", \"row\": {}, \"labels\": [1, 2]}}\n",
+            usize::MAX
+        );
+        let e = group(jsonl_rows(&huge).unwrap()).err().unwrap().to_string();
+        assert!(e.contains("without gaps"), "{e}");
         let e = jsonl_rows("{nope\n").err().unwrap().to_string();
         assert!(e.contains("line 1"), "{e}");
         assert!(group(Vec::new()).is_err());
