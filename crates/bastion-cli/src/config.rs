@@ -90,6 +90,14 @@ pub struct ServerArgs {
     /// monitor`), as consumer `server`.
     #[arg(long, env = "BASTION_MONITOR_RULES")]
     pub monitor_rules: Option<PathBuf>,
+    /// Publish inference events to this NATS JetStream server too (`nats://host:port`), for
+    /// monitor workers anywhere (`bastion monitor --nats`); the monitor inside the server
+    /// then reads them there. Every replica of a deployment publishes to the same stream.
+    #[arg(long, env = "BASTION_NATS_URL")]
+    pub nats: Option<String>,
+    /// The JetStream stream of inference events (default: BASTION_EVENTS).
+    #[arg(long, env = "BASTION_NATS_STREAM")]
+    pub nats_stream: Option<String>,
 }
 
 /// The `[server]` table of the TOML file.
@@ -112,6 +120,8 @@ pub struct ServerFile {
     pub production_policy: Option<PathBuf>,
     pub serve_requires_gate: Option<bool>,
     pub monitor_rules: Option<PathBuf>,
+    pub nats_url: Option<String>,
+    pub nats_stream: Option<String>,
 }
 
 /// `[auth]`: rate limits and the OIDC identity provider.
@@ -213,6 +223,8 @@ pub struct ServerSettings {
     pub production_policy: Option<PathBuf>,
     pub serve_requires_gate: bool,
     pub monitor_rules: Option<PathBuf>,
+    /// `None`: events go to the store only.
+    pub nats: Option<bastion_nats::NatsSettings>,
     /// `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -339,6 +351,13 @@ impl ServerSettings {
             monitor_rules: args
                 .monitor_rules
                 .or_else(|| file.monitor_rules.map(|p| home.join(p))),
+            nats: args.nats.or(file.nats_url).map(|url| {
+                let mut n = bastion_nats::NatsSettings::new(&url);
+                if let Some(stream) = args.nats_stream.or(file.nats_stream) {
+                    n.stream = stream;
+                }
+                n
+            }),
             tls,
         })
     }

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bastion_audit::entry::Outcome;
 use bastion_monitor::AlertRules;
+use bastion_nats::{EventConsumer, NatsSettings};
 use bastion_serve::Models;
 use bastion_store::MetaStore;
 use bastion_store::meta::{AuditContext, AuditDraft, IncidentQuery};
-use bastion_watch::{PipelineRunner, Responder, StoreEvents, Worker};
+use bastion_watch::{Events, NatsEvents, PipelineRunner, Responder, StoreEvents, Worker};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -37,6 +38,21 @@ pub struct MonitorArgs {
     /// to commit).
     #[arg(long, default_value_t = 2000)]
     pub settle_ms: i64,
+    /// Read inference events from this NATS JetStream server (`nats://host:port`), where
+    /// `bastion serve --nats` replicas publish them, instead of the store's table.
+    #[arg(long, env = "BASTION_NATS_URL")]
+    pub nats: Option<String>,
+    /// The JetStream stream of inference events.
+    #[arg(long, env = "BASTION_NATS_STREAM", default_value = "BASTION_EVENTS")]
+    pub nats_stream: String,
+    /// Seconds before events a worker fetched from NATS but never committed (it died) go
+    /// to another worker.
+    #[arg(long, default_value_t = 30.0)]
+    pub nats_ack_wait: f64,
+    /// Seconds a worker holds the consumer's lease without renewing it; a standby worker
+    /// with the same consumer name takes over that long after the reading one dies.
+    #[arg(long, default_value_t = 15.0)]
+    pub lease: f64,
     #[command(flatten)]
     pub at: Where,
 }
@@ -126,6 +142,51 @@ impl PipelineRunner for RunWithThisBinary {
     }
 }
 
+/// How long a worker holds a consumer's lease by default.
+pub const LEASE: Duration = Duration::from_secs(15);
+
+/// A name for this worker, unique among all workers of a consumer group.
+pub fn lease_holder() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!(
+        "{}/{}/{}",
+        host.trim(),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Where `consumer` reads events: the NATS stream when there is one (joining the group's
+/// durable consumer from its committed position), else the store's table.
+pub async fn event_source(
+    meta: &MetaStore,
+    nats: Option<&NatsSettings>,
+    consumer: &str,
+    settle_ms: i64,
+) -> Result<Events> {
+    let Some(n) = nats else {
+        return Ok(Events::Store(StoreEvents {
+            meta: meta.clone(),
+            settle_ms: settle_ms.max(0),
+        }));
+    };
+    let after = meta
+        .monitor_cursor(consumer)
+        .await?
+        .map_or(0, |c| u64::try_from(c.after_id).unwrap_or(0));
+    let joined = EventConsumer::join(n, consumer, after)
+        .await
+        .with_context(|| format!("joining consumer group '{consumer}' on {}", n.url))?;
+    Ok(Events::Nats(Box::new(NatsEvents { consumer: joined })))
+}
+
+fn seconds(flag: &str, s: f64) -> Result<Duration> {
+    if !(s.is_finite() && s > 0.0 && s < 1e9) {
+        bail!("{flag} must be a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
 /// A responder that can re-run pipelines on `home`.
 pub fn responder(
     home: &Path,
@@ -144,21 +205,26 @@ pub async fn monitor(home: &Path, a: MonitorArgs) -> Result<()> {
     if a.at.server.is_some() {
         bail!("bastion monitor works on a store (--backend-store-uri), not through --server");
     }
-    if !(a.poll.is_finite() && a.poll > 0.0) {
-        bail!("--poll must be a positive number of seconds");
-    }
+    let poll = seconds("--poll", a.poll)?;
+    let lease = seconds("--lease", a.lease)?;
+    let nats = match &a.nats {
+        Some(url) => Some(NatsSettings {
+            stream: a.nats_stream.clone(),
+            ack_wait: seconds("--nats-ack-wait", a.nats_ack_wait)?,
+            ..NatsSettings::new(url)
+        }),
+        None => None,
+    };
     let rules = read_rules(&a.rules)?;
     let (models, meta, _) = crate::deploy::local_models(home, &a.at).await?;
     let models = Arc::new(models);
-    let source = StoreEvents {
-        meta: meta.clone(),
-        settle_ms: a.settle_ms.max(0),
-    };
+    let source = event_source(&meta, nats.as_ref(), &a.consumer, a.settle_ms).await?;
     let respond = responder(home, meta.clone(), models.clone(), &rules);
     let mut worker = Worker::start(meta, models, source, &a.consumer, rules, respond)
         .await
         .context("starting the monitor")?
-        .with_label_settle(a.settle_ms);
+        .with_label_settle(a.settle_ms)
+        .with_lease(&lease_holder(), lease);
     if a.once {
         const COUNTS: [&str; 6] = [
             "events",
@@ -168,6 +234,12 @@ pub async fn monitor(home: &Path, a: MonitorArgs) -> Result<()> {
             "alerts",
             "responses",
         ];
+        if !worker.acquire_lease(bastion_core::time::now_ms()).await? {
+            bail!(
+                "another worker of consumer '{}' is reading now (it holds the lease)",
+                a.consumer
+            );
+        }
         let mut total = json!({});
         loop {
             let step = worker.step(bastion_core::time::now_ms()).await?;
@@ -183,11 +255,12 @@ pub async fn monitor(home: &Path, a: MonitorArgs) -> Result<()> {
         }
         total["position"] = json!(worker.position());
         total["buffered"] = json!(worker.buffered());
+        worker.stop().await;
         return crate::print_json(&total);
     }
     tracing::info!(consumer = %a.consumer, position = worker.position(), "monitor started");
     worker
-        .run(Duration::from_secs_f64(a.poll), async {
+        .run(poll, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;

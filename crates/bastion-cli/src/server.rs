@@ -99,6 +99,17 @@ pub async fn run(
         .as_ref()
         .map(|o| o.jwks.clone())
         .filter(|j| j.starts_with("https://") || j.starts_with("http://"));
+    let publisher = match &settings.nats {
+        Some(n) => Some(Arc::new(
+            bastion_nats::EventPublisher::connect(n)
+                .await
+                .context("opening the NATS event stream")?,
+        )),
+        None => None,
+    };
+    if let Some(n) = &settings.nats {
+        tracing::info!(url = %n.url, stream = %n.stream, "publishing inference events to NATS");
+    }
     let state = AppState::new(
         meta,
         Arc::from(blobs),
@@ -118,6 +129,7 @@ pub async fn run(
     )
     .with_serving(bastion_serve::ServeConfig {
         require_gate: settings.serve_requires_gate,
+        publisher,
         ..bastion_serve::ServeConfig::new(home.join("tmp").join("serve"))
     });
     if let (Some(url), Some(oidc_file)) = (jwks_url, file.auth.oidc.clone()) {
@@ -151,21 +163,23 @@ pub async fn run(
         let rules = crate::monitor::read_rules(path)?;
         let meta = state.meta.clone();
         let responder = crate::monitor::responder(home, meta.clone(), state.models.clone(), &rules);
-        let source = bastion_watch::StoreEvents {
-            meta: meta.clone(),
-            settle_ms: 2000,
-        };
+        // Every replica runs a worker under this one name; the lease lets one read at a time.
+        const CONSUMER: &str = "server";
+        let source = crate::monitor::event_source(&meta, settings.nats.as_ref(), CONSUMER, 2000)
+            .await
+            .context("starting the monitor")?;
         let worker = bastion_watch::Worker::start(
             meta,
             state.models.clone(),
             source,
-            "server",
+            CONSUMER,
             rules,
             responder,
         )
         .await
-        .context("starting the monitor")?;
-        tracing::info!(rules = %path.display(), position = worker.position(), "monitor running in the server");
+        .context("starting the monitor")?
+        .with_lease(&crate::monitor::lease_holder(), crate::monitor::LEASE);
+        tracing::info!(rules = %path.display(), "monitor running in the server");
         tokio::spawn(worker.run(Duration::from_secs(1), shutdown_signal()));
     }
     if !settings.bind.ip().is_loopback() {

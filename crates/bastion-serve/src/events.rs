@@ -1,12 +1,15 @@
 //! Inference events leave the request path through a bounded queue: `record` never waits,
 //! and when the queue is full the event is counted as dropped
 //! (`bastion_inference_events_dropped_total`) instead of slowing inference down. One writer
-//! task drains the queue in batches into the store.
+//! task drains the queue in batches into the store and, when a NATS stream is configured,
+//! publishes each batch there too, for monitor workers on other hosts. The store keeps
+//! every event either way: labels sent back later are joined to them there.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bastion_nats::EventPublisher;
 use bastion_store::MetaStore;
 use bastion_store::meta::InferenceEvent;
 use tokio::sync::{mpsc, oneshot};
@@ -26,11 +29,16 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the writer on the current Tokio runtime with a queue of `capacity` events.
-    pub fn start(meta: MetaStore, capacity: usize) -> Arc<Self> {
+    /// Starts the writer on the current Tokio runtime with a queue of `capacity` events,
+    /// publishing them with `publisher` too when there is one.
+    pub fn start(
+        meta: MetaStore,
+        capacity: usize,
+        publisher: Option<Arc<EventPublisher>>,
+    ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let written = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_events(meta, rx, written.clone()));
+        tokio::spawn(write_events(meta, publisher, rx, written.clone()));
         Arc::new(Self {
             tx,
             dropped: AtomicU64::new(0),
@@ -63,7 +71,12 @@ impl EventSink {
     }
 }
 
-async fn write_events(meta: MetaStore, mut rx: mpsc::Receiver<Message>, written: Arc<AtomicU64>) {
+async fn write_events(
+    meta: MetaStore,
+    publisher: Option<Arc<EventPublisher>>,
+    mut rx: mpsc::Receiver<Message>,
+    written: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -99,10 +112,35 @@ async fn write_events(meta: MetaStore, mut rx: mpsc::Receiver<Message>, written:
                     }
                 }
             }
+            if let Some(p) = &publisher {
+                publish(p, &batch).await;
+            }
             batch.clear();
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+async fn publish(publisher: &EventPublisher, batch: &[InferenceEvent]) {
+    match publisher.publish(batch).await {
+        Ok(out) => {
+            metrics::counter!("bastion_inference_events_published_total")
+                .increment(out.stored as u64);
+            metrics::counter!("bastion_inference_events_unpublished_total")
+                .increment(out.lost as u64);
+            if out.trimmed > 0 {
+                tracing::debug!(
+                    trimmed = out.trimmed,
+                    "events published without their input rows (too large for a message)"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, events = batch.len(), "inference events not published");
+            metrics::counter!("bastion_inference_events_unpublished_total")
+                .increment(batch.len() as u64);
         }
     }
 }
@@ -143,7 +181,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let sink = EventSink::start(meta.clone(), 8);
+        let sink = EventSink::start(meta.clone(), 8, None);
         // The writer cannot run until this task yields: 8 fit, the rest are dropped at once.
         for i in 0..100 {
             sink.record(event(i));

@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub dataset_cipher: Option<Arc<bastion_store::crypt::DatasetCipher>>,
     /// Inference events queued for the store, at most (beyond: counted as dropped).
     pub event_queue: usize,
+    /// Where inference events are published besides the store (NATS JetStream), if
+    /// anywhere.
+    pub publisher: Option<Arc<bastion_nats::EventPublisher>>,
     /// The share of requests whose input rows are kept in their inference event.
     pub event_sample: f64,
     /// Admit only versions with a passing gate decision on their digest. Without it a
@@ -56,6 +59,7 @@ impl ServeConfig {
             staging,
             dataset_cipher: None,
             event_queue: 10_000,
+            publisher: None,
             event_sample: 0.1,
             require_gate: false,
         }
@@ -164,7 +168,7 @@ impl Models {
     ) -> Self {
         let events = tokio::runtime::Handle::try_current()
             .ok()
-            .map(|_| EventSink::start(meta.clone(), config.event_queue));
+            .map(|_| EventSink::start(meta.clone(), config.event_queue, config.publisher.clone()));
         Self {
             meta,
             blobs,

@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use bastion_monitor::AlertRules;
 use bastion_store::meta::AlertDraft;
 use bastion_watch::respond::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
-use bastion_watch::{Responder, StoreEvents, Worker};
+use bastion_watch::{Events, NatsEvents, Responder, StoreEvents, Worker};
 use common::served::{Training, data, infer, register_trained_model, training_csv};
 use common::{Backend, TestServer};
 use reqwest::StatusCode;
@@ -24,7 +24,9 @@ backend_tests!(
     responders_block_and_throttle_a_caller,
     labels_sent_back_measure_accuracy_and_confidence_estimates_it,
     a_served_file_changed_while_serving_is_caught_and_quarantined,
-    workers_sharing_a_consumer_judge_each_event_once
+    workers_sharing_a_consumer_judge_each_event_once,
+    a_worker_killed_mid_stream_on_nats_loses_and_repeats_nothing,
+    a_lease_lets_one_worker_read_and_passes_on_when_it_lapses
 );
 
 const KEY: &[u8] = b"webhook-test-key";
@@ -61,6 +63,12 @@ async fn setup(b: Backend, model: &str) -> TestServer {
         c.recheck = std::time::Duration::from_millis(100);
     })
     .await;
+    setup_models(&s, model).await;
+    s
+}
+
+/// `model` registered twice (versions 1 and 2), both trained on dataset `mon-train@v1`.
+async fn setup_models(s: &TestServer, model: &str) {
     let r = s
         .client
         .post(s.url("/api/bastion/v1/datasets/mon-train/versions?filename=train.csv"))
@@ -75,9 +83,8 @@ async fn setup(b: Backend, model: &str) -> TestServer {
             target: Some("y".into()),
             ..Training::default()
         };
-        register_trained_model(&s, model, &[], training).await;
+        register_trained_model(s, model, &[], training).await;
     }
-    s
 }
 
 async fn deploy(s: &TestServer, model: &str, change: Value) -> Value {
@@ -516,6 +523,166 @@ cooldown = "0s"
     let mut d = worker(&s, "shared", rules).await;
     assert_eq!(drain(&mut d).await, 1);
     assert_eq!(d.buffered(), 0);
+}
+
+/// Events published to NATS by the server; two workers of one consumer group read them
+/// through the durable consumer. The reading one is killed (its task aborted, wherever it
+/// was) mid-stream; the other takes the lease when it lapses, gets back what the dead one
+/// had fetched but not committed, and the verdicts count every event exactly once.
+async fn a_worker_killed_mid_stream_on_nats_loses_and_repeats_nothing(b: Backend) {
+    let Some(nats) = bastion_nats::test_server::NatsServer::start() else {
+        return;
+    };
+    let settings = bastion_nats::NatsSettings {
+        ack_wait: std::time::Duration::from_millis(700),
+        ..nats.settings()
+    };
+    let publisher = Arc::new(
+        bastion_nats::EventPublisher::connect(&settings)
+            .await
+            .unwrap(),
+    );
+    let m = "mon-nats";
+    let s = TestServer::start_serving(b, |c| {
+        c.event_sample = 1.0;
+        c.publisher = Some(publisher);
+    })
+    .await;
+    setup_models(&s, m).await;
+    deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
+    let rules = r#"
+[window]
+size = 20
+
+[[alert]]
+name = "traffic"
+when = "requests >= 1"
+cooldown = "0s"
+"#;
+    let nats_worker = |holder: &'static str| {
+        let (s, settings) = (&s, &settings);
+        async move {
+            let consumer = bastion_nats::EventConsumer::join(settings, "group", 0)
+                .await
+                .unwrap();
+            let rules = AlertRules::parse(rules).unwrap();
+            let responder = Responder::new(s.meta.clone(), s.models.clone(), rules.respond.clone());
+            Worker::start(
+                s.meta.clone(),
+                s.models.clone(),
+                Events::Nats(Box::new(NatsEvents { consumer })),
+                "group",
+                rules,
+                responder,
+            )
+            .await
+            .unwrap()
+            .with_batch(7)
+            .with_lease(holder, std::time::Duration::from_millis(600))
+        }
+    };
+    let a = nats_worker("a").await;
+    let killed = tokio::spawn(a.run(std::time::Duration::from_millis(20), std::future::pending()));
+    // 150 requests of two rows: fifteen windows of 20 rows.
+    send(&s, m, 0..150, 0.0).await;
+    let mut at = 0;
+    for _ in 0..500 {
+        at = s
+            .meta
+            .monitor_cursor("group")
+            .await
+            .unwrap()
+            .map_or(0, |c| c.after_id);
+        if at >= 40 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(at >= 40, "worker a did not get going: at {at}");
+    killed.abort();
+    assert!(killed.await.unwrap_err().is_cancelled());
+
+    let mut b2 = nats_worker("b").await;
+    let started = std::time::Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "worker b stuck at {} of 150",
+            b2.position()
+        );
+        let now = bastion_core::time::now_ms();
+        if b2.acquire_lease(now).await.unwrap() {
+            b2.step(now).await.unwrap();
+            if b2.position() == 150 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Every event judged once: fifteen full windows, nothing left over, one alert each.
+    assert_eq!(b2.buffered(), 0);
+    let incidents = s.meta.list_incidents(&Default::default()).await.unwrap();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].alerts, 15);
+    // The store has every event too, for labels to join.
+    let stored = s
+        .meta
+        .inference_events(&bastion_store::meta::EventQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 150);
+    // A consumer's position counts in one stream: the table source refuses it.
+    let rules = AlertRules::parse(rules).unwrap();
+    let responder = Responder::new(s.meta.clone(), s.models.clone(), rules.respond.clone());
+    let store = Events::Store(StoreEvents {
+        meta: s.meta.clone(),
+        settle_ms: 0,
+    });
+    let e = Worker::start(
+        s.meta.clone(),
+        s.models.clone(),
+        store,
+        "group",
+        rules,
+        responder,
+    )
+    .await
+    .err()
+    .unwrap();
+    let expected = format!("has a position in nats:{} events", settings.stream);
+    assert!(e.to_string().contains(&expected), "{e}");
+}
+
+/// Only the lease holder reads; a second worker waits, takes over once the first gives the
+/// lease up (or lets it lapse), and goes on from the first one's commit.
+async fn a_lease_lets_one_worker_read_and_passes_on_when_it_lapses(b: Backend) {
+    let m = "mon-lease";
+    let s = setup(b, m).await;
+    deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
+    let rules = "[window]\nsize = 10\n\n[[alert]]\nname = \"t\"\nwhen = \"requests >= 1\"\n";
+    let ttl = std::time::Duration::from_millis(300);
+    let mut a = worker(&s, "leased", rules).await.with_lease("a", ttl);
+    let mut b2 = worker(&s, "leased", rules).await.with_lease("b", ttl);
+    let now = bastion_core::time::now_ms();
+    assert!(a.acquire_lease(now).await.unwrap());
+    assert!(!b2.acquire_lease(now).await.unwrap());
+    send(&s, m, 0..10, 0.0).await;
+    drain(&mut a).await;
+    assert_eq!(a.position(), 10);
+    // Renewed while a third is left, so still a's well after the first grant.
+    assert!(a.acquire_lease(now + 250).await.unwrap());
+    assert!(!b2.acquire_lease(now + 300).await.unwrap());
+    // a stops renewing: b takes the lease when it lapses and reloads a's position.
+    assert!(b2.acquire_lease(now + 600).await.unwrap());
+    assert_eq!(b2.position(), 10);
+    assert!(!a.acquire_lease(now + 600).await.unwrap());
+    // Given up on purpose, the lease passes at once.
+    b2.stop().await;
+    assert!(a.acquire_lease(now + 650).await.unwrap());
+    assert_eq!(a.position(), 10);
 }
 
 /// One request of two training rows (`i`, `i + 1`) under the request id `id`; returns the

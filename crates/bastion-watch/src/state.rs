@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct WorkerState {
+    /// The event source the position counts in (`EventSource::describe`; empty in states
+    /// saved before there was a choice, which were all in the store's table).
+    #[serde(default)]
+    pub source: String,
     pub windows: Vec<VersionWindows>,
     pub alerter: AlerterState,
     /// Every label with a feedback id up to this one has been read.
@@ -33,6 +37,7 @@ pub(crate) struct VersionWindows {
 /// The same, borrowed, for saving.
 #[derive(Serialize)]
 pub(crate) struct SavingState<'a> {
+    pub source: String,
     pub windows: Vec<SavingWindows<'a>>,
     pub alerter: AlerterState,
     pub labels_after: i64,

@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::error::{WatchError, WatchResult};
 use crate::references::References;
 use crate::respond::Responder;
-use crate::source::EventSource;
+use crate::source::{EventSource, STORE_SOURCE};
 use crate::state::{SavingLabelled, SavingState, SavingWindows, WorkerState};
 
 /// Events read per step, at most.
@@ -79,7 +79,19 @@ pub struct Worker<S> {
     /// worker) and after a commit that queued some. Saves a query per step otherwise.
     pending: bool,
     position: i64,
+    /// The cursor's revision as this worker last read or wrote it.
+    revision: i64,
     batch: usize,
+    lease: Option<Lease>,
+}
+
+/// A worker that shares its consumer name with others reads only while it holds the
+/// consumer's lease in the store, renewing it as it goes.
+struct Lease {
+    holder: String,
+    ttl_ms: i64,
+    /// When this worker's hold runs out (0: it does not hold it).
+    until_ms: i64,
 }
 
 impl<S: EventSource> Worker<S> {
@@ -110,7 +122,9 @@ impl<S: EventSource> Worker<S> {
             responder,
             pending: true,
             position: 0,
+            revision: 0,
             batch: BATCH,
+            lease: None,
         };
         w.reload().await?;
         Ok(w)
@@ -128,6 +142,17 @@ impl<S: EventSource> Worker<S> {
         self
     }
 
+    /// In `run`, read only while holding the consumer's lease, taken for `ttl` at a time
+    /// and renewed when a third of it is left. `holder` names this worker uniquely.
+    pub fn with_lease(mut self, holder: &str, ttl: Duration) -> Self {
+        self.lease = Some(Lease {
+            holder: holder.to_owned(),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1),
+            until_ms: 0,
+        });
+        self
+    }
+
     pub fn position(&self) -> i64 {
         self.position
     }
@@ -142,13 +167,30 @@ impl<S: EventSource> Worker<S> {
         self.windows.clear();
         self.labelled.clear();
         self.position = 0;
+        self.revision = 0;
         self.labels_after = 0;
+        self.source.release().await;
         let Some(cursor) = self.meta.monitor_cursor(&self.consumer).await? else {
             return Ok(());
         };
         let state: WorkerState = serde_json::from_value(cursor.state)
             .map_err(|e| WatchError::State(format!("consumer '{}': {e}", self.consumer)))?;
+        // A position means something only in the stream it was taken in.
+        let source = self.source.describe();
+        if state.source != source && !(state.source.is_empty() && source == STORE_SOURCE) {
+            return Err(WatchError::State(format!(
+                "consumer '{}' has a position in {} events, not {source} events: give this \
+                 worker another consumer name",
+                self.consumer,
+                if state.source.is_empty() {
+                    STORE_SOURCE
+                } else {
+                    &state.source
+                }
+            )));
+        }
         self.position = cursor.after_id;
+        self.revision = cursor.revision;
         self.alerter.restore(state.alerter);
         self.labels_after = state.labels_after;
         for v in state.labelled {
@@ -256,7 +298,7 @@ impl<S: EventSource> Worker<S> {
             || labels_last != self.labels_after
             || !drafts.is_empty()
         {
-            match self.commit(from, last, labels_last, &drafts).await {
+            match self.commit(last, labels_last, &drafts).await {
                 Ok(()) => step.position = last,
                 Err(WatchError::Store(e))
                     if e.domain()
@@ -388,7 +430,6 @@ impl<S: EventSource> Worker<S> {
 
     async fn commit(
         &mut self,
-        from: i64,
         to: i64,
         labels_after: i64,
         drafts: &[AlertDraft],
@@ -405,6 +446,7 @@ impl<S: EventSource> Worker<S> {
                     windower,
                 })
                 .collect(),
+            source: self.source.describe(),
             alerter: self.alerter.snapshot(),
             labels_after,
             labelled: self
@@ -421,8 +463,9 @@ impl<S: EventSource> Worker<S> {
             serde_json::to_value(&state).map_err(|e| WatchError::State(format!("saving: {e}")))?;
         let opened = self
             .meta
-            .commit_monitor(&self.consumer, from, to, &state, drafts)
+            .commit_monitor(&self.consumer, self.revision, to, &state, drafts)
             .await?;
+        self.revision += 1;
         for (incident, _) in &opened {
             metrics::counter!("bastion_monitor_alerts_total",
                 "model" => incident.model_name.clone(), "rule" => incident.rule.clone(),
@@ -436,25 +479,90 @@ impl<S: EventSource> Worker<S> {
         Ok(())
     }
 
-    /// Steps until `stop` resolves, pausing `poll` whenever the stream is caught up. A
-    /// failed step is logged and retried after the pause: the worker outlives a database
-    /// restart.
+    /// Steps until `stop` resolves, pausing `poll` whenever the stream is caught up (or,
+    /// with a lease, while another worker holds it). A failed step is logged and retried
+    /// after the pause: the worker outlives a database restart. On the way out the lease
+    /// is given up, so a standby worker takes over at once.
     pub async fn run(mut self, poll: Duration, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
-            let caught_up = match self.step(bastion_core::time::now_ms()).await {
-                Ok(s) => s.events < self.batch,
+            let idle = match self.acquire_lease(bastion_core::time::now_ms()).await {
+                Ok(false) => true,
+                Ok(true) => match self.step(bastion_core::time::now_ms()).await {
+                    Ok(s) => s.events < self.batch,
+                    Err(e) => {
+                        tracing::error!(consumer = %self.consumer, error = %e, "monitor step failed");
+                        true
+                    }
+                },
                 Err(e) => {
-                    tracing::error!(consumer = %self.consumer, error = %e, "monitor step failed");
+                    tracing::error!(consumer = %self.consumer, error = %e, "monitor lease failed");
                     true
                 }
             };
-            if caught_up {
+            if idle {
                 tokio::select! {
-                    () = &mut stop => return,
+                    () = &mut stop => break,
                     () = tokio::time::sleep(poll) => {}
                 }
             }
+        }
+        self.stop().await;
+    }
+
+    /// Gives back what the source holds and the lease, if held, so a standby worker
+    /// takes over at once.
+    pub async fn stop(self) {
+        self.source.release().await;
+        if let Some(lease) = &self.lease
+            && lease.until_ms > 0
+            && let Err(e) = self
+                .meta
+                .release_monitor_lease(&self.consumer, &lease.holder)
+                .await
+        {
+            tracing::warn!(consumer = %self.consumer, error = %e, "giving up the monitor lease");
+        }
+    }
+
+    /// Whether this worker may read now: always without a lease; with one, when it holds
+    /// it (taking it when free or expired, renewing it when a third is left). A worker that
+    /// takes the lease reloads, since the holder before it moved the cursor; one that lost
+    /// it gives back what its source holds.
+    pub async fn acquire_lease(&mut self, now_ms: i64) -> WatchResult<bool> {
+        let Some(lease) = &self.lease else {
+            return Ok(true);
+        };
+        if lease.until_ms - now_ms > lease.ttl_ms / 3 * 2 {
+            return Ok(true);
+        }
+        let until = now_ms.saturating_add(lease.ttl_ms);
+        let held = lease.until_ms > now_ms;
+        let holds = self
+            .meta
+            .acquire_monitor_lease(&self.consumer, &lease.holder, now_ms, until)
+            .await?;
+        let holder = lease.holder.clone();
+        match (held, holds) {
+            (_, true) => {
+                if !held {
+                    tracing::info!(consumer = %self.consumer, holder = %holder, "monitor lease taken");
+                    self.reload().await?;
+                }
+                if let Some(l) = &mut self.lease {
+                    l.until_ms = until;
+                }
+                Ok(true)
+            }
+            (true, false) => {
+                tracing::warn!(consumer = %self.consumer, holder = %holder, "monitor lease lost to another worker");
+                if let Some(l) = &mut self.lease {
+                    l.until_ms = 0;
+                }
+                self.source.release().await;
+                Ok(false)
+            }
+            (false, false) => Ok(false),
         }
     }
 }

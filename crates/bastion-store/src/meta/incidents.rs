@@ -75,6 +75,8 @@ pub struct IncidentResponse {
 pub struct MonitorCursor {
     pub consumer: String,
     pub after_id: i64,
+    /// Bumped by every commit; a commit names the revision it read.
+    pub revision: i64,
     pub state: serde_json::Value,
     pub updated_time: i64,
 }
@@ -143,7 +145,7 @@ impl MetaStore {
     /// A consumer's place in the event stream (none before its first commit).
     pub async fn monitor_cursor(&self, consumer: &str) -> StoreResult<Option<MonitorCursor>> {
         let row = sqlx::query(
-            "SELECT consumer, after_id, state, updated_time FROM monitor_cursors \
+            "SELECT consumer, after_id, revision, state, updated_time FROM monitor_cursors \
              WHERE consumer = $1",
         )
         .bind(consumer)
@@ -154,6 +156,7 @@ impl MetaStore {
             Ok(MonitorCursor {
                 consumer: r.try_get("consumer")?,
                 after_id: r.try_get("after_id")?,
+                revision: r.try_get("revision")?,
                 state: json_of(&state, "monitor state")?,
                 updated_time: r.try_get("updated_time")?,
             })
@@ -161,17 +164,17 @@ impl MetaStore {
         .transpose()
     }
 
-    /// Commits a consumer's progress from `from_id` (its cursor as it read it; 0 before the
-    /// first commit) to `after_id` with its new state and the alerts it raised, in one
-    /// transaction. Each alert joins the open or acknowledged incident with its key or opens
-    /// one, queues its responses as pending, and is audited as `monitor.alert` with the
-    /// SHA-256 of its evidence. If another worker moved the cursor meanwhile, nothing is
-    /// written and the error says so (`INVALID_STATE`): the caller reloads and goes on from
-    /// there.
+    /// Commits a consumer's progress to `after_id` with its new state and the alerts it
+    /// raised, in one transaction, if the cursor is still at `revision` (as the worker read
+    /// it; 0 before the first commit). The cursor's revision becomes `revision + 1`. Each
+    /// alert joins the open or acknowledged incident with its key or opens one, queues its
+    /// responses as pending, and is audited as `monitor.alert` with the SHA-256 of its
+    /// evidence. If another worker committed meanwhile, nothing is written and the error
+    /// says so (`INVALID_STATE`): the caller reloads and goes on from there.
     pub async fn commit_monitor(
         &self,
         consumer: &str,
-        from_id: i64,
+        revision: i64,
         after_id: i64,
         state: &serde_json::Value,
         alerts: &[AlertDraft],
@@ -181,10 +184,10 @@ impl MetaStore {
         let mut tx = self.write.begin().await?;
         let mut tail = self.audit_tail.lock().await;
         *tail = None;
-        let moved = if from_id == 0 {
+        let moved = if revision == 0 {
             sqlx::query(
-                "INSERT INTO monitor_cursors (consumer, after_id, state, updated_time) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (consumer) DO NOTHING",
+                "INSERT INTO monitor_cursors (consumer, after_id, revision, state, updated_time) \
+                 VALUES ($1, $2, 1, $3, $4) ON CONFLICT (consumer) DO NOTHING",
             )
             .bind(consumer)
             .bind(after_id)
@@ -195,22 +198,22 @@ impl MetaStore {
             .rows_affected()
         } else {
             sqlx::query(
-                "UPDATE monitor_cursors SET after_id = $1, state = $2, updated_time = $3 \
-                 WHERE consumer = $4 AND after_id = $5",
+                "UPDATE monitor_cursors SET after_id = $1, state = $2, updated_time = $3, \
+                 revision = revision + 1 WHERE consumer = $4 AND revision = $5",
             )
             .bind(after_id)
             .bind(&state)
             .bind(now)
             .bind(consumer)
-            .bind(from_id)
+            .bind(revision)
             .execute(&mut *tx)
             .await?
             .rows_affected()
         };
         if moved == 0 {
             return Err(Error::invalid_state(format!(
-                "monitor consumer '{consumer}' is no longer at event {from_id}: another worker \
-                 committed meanwhile"
+                "monitor consumer '{consumer}' is no longer at revision {revision}: another \
+                 worker committed meanwhile"
             ))
             .into());
         }
@@ -304,6 +307,41 @@ impl MetaStore {
         tx.commit().await?;
         *tail = entries.last().map(Tail::after);
         Ok(out)
+    }
+
+    /// Takes or renews the lease of `consumer` for `holder` until `until_ms`, if it is free,
+    /// expired at `now_ms`, or already `holder`'s. Returns whether `holder` has it now.
+    pub async fn acquire_monitor_lease(
+        &self,
+        consumer: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        let taken = sqlx::query(
+            "INSERT INTO monitor_leases (consumer, holder, until_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer) DO UPDATE SET holder = excluded.holder, \
+             until_ms = excluded.until_ms \
+             WHERE monitor_leases.holder = excluded.holder OR monitor_leases.until_ms < $4",
+        )
+        .bind(consumer)
+        .bind(holder)
+        .bind(until_ms)
+        .bind(now_ms)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Gives the lease up, if `holder` has it, so a standby worker takes over at once.
+    pub async fn release_monitor_lease(&self, consumer: &str, holder: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM monitor_leases WHERE consumer = $1 AND holder = $2")
+            .bind(consumer)
+            .bind(holder)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// Takes a pending response for this worker to carry out (`running`); false when another

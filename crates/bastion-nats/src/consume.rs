@@ -1,0 +1,193 @@
+//! Monitor workers read the stream through one durable pull consumer per consumer group.
+//!
+//! The group's position (the last stream sequence whose verdicts are committed) lives in
+//! the metadata store, committed in one transaction with the worker's state. JetStream's
+//! own acknowledgement cannot be part of that transaction, so it only follows it: a
+//! message is acknowledged once a committed position covers it. What that leaves to this
+//! side:
+//! - a message delivered again (its worker died after committing, before acknowledging) is
+//!   at or below the position: acknowledged and dropped;
+//! - messages a dead worker had fetched but not committed come back only after the ack
+//!   wait, after newer ones: events are handed out only as an unbroken run of sequences
+//!   after the position, and the newer ones wait, held, until the gap fills;
+//! - a gap nothing will fill (the stream dropped those events by age, or a message was
+//!   unreadable) is recognised when no other delivery is outstanding, and skipped.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::{self, AckKind, consumer};
+use bastion_store::meta::InferenceEvent;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+use crate::error::{NatsError, NatsResult};
+use crate::settings::{NatsSettings, check_name};
+
+pub struct EventConsumer {
+    stream: String,
+    consumer: consumer::PullConsumer,
+    held: Mutex<BTreeMap<u64, Held>>,
+}
+
+struct Held {
+    event: InferenceEvent,
+    message: jetstream::Message,
+}
+
+impl EventConsumer {
+    /// Joins consumer group `group` (creating its durable consumer if needed, from just
+    /// after `after`, the group's committed position).
+    pub async fn join(settings: &NatsSettings, group: &str, after: u64) -> NatsResult<Self> {
+        check_name("consumer", group)?;
+        let (_, _, stream) = settings.open().await?;
+        let deliver_policy = if after == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let consumer: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                group,
+                consumer::pull::Config {
+                    durable_name: Some(group.to_owned()),
+                    description: Some("Bastion monitor workers".into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    deliver_policy,
+                    // Room for a worker's batches in flight and those held behind a gap.
+                    max_ack_pending: 100_000,
+                    ..consumer::pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| NatsError::jetstream("opening the consumer", e))?;
+        Ok(Self {
+            stream: settings.stream.clone(),
+            consumer,
+            held: Mutex::default(),
+        })
+    }
+
+    /// What positions count in: `nats:<stream>`.
+    pub fn describe(&self) -> String {
+        format!("nats:{}", self.stream)
+    }
+
+    /// Up to `max` events with a stream sequence above `after` (the committed position),
+    /// in order, with the sequence as their id. Messages at or below `after` are
+    /// acknowledged. Fewer than `max` when the stream is caught up or a gap waits for a
+    /// redelivery.
+    pub async fn after(&self, after: u64, max: usize) -> NatsResult<Vec<InferenceEvent>> {
+        let mut held = self.held.lock().await;
+        let newer = held.split_off(&(after + 1));
+        let committed = std::mem::replace(&mut *held, newer);
+        for h in committed.into_values() {
+            ack(&h.message, AckKind::Ack).await;
+        }
+        let want = max.saturating_sub(run_length(&held, after));
+        if want > 0 {
+            self.fetch(&mut held, after, want).await?;
+        }
+        let mut start = after;
+        if let Some(&first) = held.keys().next()
+            && first > after + 1
+            && self.gap_is_final(held.len()).await?
+        {
+            tracing::warn!(
+                from = after + 1,
+                to = first - 1,
+                "events missing from the stream (expired or unreadable): skipped"
+            );
+            metrics::counter!("bastion_monitor_events_skipped_total").increment(first - after - 1);
+            start = first - 1;
+        }
+        let out = held
+            .range(start + 1..)
+            .zip(start + 1..)
+            .take_while(|((seq, _), expect)| *seq == expect)
+            .take(max)
+            .map(|((_, h), _)| h.event.clone())
+            .collect();
+        Ok(out)
+    }
+
+    /// Gives back every held message at once (negative acknowledgement), for whichever
+    /// worker reads next.
+    pub async fn release(&self) {
+        let mut held = self.held.lock().await;
+        for h in std::mem::take(&mut *held).into_values() {
+            ack(&h.message, AckKind::Nak(None)).await;
+        }
+    }
+
+    async fn fetch(
+        &self,
+        held: &mut BTreeMap<u64, Held>,
+        after: u64,
+        want: usize,
+    ) -> NatsResult<()> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(want)
+            .messages()
+            .await
+            .map_err(|e| NatsError::jetstream("fetching events", e))?;
+        while let Some(m) = batch.next().await {
+            let message = m.map_err(|e| NatsError::jetstream("fetching events", e))?;
+            let seq = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a message without JetStream metadata: ignored");
+                    continue;
+                }
+            };
+            if seq <= after {
+                ack(&message, AckKind::Ack).await;
+                continue;
+            }
+            match serde_json::from_slice::<InferenceEvent>(&message.payload) {
+                Ok(mut event) => {
+                    event.id = i64::try_from(seq).unwrap_or(i64::MAX);
+                    held.insert(seq, Held { event, message });
+                }
+                Err(e) => {
+                    // Never delivered again; the gap it leaves is skipped.
+                    tracing::warn!(seq, error = %e, "an unreadable inference event: dropped");
+                    metrics::counter!("bastion_monitor_events_unreadable_total").increment(1);
+                    ack(&message, AckKind::Term).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A gap before the held messages is final when every message delivered and not yet
+    /// acknowledged is held here: nothing else can fill it.
+    async fn gap_is_final(&self, held: usize) -> NatsResult<bool> {
+        let info = self
+            .consumer
+            .get_info()
+            .await
+            .map_err(|e| NatsError::jetstream("reading the consumer", e))?;
+        Ok(info.num_ack_pending <= held)
+    }
+}
+
+/// How many sequences right after `after` are held without a break.
+fn run_length(held: &BTreeMap<u64, Held>, after: u64) -> usize {
+    held.keys()
+        .zip(after + 1..)
+        .take_while(|(seq, expect)| *seq == expect)
+        .count()
+}
+
+/// Acknowledgements are best effort: one that is lost only means the message comes back
+/// after the ack wait, and is dropped then.
+async fn ack(message: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = message.ack_with(kind).await {
+        tracing::debug!(error = %e, "acknowledging a message");
+    }
+}
