@@ -112,19 +112,35 @@ struct Point {
 }
 
 impl Point {
-    fn distance(&self, other: &Point) -> f64 {
+    /// The squared distance to `other`, or `None` as soon as it reaches `bound` (a nearest
+    /// neighbour search need not finish a sum that already lost).
+    fn squared_distance_below(&self, other: &Point, bound: f64) -> Option<f64> {
         let mut d2 = 0.0;
         for (a, b) in self.numbers.iter().zip(&other.numbers) {
             // A missing value is as far as one standard deviation.
             let d = if a.is_nan() || b.is_nan() { 1.0 } else { a - b };
             d2 += d * d;
+            if d2 >= bound {
+                return None;
+            }
         }
         for (a, b) in self.categories.iter().zip(&other.categories) {
             if a != b {
                 d2 += 1.0;
             }
         }
-        d2.sqrt()
+        (d2 < bound).then_some(d2)
+    }
+
+    /// The distance to the nearest of `points` (none when there are none).
+    fn nearest(&self, points: &[Point]) -> Option<f64> {
+        let mut best: Option<f64> = None;
+        for q in points {
+            if let Some(d2) = self.squared_distance_below(q, best.unwrap_or(f64::INFINITY)) {
+                best = Some(d2);
+            }
+        }
+        best.map(f64::sqrt)
     }
 }
 
@@ -265,12 +281,7 @@ impl Detectors {
 fn prada(c: &mut Caller, s: &DetectorSettings, class: String, p: Point) {
     let room = c.growing_points < s.growing_max;
     let g = c.growing.entry(class).or_default();
-    let Some(d) = g
-        .points
-        .iter()
-        .map(|q| p.distance(q))
-        .min_by(f64::total_cmp)
-    else {
+    let Some(d) = p.nearest(&g.points) else {
         if room {
             g.points.push(p);
             c.growing_points += 1;

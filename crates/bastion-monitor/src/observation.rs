@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// One value of one row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+use crate::recorded::{RecordedFeatures, RecordedOutputs};
+
+/// One value of one row. As JSON (`recorded.rs`): a number, a string, or null.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     Number(f64),
     Text(String),
@@ -19,12 +20,7 @@ impl Cell {
     /// A JSON value as a cell: numbers and strings as they are, booleans as text (they are
     /// categories), null and anything nested as missing.
     pub fn from_json(v: &Value) -> Self {
-        match v {
-            Value::Number(n) => n.as_f64().map_or(Cell::Missing, Cell::Number),
-            Value::String(s) => Cell::Text(s.clone()),
-            Value::Bool(b) => Cell::Text(b.to_string()),
-            _ => Cell::Missing,
-        }
+        Cell::deserialize(v).unwrap_or(Cell::Missing)
     }
 
     pub fn is_missing(&self) -> bool {
@@ -72,34 +68,20 @@ impl Observation {
     /// From an inference event's recorded `features` (`{column: [values]}`) and `outputs`
     /// (`{labels, confidence, probabilities}` or `{values}`); anything else there is ignored, not an error:
     /// events are telemetry written by older and newer servers alike.
-    pub fn with_recorded(mut self, features: &Value, outputs: &Value) -> Self {
-        if let Some(cols) = features.as_object() {
-            for (name, values) in cols {
-                if let Some(values) = values.as_array() {
-                    self.features
-                        .insert(name.clone(), values.iter().map(Cell::from_json).collect());
-                }
-            }
-        }
-        let list = |key: &str| outputs.get(key).and_then(Value::as_array);
-        if let Some(labels) = list("labels") {
-            self.predictions = labels.iter().map(Cell::from_json).collect();
-        } else if let Some(values) = list("values") {
-            self.predictions = values.iter().map(Cell::from_json).collect();
-        }
-        if let Some(c) = list("confidence") {
-            self.confidence = c.iter().filter_map(Value::as_f64).collect();
-        }
-        if let Some(rows) = list("probabilities") {
-            self.probabilities = rows
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .map(|r| r.iter().filter_map(Value::as_f64).collect())
-                        .unwrap_or_default()
-                })
-                .collect();
-        }
+    pub fn with_recorded(self, features: &Value, outputs: &Value) -> Self {
+        self.with_parts(
+            RecordedFeatures::deserialize(features).unwrap_or_default(),
+            RecordedOutputs::deserialize(outputs).unwrap_or_default(),
+        )
+    }
+
+    /// The same, from the parts already decoded (from the stored JSON text, or within a
+    /// whole event's JSON).
+    pub fn with_parts(mut self, features: RecordedFeatures, mut outputs: RecordedOutputs) -> Self {
+        self.features = features.0;
+        self.predictions = outputs.predictions();
+        self.confidence = outputs.confidence();
+        self.probabilities = outputs.probabilities();
         self
     }
 

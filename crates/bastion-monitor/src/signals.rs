@@ -78,11 +78,21 @@ pub fn evaluate(reference: &Reference, window: &Window, opts: &DriftOptions) -> 
             reason: why.clone(),
         })
         .collect();
+    // Each observation's columns are walked once, not looked up once per column.
+    let mut by_column: std::collections::HashMap<&str, Vec<&Cell>> = reference
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), Vec::with_capacity(sampled_rows)))
+        .collect();
+    for o in obs {
+        for (name, values) in &o.features {
+            if let Some(live) = by_column.get_mut(name.as_str()) {
+                live.extend(values);
+            }
+        }
+    }
     for col in &reference.columns {
-        let live: Vec<&Cell> = obs
-            .iter()
-            .flat_map(|o| o.features.get(&col.name).into_iter().flatten())
-            .collect();
+        let live = by_column.remove(col.name.as_str()).unwrap_or_default();
         cells += live.len();
         missing += live.iter().filter(|c| c.is_missing()).count();
         out_of_range += live.iter().filter(|c| col.out_of_range(c)).count();

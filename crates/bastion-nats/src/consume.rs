@@ -11,13 +11,14 @@
 //!   wait, after newer ones: events are handed out only as an unbroken run of sequences
 //!   after the position, and the newer ones wait, held, until the gap fills;
 //! - a gap nothing will fill (the stream dropped those events by age, or a message was
-//!   unreadable) is recognised when no other delivery is outstanding, and skipped.
+//!   unreadable and terminated) is recognised when no other delivery is outstanding, and
+//!   skipped.
 
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use bastion_store::meta::InferenceEvent;
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
 use crate::error::{NatsError, NatsResult};
@@ -29,8 +30,8 @@ pub struct EventConsumer {
     held: Mutex<BTreeMap<u64, Held>>,
 }
 
+/// A fetched message; decoded each time it is handed out (normally once).
 struct Held {
-    event: InferenceEvent,
     message: jetstream::Message,
 }
 
@@ -76,10 +77,15 @@ impl EventConsumer {
     }
 
     /// Up to `max` events with a stream sequence above `after` (the committed position),
-    /// in order, with the sequence as their id. Messages at or below `after` are
-    /// acknowledged. Fewer than `max` when the stream is caught up or a gap waits for a
-    /// redelivery.
-    pub async fn after(&self, after: u64, max: usize) -> NatsResult<Vec<InferenceEvent>> {
+    /// in order, with their sequence, decoded from JSON as `T`. Messages at or below
+    /// `after` are acknowledged. Fewer than `max` when the stream is caught up, a gap waits
+    /// for a redelivery, or a message could not be decoded (it is dropped, and the run
+    /// ends before it).
+    pub async fn after<T: DeserializeOwned>(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> NatsResult<Vec<(u64, T)>> {
         let mut held = self.held.lock().await;
         let newer = held.split_off(&(after + 1));
         let committed = std::mem::replace(&mut *held, newer);
@@ -98,18 +104,33 @@ impl EventConsumer {
             tracing::warn!(
                 from = after + 1,
                 to = first - 1,
-                "events missing from the stream (expired or unreadable): skipped"
+                "events missing from the stream (expired, deleted or unreadable): skipped"
             );
             metrics::counter!("bastion_monitor_events_skipped_total").increment(first - after - 1);
             start = first - 1;
         }
-        let out = held
+        let mut out = Vec::with_capacity(max.min(held.len()));
+        let mut unreadable = None;
+        let run = held
             .range(start + 1..)
             .zip(start + 1..)
             .take_while(|((seq, _), expect)| *seq == expect)
-            .take(max)
-            .map(|((_, h), _)| h.event.clone())
-            .collect();
+            .take(max);
+        for ((&seq, h), _) in run {
+            match serde_json::from_slice::<T>(&h.message.payload) {
+                Ok(event) => out.push((seq, event)),
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "an unreadable inference event: dropped");
+                    unreadable = Some(seq);
+                    break;
+                }
+            }
+        }
+        // Never delivered again: the gap it leaves is skipped like any other.
+        if let Some(h) = unreadable.and_then(|seq| held.remove(&seq)) {
+            metrics::counter!("bastion_monitor_events_unreadable_total").increment(1);
+            ack(&h.message, AckKind::Term).await;
+        }
         Ok(out)
     }
 
@@ -148,18 +169,7 @@ impl EventConsumer {
                 ack(&message, AckKind::Ack).await;
                 continue;
             }
-            match serde_json::from_slice::<InferenceEvent>(&message.payload) {
-                Ok(mut event) => {
-                    event.id = i64::try_from(seq).unwrap_or(i64::MAX);
-                    held.insert(seq, Held { event, message });
-                }
-                Err(e) => {
-                    // Never delivered again; the gap it leaves is skipped.
-                    tracing::warn!(seq, error = %e, "an unreadable inference event: dropped");
-                    metrics::counter!("bastion_monitor_events_unreadable_total").increment(1);
-                    ack(&message, AckKind::Term).await;
-                }
-            }
+            held.insert(seq, Held { message });
         }
         Ok(())
     }

@@ -50,15 +50,15 @@ async fn read(c: &EventConsumer, mut after: u64, n: usize, tries: usize) -> (Vec
     let mut got = Vec::new();
     let mut idle = 0;
     while got.len() < n && idle < tries {
-        let batch = c.after(after, 30).await.unwrap();
+        let batch: Vec<(u64, InferenceEvent)> = c.after(after, 30).await.unwrap();
         if batch.is_empty() {
             idle += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        for e in batch {
-            assert!(e.id as u64 > after, "event {} at or below {after}", e.id);
-            after = e.id as u64;
+        for (seq, e) in batch {
+            assert!(seq > after, "event {seq} at or below {after}");
+            after = seq;
             got.push(e.request_id);
         }
     }
@@ -79,15 +79,15 @@ async fn events_come_out_in_stream_order_once() {
     publish(&p, 0..100).await;
     let c = EventConsumer::join(&s, "group", 0).await.unwrap();
     assert_eq!(c.describe(), format!("nats:{}", s.stream));
-    let first = c.after(0, 40).await.unwrap();
-    let seqs: Vec<i64> = first.iter().map(|e| e.id).collect();
+    let first: Vec<(u64, InferenceEvent)> = c.after(0, 40).await.unwrap();
+    let seqs: Vec<u64> = first.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
     // Not committed yet: the same events again.
-    assert_eq!(c.after(0, 40).await.unwrap(), first);
+    assert_eq!(c.after::<InferenceEvent>(0, 40).await.unwrap(), first);
     let (rest, at) = read(&c, 40, 60, 3).await;
     assert_eq!(rest, ids(40..100));
     assert_eq!(at, 100);
-    assert!(c.after(100, 40).await.unwrap().is_empty());
+    assert!(c.after::<InferenceEvent>(100, 40).await.unwrap().is_empty());
 
     // A consumer joining the group later starts after the group's position.
     publish(&p, 100..110).await;
@@ -106,14 +106,14 @@ async fn what_a_dead_worker_held_comes_back_in_order_and_committed_events_do_not
     // Worker A reads 1..=60 in two batches, commits 30, and dies before acknowledging
     // anything (its connection goes with it).
     let a = EventConsumer::join(&s, "g", 0).await.unwrap();
-    assert_eq!(a.after(0, 30).await.unwrap().len(), 30);
-    assert_eq!(a.after(0, 60).await.unwrap().len(), 60);
+    assert_eq!(a.after::<InferenceEvent>(0, 30).await.unwrap().len(), 30);
+    assert_eq!(a.after::<InferenceEvent>(0, 60).await.unwrap().len(), 60);
     drop(a);
     publish(&p, 90..120).await;
     // Worker B goes on from the committed position 30. The first fetch brings 61..=120
     // only; 31..=60 come back after the ack wait, and nothing is handed out before them.
     let b = EventConsumer::join(&s, "g", 30).await.unwrap();
-    assert!(b.after(30, 200).await.unwrap().is_empty());
+    assert!(b.after::<InferenceEvent>(30, 200).await.unwrap().is_empty());
     let (got, at) = read(&b, 30, 90, 30).await;
     assert_eq!(got, ids(30..120));
     assert_eq!(at, 120);
@@ -132,7 +132,7 @@ async fn a_released_batch_goes_to_the_next_reader_at_once() {
     let p = EventPublisher::connect(&s).await.unwrap();
     publish(&p, 0..20).await;
     let a = EventConsumer::join(&s, "g", 0).await.unwrap();
-    assert_eq!(a.after(0, 20).await.unwrap().len(), 20);
+    assert_eq!(a.after::<InferenceEvent>(0, 20).await.unwrap().len(), 20);
     a.release().await;
     let b = EventConsumer::join(&s, "g", 0).await.unwrap();
     let (got, _) = read(&b, 0, 20, 20).await;

@@ -18,5 +18,5 @@ pub mod worker;
 
 pub use error::{WatchError, WatchResult};
 pub use respond::{PipelineRunner, Responder};
-pub use source::{EventSource, Events, NatsEvents, STORE_SOURCE, StoreEvents};
+pub use source::{EventSource, Events, NatsEvents, STORE_SOURCE, StoreEvents, Watched};
 pub use worker::{Step, Worker};

@@ -3,10 +3,56 @@
 
 use std::future::Future;
 
+use bastion_monitor::{Observation, Outcome, RecordedFeatures, RecordedOutputs};
 use bastion_store::MetaStore;
-use bastion_store::meta::{EventQuery, InferenceEvent};
+use bastion_store::meta::RecordedEvent;
+use serde::Deserialize;
 
 use crate::error::WatchResult;
+
+/// One event as the worker judges it: its position, whose it is, and what it carried.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub id: i64,
+    pub model: String,
+    /// Empty when the request was refused before a version was chosen.
+    pub version: String,
+    pub observation: Observation,
+}
+
+/// The fields of an event both sources carry, with the recorded parts decoded in place.
+struct Parts {
+    time_ms: i64,
+    actor: String,
+    rows: i64,
+    status: i64,
+    latency_us: i64,
+    route: String,
+    decision: String,
+    features: RecordedFeatures,
+    outputs: RecordedOutputs,
+}
+
+impl Parts {
+    fn observation(self) -> Observation {
+        Observation {
+            time_ms: self.time_ms,
+            actor: self.actor,
+            rows: usize::try_from(self.rows).unwrap_or(0),
+            features: std::collections::BTreeMap::new(),
+            predictions: Vec::new(),
+            confidence: Vec::new(),
+            probabilities: Vec::new(),
+            outcome: Outcome {
+                status: self.status,
+                latency_us: self.latency_us,
+                route: self.route,
+                decision: self.decision,
+            },
+        }
+        .with_parts(self.features, self.outputs)
+    }
+}
 
 /// What `StoreEvents` positions count in.
 pub const STORE_SOURCE: &str = "store";
@@ -18,7 +64,7 @@ pub trait EventSource: Send + Sync {
         &self,
         after_id: i64,
         max: usize,
-    ) -> impl Future<Output = WatchResult<Vec<InferenceEvent>>> + Send;
+    ) -> impl Future<Output = WatchResult<Vec<Watched>>> + Send;
 
     /// The stream positions count in, saved with them: a consumer's position is refused in
     /// another stream.
@@ -45,18 +91,13 @@ pub struct StoreEvents {
 }
 
 impl EventSource for StoreEvents {
-    async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<InferenceEvent>> {
-        let q = EventQuery {
-            after_id: Some(after_id),
-            limit: i64::try_from(max).unwrap_or(i64::MAX),
-            ..EventQuery::default()
-        };
-        let mut events = self.meta.inference_events(&q).await?;
+    async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<Watched>> {
+        let mut events = self.meta.recorded_events(after_id, max).await?;
         let cutoff = bastion_core::time::now_ms() - self.settle_ms;
         if let Some(young) = events.iter().position(|e| e.time_ms > cutoff) {
             events.truncate(young);
         }
-        Ok(events)
+        Ok(events.into_iter().map(watched).collect())
     }
 
     fn describe(&self) -> String {
@@ -71,11 +112,32 @@ pub struct NatsEvents {
 }
 
 impl EventSource for NatsEvents {
-    async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<InferenceEvent>> {
-        self.consumer
+    async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<Watched>> {
+        let events: Vec<(u64, WireEvent)> = self
+            .consumer
             .after(u64::try_from(after_id).unwrap_or(0), max)
             .await
-            .map_err(|e| crate::error::WatchError::Source(e.to_string()))
+            .map_err(|e| crate::error::WatchError::Source(e.to_string()))?;
+        Ok(events
+            .into_iter()
+            .map(|(seq, e)| Watched {
+                id: i64::try_from(seq).unwrap_or(i64::MAX),
+                model: e.model_name,
+                version: e.version,
+                observation: Parts {
+                    time_ms: e.time_ms,
+                    actor: e.actor,
+                    rows: e.rows,
+                    status: e.status,
+                    latency_us: e.latency_us,
+                    route: e.route,
+                    decision: e.decision,
+                    features: e.features,
+                    outputs: e.outputs,
+                }
+                .observation(),
+            })
+            .collect())
     }
 
     fn describe(&self) -> String {
@@ -87,6 +149,45 @@ impl EventSource for NatsEvents {
     }
 }
 
+fn watched(e: RecordedEvent) -> Watched {
+    Watched {
+        id: e.id,
+        observation: Parts {
+            time_ms: e.time_ms,
+            actor: e.actor,
+            rows: e.rows,
+            status: e.status,
+            latency_us: e.latency_us,
+            route: e.route,
+            decision: e.decision,
+            features: RecordedFeatures::parse(&e.features),
+            outputs: RecordedOutputs::parse(&e.outputs),
+        }
+        .observation(),
+        model: e.model_name,
+        version: e.version,
+    }
+}
+
+/// An `InferenceEvent` as published (its JSON), decoded into what the monitor needs; the
+/// other fields are skipped unread.
+#[derive(Deserialize)]
+struct WireEvent {
+    time_ms: i64,
+    model_name: String,
+    version: String,
+    route: String,
+    actor: String,
+    latency_us: i64,
+    status: i64,
+    decision: String,
+    rows: i64,
+    #[serde(default)]
+    features: RecordedFeatures,
+    #[serde(default)]
+    outputs: RecordedOutputs,
+}
+
 /// Either source, chosen at start-up.
 pub enum Events {
     Store(StoreEvents),
@@ -94,7 +195,7 @@ pub enum Events {
 }
 
 impl EventSource for Events {
-    async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<InferenceEvent>> {
+    async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<Watched>> {
         match self {
             Self::Store(s) => s.next(after_id, max).await,
             Self::Nats(s) => s.next(after_id, max).await,

@@ -13,12 +13,12 @@ use bastion_core::ErrorCode;
 use bastion_monitor::performance::{Labelled, PerformanceReport, measure};
 use bastion_monitor::signals::window_drift_options;
 use bastion_monitor::{
-    Alert, AlertRules, Alerter, Cell, DetectorSettings, Detectors, Observation, Outcome, Reference,
-    Scale, Window, WindowReport, WindowSpec, Windower, alert::Subject, evaluate,
+    Alert, AlertRules, Alerter, Cell, DetectorSettings, Detectors, Reference, Scale, Window,
+    WindowReport, WindowSpec, Windower, alert::Subject, evaluate,
 };
 use bastion_serve::Models;
 use bastion_store::MetaStore;
-use bastion_store::meta::{AlertDraft, InferenceEvent, LabelledEvent};
+use bastion_store::meta::{AlertDraft, LabelledEvent};
 use serde::Serialize;
 use serde_json::json;
 
@@ -214,11 +214,12 @@ impl<S: EventSource> Worker<S> {
         let mut closed: Vec<((String, String), Window)> = Vec::new();
         let mut drafts = Vec::new();
         let mut last = from;
-        for e in &events {
+        let count = events.len();
+        for e in events {
             last = last.max(e.id);
-            let o = observation(e);
-            let scale = self.scale(&e.model_name, &e.version).await;
-            if let Some(judged) = self.detectors.observe(&e.model_name, scale.as_deref(), &o) {
+            let o = e.observation;
+            let scale = self.scale(&e.model, &e.version).await;
+            if let Some(judged) = self.detectors.observe(&e.model, scale.as_deref(), &o) {
                 export_caller(&judged);
                 // A caller is watched per model, whatever version answered it.
                 let subject = Subject {
@@ -237,7 +238,7 @@ impl<S: EventSource> Worker<S> {
             if e.version.is_empty() {
                 continue;
             }
-            let key = (e.model_name.clone(), e.version.clone());
+            let key = (e.model, e.version);
             let windower = match self.windows.get_mut(&key) {
                 Some(w) => w,
                 None => self
@@ -284,7 +285,7 @@ impl<S: EventSource> Worker<S> {
             0
         };
         let mut step = Step {
-            events: events.len(),
+            events: count,
             windows: closed.len(),
             alerts: drafts.len(),
             position: from,
@@ -319,7 +320,7 @@ impl<S: EventSource> Worker<S> {
                 }
             }
         }
-        metrics::counter!("bastion_monitor_events_total").increment(events.len() as u64);
+        metrics::counter!("bastion_monitor_events_total").increment(count as u64);
         metrics::counter!("bastion_monitor_windows_total").increment(closed.len() as u64);
         if drafts.iter().any(|d| !d.responses.is_empty()) {
             self.pending = true;
@@ -567,27 +568,6 @@ impl<S: EventSource> Worker<S> {
     }
 }
 
-fn observation(e: &InferenceEvent) -> Observation {
-    Observation {
-        time_ms: e.time_ms,
-        actor: e.actor.clone(),
-        rows: usize::try_from(e.rows).unwrap_or(0),
-        features: BTreeMap::new(),
-        predictions: Vec::new(),
-        confidence: Vec::new(),
-        probabilities: Vec::new(),
-        outcome: Outcome {
-            status: e.status,
-            latency_us: e.latency_us,
-            route: e.route.clone(),
-            decision: e.decision.clone(),
-        },
-    }
-    .with_recorded(&e.features, &e.outputs)
-}
-
-/// A kept label with the answer it judges; `None` when the event did not record that
-/// row's answer.
 fn labelled_row(l: &LabelledEvent) -> Option<Labelled> {
     let row = usize::try_from(l.row_index).ok()?;
     let out = &l.outputs;

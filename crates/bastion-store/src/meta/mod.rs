@@ -53,7 +53,7 @@ pub use incidents::{
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};
 pub use runs::{BatchLog, RunDraft, RunUpdate};
-pub use serving::{EventQuery, InferenceEvent, StoredDeployment};
+pub use serving::{EventQuery, InferenceEvent, RecordedEvent, StoredDeployment};
 pub use write::AuditContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,6 +80,45 @@ fn json_column(r: &AnyRow, name: &str) -> StoreResult<serde_json::Value> {
     }
 }
 
+/// An inference event as the monitor reads it: only what it judges, with the recorded JSON
+/// left as text for it to decode straight into its own shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub id: i64,
+    pub time_ms: i64,
+    pub model_name: String,
+    pub version: String,
+    pub route: String,
+    pub actor: String,
+    pub latency_us: i64,
+    pub status: i64,
+    pub decision: String,
+    pub rows: i64,
+    /// JSON text (empty when the column is NULL).
+    pub features: String,
+    pub outputs: String,
+}
+
+fn recorded_from_row(r: &AnyRow) -> StoreResult<RecordedEvent> {
+    let text = |name: &str| -> StoreResult<String> {
+        Ok(r.try_get::<Option<String>, _>(name)?.unwrap_or_default())
+    };
+    Ok(RecordedEvent {
+        id: r.try_get("id")?,
+        time_ms: r.try_get("time_ms")?,
+        model_name: r.try_get("model_name")?,
+        version: r.try_get("version")?,
+        route: r.try_get("route")?,
+        actor: r.try_get("actor")?,
+        latency_us: r.try_get("latency_us")?,
+        status: r.try_get("status")?,
+        decision: r.try_get("decision")?,
+        rows: r.try_get("rows_count")?,
+        features: text("features")?,
+        outputs: text("outputs")?,
+    })
+}
+
 fn event_from_row(r: &AnyRow) -> StoreResult<InferenceEvent> {
     Ok(InferenceEvent {
         id: r.try_get("id")?,
@@ -252,5 +291,24 @@ impl MetaStore {
             .bind(q.limit.clamp(1, 100_000));
         let rows = sql.query().fetch_all(&self.read).await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    /// Up to `limit` events with an id above `after_id`, in id order, as the monitor reads
+    /// them.
+    pub async fn recorded_events(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, time_ms, model_name, version, route, actor, latency_us, status, \
+             decision, rows_count, features, outputs FROM inference_events WHERE id > $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(i64::try_from(limit.clamp(1, 100_000)).unwrap_or(100_000))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(recorded_from_row).collect()
     }
 }
