@@ -165,10 +165,7 @@ pub async fn event_source(
     settle_ms: i64,
 ) -> Result<Events> {
     let Some(n) = nats else {
-        return Ok(Events::Store(StoreEvents {
-            meta: meta.clone(),
-            settle_ms: settle_ms.max(0),
-        }));
+        return Ok(Events::Store(StoreEvents::new(meta.clone(), settle_ms)));
     };
     let after = meta
         .monitor_cursor(consumer)

@@ -140,10 +140,7 @@ async fn worker(s: &TestServer, consumer: &str, rules: &str) -> Worker<StoreEven
     let rules = AlertRules::parse(rules).unwrap();
     let responder = Responder::new(s.meta.clone(), s.models.clone(), rules.respond.clone())
         .with_webhook_key(KEY);
-    let source = StoreEvents {
-        meta: s.meta.clone(),
-        settle_ms: 0,
-    };
+    let source = StoreEvents::new(s.meta.clone(), 0);
     Worker::start(
         s.meta.clone(),
         s.models.clone(),
@@ -637,10 +634,7 @@ cooldown = "0s"
     // A consumer's position counts in one stream: the table source refuses it.
     let rules = AlertRules::parse(rules).unwrap();
     let responder = Responder::new(s.meta.clone(), s.models.clone(), rules.respond.clone());
-    let store = Events::Store(StoreEvents {
-        meta: s.meta.clone(),
-        settle_ms: 0,
-    });
+    let store = Events::Store(StoreEvents::new(s.meta.clone(), 0));
     let e = Worker::start(
         s.meta.clone(),
         s.models.clone(),

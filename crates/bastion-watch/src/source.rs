@@ -82,22 +82,79 @@ pub trait EventSource: Send + Sync {
 ///
 /// Ids are handed out when a writer inserts, but writers commit in their own time: on
 /// PostgreSQL an event with a lower id can become visible after one with a higher id. So
-/// only events at least `settle_ms` old are read, and reading stops at the first younger
-/// one, which leaves writers that long to commit.
-#[derive(Clone)]
+/// only events at least `settle_ms` old (when the read began) are taken, and reading stops
+/// at the first younger one, which leaves writers that long to commit.
+///
+/// After a full batch the next one is read and decoded ahead, on another thread, while the
+/// worker judges this one: reading and decoding take about as long as judging.
 pub struct StoreEvents {
-    pub meta: MetaStore,
-    pub settle_ms: i64,
+    meta: MetaStore,
+    settle_ms: i64,
+    ahead: tokio::sync::Mutex<Option<Ahead>>,
+}
+
+/// A batch being read ahead: the position and size it was asked for.
+struct Ahead {
+    after_id: i64,
+    max: usize,
+    read: tokio::task::JoinHandle<WatchResult<Vec<Watched>>>,
+}
+
+impl StoreEvents {
+    pub fn new(meta: MetaStore, settle_ms: i64) -> Self {
+        Self {
+            meta,
+            settle_ms: settle_ms.max(0),
+            ahead: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+async fn read_store(
+    meta: MetaStore,
+    after_id: i64,
+    max: usize,
+    settle_ms: i64,
+) -> WatchResult<Vec<Watched>> {
+    let cutoff = bastion_core::time::now_ms() - settle_ms;
+    let mut events = meta.recorded_events(after_id, max).await?;
+    if let Some(young) = events.iter().position(|e| e.time_ms > cutoff) {
+        events.truncate(young);
+    }
+    Ok(events.into_iter().map(watched).collect())
 }
 
 impl EventSource for StoreEvents {
     async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<Watched>> {
-        let mut events = self.meta.recorded_events(after_id, max).await?;
-        let cutoff = bastion_core::time::now_ms() - self.settle_ms;
-        if let Some(young) = events.iter().position(|e| e.time_ms > cutoff) {
-            events.truncate(young);
+        let mut ahead = self.ahead.lock().await;
+        let batch = match ahead.take() {
+            Some(a) if a.after_id == after_id && a.max == max => a
+                .read
+                .await
+                .map_err(|e| crate::error::WatchError::Source(format!("reading ahead: {e}")))??,
+            other => {
+                if let Some(a) = other {
+                    a.read.abort();
+                }
+                read_store(self.meta.clone(), after_id, max, self.settle_ms).await?
+            }
+        };
+        if batch.len() == max
+            && let Some(last) = batch.last()
+        {
+            *ahead = Some(Ahead {
+                after_id: last.id,
+                max,
+                read: tokio::spawn(read_store(self.meta.clone(), last.id, max, self.settle_ms)),
+            });
         }
-        Ok(events.into_iter().map(watched).collect())
+        Ok(batch)
+    }
+
+    async fn release(&self) {
+        if let Some(a) = self.ahead.lock().await.take() {
+            a.read.abort();
+        }
     }
 
     fn describe(&self) -> String {
