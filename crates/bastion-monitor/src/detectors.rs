@@ -17,8 +17,11 @@
 //!   walked to the decision boundary); `probing.flagged_rate`: the share of its requests the
 //!   input guards flagged or rejected (out of range, out of distribution).
 //! - **Abuse.** `abuse.limited_rate`: the share of its requests refused by rate limits or a
-//!   block; `abuse.volume_ratio`: its requests per second since the last judgement over its
-//!   own average before (after `baseline_judgements` judgements).
+//!   block; `abuse.auth_failures`: its requests to `infer` refused for bad or locked-out
+//!   credentials since the last judgement (the server records them as events of the model
+//!   they were for, with the identity they claimed as the caller); `abuse.volume_ratio`: its
+//!   requests per second since the last judgement over its own average before (after
+//!   `baseline_judgements` judgements).
 //!
 //! Memory is bounded per caller (`growing_max` points, `prada_window` distances) and in
 //! callers (`max_callers`, the least recently seen forgotten first).
@@ -175,6 +178,7 @@ struct Caller {
     near_boundary: usize,
     guarded: usize,
     limited: usize,
+    auth_failed: usize,
     since_ms: Option<i64>,
     last_ms: i64,
     /// Requests per second in each earlier judgement interval.
@@ -236,6 +240,7 @@ impl Detectors {
         match o.outcome.decision.as_str() {
             "flagged" | "rejected" => c.guarded += 1,
             "limited" | "blocked" => c.limited += 1,
+            "unauthenticated" | "auth-locked" => c.auth_failed += 1,
             _ => {}
         }
         c.answered += o.confidence.len();
@@ -318,6 +323,7 @@ fn judge(c: &mut Caller, s: &DetectorSettings) -> Facts {
         "abuse.limited_rate".into(),
         num(rate(c.limited, c.requests)),
     );
+    f.insert("abuse.auth_failures".into(), num(c.auth_failed as f64));
     if c.distances.len() >= s.prada_min {
         let d: Vec<f64> = c.distances.iter().copied().collect();
         if let Some(w) = shapiro_w(&d) {
@@ -342,6 +348,7 @@ fn judge(c: &mut Caller, s: &DetectorSettings) -> Facts {
     c.near_boundary = 0;
     c.guarded = 0;
     c.limited = 0;
+    c.auth_failed = 0;
     c.since_ms = None;
     f
 }

@@ -96,6 +96,10 @@ const NUMBERS: &[(&str, &str)] = &[
         "share of a caller's requests refused by limits or a block",
     ),
     (
+        "abuse.auth_failures",
+        "a caller's calls to infer refused for bad or locked-out credentials since its last judgement",
+    ),
+    (
         "abuse.volume_ratio",
         "a caller's request rate over its own earlier average",
     ),

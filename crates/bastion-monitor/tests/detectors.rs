@@ -10,6 +10,7 @@ use bastion_monitor::alert::Subject;
 use bastion_monitor::{
     AlertRules, Alerter, Cell, DetectorSettings, Detectors, Observation, Outcome, Reference, Scale,
 };
+use bastion_policy::Value;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -207,4 +208,47 @@ fn a_boundary_prober_is_flagged_and_natural_traffic_is_not() {
     let natural: Vec<Vec<f64>> = (0..QUERIES).map(|_| normal_point(&mut rng)).collect();
     let (fired, _) = replay("natural", &natural);
     assert!(!fired.contains(&"probing".to_owned()), "{fired:?}");
+}
+
+/// Refused logins count per caller, and only the refused ones.
+#[test]
+fn credential_guessing_is_counted_per_caller() {
+    let mut d = Detectors::new(DetectorSettings::default());
+    let refused = |actor: &str, t: i64| Observation {
+        rows: 0,
+        features: BTreeMap::new(),
+        predictions: Vec::new(),
+        confidence: Vec::new(),
+        outcome: Outcome {
+            status: 401,
+            latency_us: 0,
+            route: "refused".into(),
+            decision: "unauthenticated".into(),
+        },
+        ..observation(actor, t, &[0.0, 0.0])
+    };
+    let mut guesser = Vec::new();
+    let mut user = Vec::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for t in 0..200 {
+        if let Some(j) = d.observe("m", None, &refused("token guess", t)) {
+            guesser.push(j.signals["abuse.auth_failures"].clone());
+        }
+        // A real user who mistyped once.
+        let o = if t == 3 {
+            refused("user:alice", t)
+        } else {
+            observation("user:alice", t, &normal_point(&mut rng))
+        };
+        if let Some(j) = d.observe("m", None, &o) {
+            user.push(j.signals["abuse.auth_failures"].clone());
+        }
+    }
+    let every = DetectorSettings::default().every as f64;
+    assert_eq!(guesser, vec![Value::Number(every); 4]);
+    assert_eq!(user[0], Value::Number(1.0));
+    assert!(
+        user[1..].iter().all(|v| *v == Value::Number(0.0)),
+        "{user:?}"
+    );
 }

@@ -26,7 +26,8 @@ backend_tests!(
     a_served_file_changed_while_serving_is_caught_and_quarantined,
     workers_sharing_a_consumer_judge_each_event_once,
     a_worker_killed_mid_stream_on_nats_loses_and_repeats_nothing,
-    a_lease_lets_one_worker_read_and_passes_on_when_it_lapses
+    a_lease_lets_one_worker_read_and_passes_on_when_it_lapses,
+    refused_logins_to_a_model_reach_the_abuse_detector
 );
 
 const KEY: &[u8] = b"webhook-test-key";
@@ -677,6 +678,63 @@ async fn a_lease_lets_one_worker_read_and_passes_on_when_it_lapses(b: Backend) {
     b2.stop().await;
     assert!(a.acquire_lease(now + 650).await.unwrap());
     assert_eq!(a.position(), 10);
+}
+
+/// Calls to a model's `infer` refused for bad credentials reach the monitor as events of
+/// that model (no version, the claimed identity as the caller), and the abuse detector's
+/// count of them raises the alert.
+async fn refused_logins_to_a_model_reach_the_abuse_detector(b: Backend) {
+    let s = TestServer::start_secure(b, |_| {}, None).await;
+    let token = format!("bst_{:012x}_{}", 7, "A".repeat(43));
+    for _ in 0..50 {
+        let r = s
+            .client
+            .post(s.url("/v2/models/fraud/infer"))
+            .bearer_auth(&token)
+            .json(&json!({"inputs": []}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(&r.status()),
+            "{}",
+            r.status()
+        );
+    }
+    if let Some(e) = &s.models.events {
+        e.flush().await;
+    }
+    let events = s
+        .meta
+        .inference_events(&bastion_store::meta::EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 50);
+    let actor = events[0].actor.clone();
+    assert!(actor.contains("000000000007"), "{actor}");
+    for e in &events {
+        assert_eq!((e.model_name.as_str(), e.version.as_str()), ("fraud", ""));
+        assert!(
+            ["unauthenticated", "auth-locked"].contains(&e.decision.as_str()),
+            "{e:?}"
+        );
+        assert_eq!(e.actor, actor);
+    }
+    let rules = r#"
+[[alert]]
+name = "guessing"
+when = "abuse.auth_failures >= 50"
+"#;
+    let mut w = worker(&s, "abuse", rules).await;
+    assert_eq!(drain(&mut w).await, 1);
+    let incident = &s.meta.list_incidents(&Default::default()).await.unwrap()[0];
+    assert_eq!(
+        (incident.rule.as_str(), incident.actor.as_str()),
+        ("guessing", actor.as_str())
+    );
 }
 
 /// One request of two training rows (`i`, `i + 1`) under the request id `id`; returns the

@@ -618,6 +618,7 @@ fn export_caller(judged: &bastion_monitor::CallerSignals) {
             "bastion_monitor_probing_flagged_rate",
         ),
         ("abuse.limited_rate", "bastion_monitor_abuse_limited_rate"),
+        ("abuse.auth_failures", "bastion_monitor_abuse_auth_failures"),
         ("abuse.volume_ratio", "bastion_monitor_abuse_volume_ratio"),
     ] {
         if let Some(bastion_policy::Value::Number(v)) = judged.signals.get(signal) {

@@ -69,6 +69,53 @@ fn draft(
 /// and dataset uploads can be gigabytes; their content is addressed by digest anyway;
 /// inference bodies are not JSON parameters but tensors, with binary data, under their own
 /// limit).
+/// A call to a model's `infer` refused here (bad credentials, a locked-out account, a rate
+/// limit) still reaches the monitor: as an inference event of that model with no version,
+/// the identity the caller claimed as its actor, so the abuse detector counts it per caller.
+/// The per-address limit comes first, so refusals cannot be recorded faster than it allows.
+async fn record_refused_infer(
+    state: &AppState,
+    r: &Pending,
+    parts: &mut axum::http::request::Parts,
+    actor: String,
+    status: u16,
+    decision: &str,
+) {
+    if r.rule.action != "inference.infer" {
+        return;
+    }
+    let Some(events) = &state.models.events else {
+        return;
+    };
+    let Ok(params) = RawPathParams::from_request_parts(parts, state).await else {
+        return;
+    };
+    let Some(model) = params
+        .iter()
+        .find(|(k, _)| *k == "model_name")
+        .map(|(_, v)| v.to_owned())
+    else {
+        return;
+    };
+    events.record(bastion_store::meta::InferenceEvent {
+        id: 0,
+        time_ms: bastion_core::time::now_ms(),
+        model_name: model,
+        version: String::new(),
+        route: "refused".into(),
+        actor,
+        request_id: r.request_id.clone(),
+        latency_us: 0,
+        status: i64::from(status),
+        decision: decision.into(),
+        input_digest: String::new(),
+        rows: 0,
+        features: serde_json::Value::Null,
+        outputs: serde_json::Value::Null,
+        guards: serde_json::Value::Null,
+    });
+}
+
 fn streams_body(rule: &Rule) -> bool {
     matches!(
         rule.action,
@@ -117,6 +164,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let auth = &state.auth;
 
     if let Err(wait) = auth.limits.check_ip(ip) {
+        record_refused_infer(&state, &r, &mut parts, format!("ip:{ip}"), 429, "limited").await;
         state
             .audit_event(draft(
                 &r,
@@ -147,11 +195,18 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         {
             Ok(p) => Some(p),
             Err(refused) => {
-                let action = if refused.status == 429 {
-                    "security.auth-locked"
+                let (action, decision) = if refused.status == 429 {
+                    ("security.auth-locked", "auth-locked")
                 } else {
-                    "security.auth-failed"
+                    ("security.auth-failed", "unauthenticated")
                 };
+                let caller = if refused.claimed.is_empty() {
+                    format!("ip:{ip}")
+                } else {
+                    refused.claimed.clone()
+                };
+                record_refused_infer(&state, &r, &mut parts, caller, refused.status, decision)
+                    .await;
                 state
                     .audit_event(draft(
                         &r,
@@ -190,6 +245,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     };
 
     if let Err(wait) = auth.limits.check_principal(&principal.name) {
+        record_refused_infer(&state, &r, &mut parts, principal.actor(), 429, "limited").await;
         state
             .audit_event(draft(
                 &r,
