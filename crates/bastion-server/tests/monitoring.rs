@@ -32,6 +32,17 @@ backend_tests!(
 
 const KEY: &[u8] = b"webhook-test-key";
 
+/// An alert for every window of 20 rows: the alerts count the windows judged.
+const TRAFFIC_RULES: &str = r#"
+[window]
+size = 20
+
+[[alert]]
+name = "traffic"
+when = "requests >= 1"
+cooldown = "0s"
+"#;
+
 type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 /// A webhook receiver on a free port: what it received, and its URL.
@@ -481,15 +492,7 @@ async fn workers_sharing_a_consumer_judge_each_event_once(b: Backend) {
     let m = "mon-share";
     let s = setup(b, m).await;
     deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
-    let rules = r#"
-[window]
-size = 20
-
-[[alert]]
-name = "traffic"
-when = "requests >= 1"
-cooldown = "0s"
-"#;
+    let rules = TRAFFIC_RULES;
     let mut a = worker(&s, "shared", rules).await;
     let mut b2 = worker(&s, "shared", rules).await;
     send(&s, m, 0..100, 0.0).await;
@@ -548,15 +551,7 @@ async fn a_worker_killed_mid_stream_on_nats_loses_and_repeats_nothing(b: Backend
     .await;
     setup_models(&s, m).await;
     deploy(&s, m, json!({"action": "stable", "version": "1"})).await;
-    let rules = r#"
-[window]
-size = 20
-
-[[alert]]
-name = "traffic"
-when = "requests >= 1"
-cooldown = "0s"
-"#;
+    let rules = TRAFFIC_RULES;
     let nats_worker = |holder: &'static str| {
         let (s, settings) = (&s, &settings);
         async move {
