@@ -3,7 +3,8 @@
 two `bastion monitor --nats` workers of one consumer group read it (one at a time, by
 lease). The reading worker is killed with SIGKILL mid-stream; the other takes over, and the
 verdicts count every event exactly once: each window of 50 events raised one alert, none
-is missing or doubled, and no event is left over or read twice.
+is missing or doubled, and no event is left over or read twice. The standalone workers
+serve their metrics for Prometheus (`--metrics`).
 """
 import json
 import os
@@ -92,9 +93,11 @@ def test_a_worker_killed_mid_stream_loses_and_repeats_nothing(nats):
                         '[[alert]]\nname = "traffic"\nwhen = "requests >= 1"\ncooldown = "0s"\n')
             watch = [cli.BIN, "--home", home, "monitor", "--rules", rules, *nats, "--consumer", "group",
                      "--lease", "2", "--nats-ack-wait", "2", "--poll", "0.1"]
+            metrics = []
             for i in range(2):
                 log = open(os.path.join(home, f"monitor-{i}.log"), "ab")
-                monitors.append(subprocess.Popen(watch, stdout=log, stderr=log))
+                metrics.append(f"127.0.0.1:{free_port()}")
+                monitors.append(subprocess.Popen([*watch, "--metrics", metrics[-1]], stdout=log, stderr=log))
             db = os.path.join(home, "bastion.db")
 
             def infer(i):
@@ -126,6 +129,11 @@ def test_a_worker_killed_mid_stream_loses_and_repeats_nothing(nats):
                 time.sleep(0.1)
             assert cursor(db) == REQUESTS, f"stuck at {cursor(db)} of {REQUESTS}"
             assert lease_holder_pid(db) == survivor.pid
+            # The standalone worker exports its figures for Prometheus.
+            scraped = requests.get(f"http://{metrics[monitors.index(survivor)]}/metrics", timeout=10).text
+            judged = [line for line in scraped.splitlines() if line.startswith("bastion_monitor_events_total")]
+            assert judged and float(judged[0].split()[-1]) > 0, scraped
+            assert 'bastion_monitor_alerts_total{model="bc",rule="traffic"' in scraped, scraped
             # Stopped by a signal, it gives the lease up; a last pass finds nothing left.
             survivor.send_signal(signal.SIGINT)
             assert survivor.wait(timeout=30) == 0

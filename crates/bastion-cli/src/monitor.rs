@@ -53,6 +53,10 @@ pub struct MonitorArgs {
     /// with the same consumer name takes over that long after the reading one dies.
     #[arg(long, default_value_t = 15.0)]
     pub lease: f64,
+    /// Serve the monitor's Prometheus metrics (`/metrics`: drift, detector and incident
+    /// figures) at this address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub at: Where,
 }
@@ -254,6 +258,22 @@ pub async fn monitor(home: &Path, a: MonitorArgs) -> Result<()> {
         total["buffered"] = json!(worker.buffered());
         worker.stop().await;
         return crate::print_json(&total);
+    }
+    if let Some(addr) = a.metrics {
+        // Installed before the first step, so no figure is missed.
+        bastion_server::prometheus();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr} for --metrics"))?;
+        tracing::info!(address = %listener.local_addr()?, "monitor metrics at /metrics");
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            if let Err(e) = bastion_server::serve_metrics(listener, stop).await {
+                tracing::error!(error = %e, "serving the monitor's metrics");
+            }
+        });
     }
     tracing::info!(consumer = %a.consumer, position = worker.position(), "monitor started");
     worker

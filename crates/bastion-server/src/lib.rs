@@ -37,7 +37,7 @@ pub use auth::credentials::OidcConfig;
 pub use auth::limits::RateLimit;
 pub use datasets::DIGEST_HEADER;
 pub use error::{ApiError, ApiResult};
-pub use ops::prometheus;
+pub use ops::{prometheus, serve_metrics};
 pub use state::{AppState, DatasetSettings, ServerConfig};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -74,3 +74,24 @@ pub async fn metrics_text(State(state): State<AppState>) -> Response {
     let body = state.metrics.render();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
+
+/// `/metrics` and `/health` alone, for a process that serves nothing else (`bastion monitor
+/// --metrics`), on the process-wide recorder.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = prometheus();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = handle.render();
+                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        )
+        .route("/health", axum::routing::get(|| async { "OK" }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
