@@ -22,6 +22,13 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+/// What the writer hands the publishing task.
+enum ToPublish {
+    Batch(Vec<InferenceEvent>),
+    /// Answered once everything before it is published.
+    Flush(oneshot::Sender<()>),
+}
+
 pub struct EventSink {
     tx: mpsc::Sender<Message>,
     dropped: AtomicU64,
@@ -38,7 +45,14 @@ impl EventSink {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let written = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_events(meta, publisher, rx, written.clone()));
+        // Publishing has its own task and queue, so a slow or unreachable NATS never holds
+        // up the store's writes (nor the other way round).
+        let publishing = publisher.map(|p| {
+            let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+            tokio::spawn(publish_batches(p, rx));
+            tx
+        });
+        tokio::spawn(write_events(meta, publishing, rx, written.clone()));
         Arc::new(Self {
             tx,
             dropped: AtomicU64::new(0),
@@ -73,7 +87,7 @@ impl EventSink {
 
 async fn write_events(
     meta: MetaStore,
-    publisher: Option<Arc<EventPublisher>>,
+    publishing: Option<mpsc::Sender<ToPublish>>,
     mut rx: mpsc::Receiver<Message>,
     written: Arc<AtomicU64>,
 ) {
@@ -112,13 +126,47 @@ async fn write_events(
                     }
                 }
             }
-            if let Some(p) = &publisher {
-                publish(p, &batch).await;
+            if let Some(tx) = &publishing
+                && tx
+                    .try_send(ToPublish::Batch(std::mem::take(&mut batch)))
+                    .is_err()
+            {
+                tracing::warn!(
+                    events = n,
+                    "the NATS publishing queue is full: events not published"
+                );
+                metrics::counter!("bastion_inference_events_unpublished_total").increment(n);
             }
             batch.clear();
         }
         for done in waiting.drain(..) {
-            let _ = done.send(());
+            // With publishing, a flush is answered once what came before it is published.
+            match &publishing {
+                Some(tx) => {
+                    if let Err(mpsc::error::SendError(ToPublish::Flush(done))) =
+                        tx.send(ToPublish::Flush(done)).await
+                    {
+                        let _ = done.send(());
+                    }
+                }
+                None => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Batches waiting to be published, at most (beyond: counted as unpublished).
+const PUBLISH_QUEUE: usize = 64;
+
+async fn publish_batches(publisher: Arc<EventPublisher>, mut rx: mpsc::Receiver<ToPublish>) {
+    while let Some(m) = rx.recv().await {
+        match m {
+            ToPublish::Batch(batch) => publish(&publisher, &batch).await,
+            ToPublish::Flush(done) => {
+                let _ = done.send(());
+            }
         }
     }
 }
