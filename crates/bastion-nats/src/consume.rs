@@ -57,8 +57,12 @@ impl EventConsumer {
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: settings.ack_wait,
                     deliver_policy,
-                    // Room for a worker's batches in flight and those held behind a gap.
-                    max_ack_pending: 100_000,
+                    // What may be delivered and not yet acknowledged: the batches a worker
+                    // judges and holds behind a gap, and what a dead worker had. Past it the
+                    // server delivers only redeliveries, so the messages held here (about
+                    // 10 MB of events at most) are bounded by this, not by the ack wait
+                    // times the traffic.
+                    max_ack_pending: settings.max_pending,
                     ..consumer::pull::Config::default()
                 },
             )
@@ -132,6 +136,11 @@ impl EventConsumer {
             ack(&h.message, AckKind::Term).await;
         }
         Ok(out)
+    }
+
+    /// Messages fetched and not yet acknowledged or given back.
+    pub async fn held(&self) -> usize {
+        self.held.lock().await.len()
     }
 
     /// Gives back every held message at once (negative acknowledgement), for whichever

@@ -19,6 +19,10 @@ pub struct NatsSettings {
     pub ack_wait: Duration,
     /// How long the stream keeps an event (the store's table keeps them all).
     pub max_age: Duration,
+    /// Messages a consumer group may have delivered and not yet acknowledged: a worker's
+    /// batches, those it holds behind a gap, what a dead worker had. At least four of a
+    /// worker's batches (5,000 events).
+    pub max_pending: i64,
 }
 
 impl NatsSettings {
@@ -29,6 +33,7 @@ impl NatsSettings {
             subject: "bastion.events".into(),
             ack_wait: Duration::from_secs(30),
             max_age: Duration::from_secs(7 * 24 * 3600),
+            max_pending: 20_000,
         }
     }
 

@@ -119,6 +119,32 @@ async fn what_a_dead_worker_held_comes_back_in_order_and_committed_events_do_not
     assert_eq!(at, 120);
 }
 
+/// What a reader holds (fetched, not yet acknowledged) is bounded by the group's
+/// `max_pending`, not by the traffic: while a dead reader's messages wait for the ack
+/// wait, and while a reader fetches without committing.
+#[tokio::test]
+async fn what_a_reader_holds_is_bounded() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let s = NatsSettings {
+        max_pending: 50,
+        ..settings(&nats)
+    };
+    let p = EventPublisher::connect(&s).await.unwrap();
+    publish(&p, 0..300).await;
+    let a = EventConsumer::join(&s, "g", 0).await.unwrap();
+    assert_eq!(a.after::<InferenceEvent>(0, 20).await.unwrap().len(), 20);
+    drop(a);
+    let b = EventConsumer::join(&s, "g", 0).await.unwrap();
+    for _ in 0..10 {
+        b.after::<InferenceEvent>(0, 40).await.unwrap();
+        assert!(b.held().await <= 50, "{}", b.held().await);
+    }
+    let (got, _) = read(&b, 0, 300, 60).await;
+    assert_eq!(got, ids(0..300));
+}
+
 #[tokio::test]
 async fn a_released_batch_goes_to_the_next_reader_at_once() {
     let Some(nats) = NatsServer::start() else {

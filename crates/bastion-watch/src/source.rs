@@ -20,22 +20,29 @@ pub struct Watched {
     pub observation: Observation,
 }
 
-/// The fields of an event both sources carry, with the recorded parts decoded in place.
-struct Parts {
+/// What the monitor needs of an event, from either source: decoded from the published
+/// JSON (an `InferenceEvent`'s, its other fields skipped unread) or moved out of the
+/// store's row, with the recorded parts decoded in place.
+#[derive(Deserialize)]
+struct EventFields {
     time_ms: i64,
-    actor: String,
-    rows: i64,
-    status: i64,
-    latency_us: i64,
+    model_name: String,
+    version: String,
     route: String,
+    actor: String,
+    latency_us: i64,
+    status: i64,
     decision: String,
+    rows: i64,
+    #[serde(default)]
     features: RecordedFeatures,
+    #[serde(default)]
     outputs: RecordedOutputs,
 }
 
-impl Parts {
-    fn observation(self) -> Observation {
-        Observation {
+impl EventFields {
+    fn watched(self, id: i64) -> Watched {
+        let observation = Observation {
             time_ms: self.time_ms,
             actor: self.actor,
             rows: usize::try_from(self.rows).unwrap_or(0),
@@ -50,7 +57,13 @@ impl Parts {
                 decision: self.decision,
             },
         }
-        .with_parts(self.features, self.outputs)
+        .with_parts(self.features, self.outputs);
+        Watched {
+            id,
+            model: self.model_name,
+            version: self.version,
+            observation,
+        }
     }
 }
 
@@ -170,30 +183,14 @@ pub struct NatsEvents {
 
 impl EventSource for NatsEvents {
     async fn next(&self, after_id: i64, max: usize) -> WatchResult<Vec<Watched>> {
-        let events: Vec<(u64, WireEvent)> = self
+        let events: Vec<(u64, EventFields)> = self
             .consumer
             .after(u64::try_from(after_id).unwrap_or(0), max)
             .await
             .map_err(|e| crate::error::WatchError::Source(e.to_string()))?;
         Ok(events
             .into_iter()
-            .map(|(seq, e)| Watched {
-                id: i64::try_from(seq).unwrap_or(i64::MAX),
-                model: e.model_name,
-                version: e.version,
-                observation: Parts {
-                    time_ms: e.time_ms,
-                    actor: e.actor,
-                    rows: e.rows,
-                    status: e.status,
-                    latency_us: e.latency_us,
-                    route: e.route,
-                    decision: e.decision,
-                    features: e.features,
-                    outputs: e.outputs,
-                }
-                .observation(),
-            })
+            .map(|(seq, e)| e.watched(i64::try_from(seq).unwrap_or(i64::MAX)))
             .collect())
     }
 
@@ -207,42 +204,20 @@ impl EventSource for NatsEvents {
 }
 
 fn watched(e: RecordedEvent) -> Watched {
-    Watched {
-        id: e.id,
-        observation: Parts {
-            time_ms: e.time_ms,
-            actor: e.actor,
-            rows: e.rows,
-            status: e.status,
-            latency_us: e.latency_us,
-            route: e.route,
-            decision: e.decision,
-            features: RecordedFeatures::parse(&e.features),
-            outputs: RecordedOutputs::parse(&e.outputs),
-        }
-        .observation(),
-        model: e.model_name,
+    EventFields {
+        time_ms: e.time_ms,
+        model_name: e.model_name,
         version: e.version,
+        route: e.route,
+        actor: e.actor,
+        latency_us: e.latency_us,
+        status: e.status,
+        decision: e.decision,
+        rows: e.rows,
+        features: RecordedFeatures::parse(&e.features),
+        outputs: RecordedOutputs::parse(&e.outputs),
     }
-}
-
-/// An `InferenceEvent` as published (its JSON), decoded into what the monitor needs; the
-/// other fields are skipped unread.
-#[derive(Deserialize)]
-struct WireEvent {
-    time_ms: i64,
-    model_name: String,
-    version: String,
-    route: String,
-    actor: String,
-    latency_us: i64,
-    status: i64,
-    decision: String,
-    rows: i64,
-    #[serde(default)]
-    features: RecordedFeatures,
-    #[serde(default)]
-    outputs: RecordedOutputs,
+    .watched(e.id)
 }
 
 /// Either source, chosen at start-up.
