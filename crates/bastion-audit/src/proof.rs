@@ -39,6 +39,11 @@ impl InclusionBundle {
         }
     }
 
+    /// The audit path's hashes, leaf side first.
+    pub fn proof(&self) -> impl Iterator<Item = &Hash> {
+        self.proof.iter().map(|h| &h.0)
+    }
+
     /// Checks the head's signature, then that the entry (re-hashed from its fields) sits at its
     /// sequence number under the head's root.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), ProofError> {

@@ -87,6 +87,7 @@ pub async fn run(
             }
             None => None,
         },
+        secure_cookies: tls.is_some(),
     };
     if !settings.production_gate {
         tracing::warn!(

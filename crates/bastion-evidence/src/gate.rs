@@ -433,3 +433,13 @@ pub async fn decide(
         evidence,
     })
 }
+
+/// The rule-by-rule results of a recorded gate decision, read from its signed statement
+/// (verified against the server key first: an unverifiable decision shows nothing).
+pub fn decision_rules(attestor: &Attestor, e: &Evidence) -> Result<Vec<serde_json::Value>, String> {
+    let statement = verified_statement(e, &Trust::Key(attestor.public_key()))?;
+    Ok(statement.predicate["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}

@@ -12,6 +12,7 @@ use bastion_store::meta::{Evidence, EvidenceDraft};
 use bastion_store::{BlobStore, MetaStore};
 
 mod attest;
+pub mod bom;
 pub mod dataset_checks;
 pub mod datasets;
 mod files;

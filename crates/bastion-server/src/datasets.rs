@@ -61,7 +61,7 @@ pub fn routes() -> Router<AppState> {
 
 impl Scoped {
     /// The dataset registry as this request: its writes are audited as the caller's.
-    fn datasets(&self) -> Datasets<'_> {
+    pub(crate) fn datasets(&self) -> Datasets<'_> {
         Datasets {
             meta: &self.meta,
             blobs: self.blobs.as_ref(),
@@ -71,7 +71,7 @@ impl Scoped {
     }
 
     /// The version a `{name}` / `{version}` pair names (`latest`, `K` or `vK`).
-    async fn version(&self, name: &str, version: &str) -> ApiResult<DatasetVersion> {
+    pub(crate) async fn version(&self, name: &str, version: &str) -> ApiResult<DatasetVersion> {
         let reference = if version == "latest" {
             name.to_owned()
         } else {
@@ -87,7 +87,7 @@ impl Scoped {
 
     /// A second dataset a request reads (the reference of a diff): the rule checked the
     /// dataset in the path only.
-    async fn readable(&self, reference: &str) -> ApiResult<DatasetVersion> {
+    pub(crate) async fn readable(&self, reference: &str) -> ApiResult<DatasetVersion> {
         let (name, _) = parse_dataset_reference(reference)?;
         let has = self
             .auth

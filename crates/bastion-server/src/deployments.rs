@@ -93,7 +93,7 @@ pub(crate) async fn show(s: Scoped, Path(name): Path<String>) -> JsonResult {
     Ok(Json(shown(&name, &d, revision)))
 }
 
-async fn apply(
+pub(crate) async fn apply(
     s: &Scoped,
     headers: &axum::http::HeaderMap,
     name: &str,

@@ -97,7 +97,13 @@ pub(crate) async fn show(s: Scoped, Path((model, id)): Path<(String, i64)>) -> J
     incident_of(&s, &model, id).await
 }
 
-async fn set_status(s: Scoped, model: String, id: i64, p: Params, status: &str) -> JsonResult {
+pub(crate) async fn set_status(
+    s: Scoped,
+    model: String,
+    id: i64,
+    p: Params,
+    status: &str,
+) -> JsonResult {
     let Json(_) = incident_of(&s, &model, id).await?;
     let note = p.opt_str("note")?.unwrap_or_default();
     if note.len() > 4096 {

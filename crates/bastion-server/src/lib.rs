@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod auth;
+mod dashboard;
 mod datasets;
 mod deployments;
 mod error;
@@ -35,6 +36,7 @@ use tower_http::trace::TraceLayer;
 pub use admin::ApiDoc;
 pub use auth::credentials::OidcConfig;
 pub use auth::limits::RateLimit;
+pub use dashboard::CONTENT_SECURITY_POLICY;
 pub use datasets::DIGEST_HEADER;
 pub use error::{ApiError, ApiResult};
 pub use ops::{prometheus, serve_metrics};
@@ -54,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .merge(deployments::routes())
         .merge(incidents::routes())
         .merge(feedback::routes())
+        .merge(dashboard::routes())
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics_text))
         .fallback(not_found)
@@ -64,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .route_layer(axum::middleware::from_fn(ops::track))
         .layer(axum::middleware::from_fn(inference::protocol_errors))
+        .layer(axum::middleware::from_fn(dashboard::html_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             host::check_host,

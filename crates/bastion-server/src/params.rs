@@ -239,6 +239,15 @@ impl Params {
         }
     }
 
+    /// The query string merged with an HTML form's body (`x-www-form-urlencoded`; the body
+    /// wins on a repeated name).
+    pub fn parse_form(query: Option<&str>, body: &[u8]) -> Self {
+        let mut params = Self::from_query(query);
+        params.body_len = body.len();
+        params.map.extend(query_map(&String::from_utf8_lossy(body)));
+        params
+    }
+
     /// The query string merged with a JSON object body (the body wins on a repeated name).
     pub fn parse(query: Option<&str>, body: &[u8]) -> Result<Self, ApiError> {
         let mut params = Self::from_query(query);

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub production_gate: bool,
     /// When set, the decision must have applied this policy (SHA-256 of its file).
     pub production_policy: Option<bastion_core::Digest>,
+    /// The dashboard's cookies are sent over HTTPS only (set when serving TLS).
+    pub secure_cookies: bool,
 }
 
 impl ServerConfig {
@@ -66,6 +68,7 @@ impl ServerConfig {
             audit_sign_interval: std::time::Duration::from_secs(60),
             production_gate: true,
             production_policy: None,
+            secure_cookies: false,
         }
     }
 }

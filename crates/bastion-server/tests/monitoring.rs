@@ -371,7 +371,7 @@ webhook = "{url}"
     let position = w.position();
     let opened = s
         .meta
-        .commit_monitor("manual", 0, position, &json!({}), &[again])
+        .commit_monitor("manual", 0, position, &json!({}), &[again], &[])
         .await
         .unwrap();
     // The first incident is resolved, so the same key opens a new one.
@@ -414,7 +414,7 @@ async fn responders_block_and_throttle_a_caller(b: Backend) {
     };
     let responder = Responder::new(s.meta.clone(), s.models.clone(), settings);
     s.meta
-        .commit_monitor("manual", 0, 1, &json!({}), &[alert("block_actor")])
+        .commit_monitor("manual", 0, 1, &json!({}), &[alert("block_actor")], &[])
         .await
         .unwrap();
     assert_eq!(responder.carry_out_pending().await.unwrap(), 1);
@@ -457,7 +457,7 @@ async fn responders_block_and_throttle_a_caller(b: Backend) {
 
     // Throttled: one request per second passes, the next at once is refused.
     s.meta
-        .commit_monitor("manual", 1, 2, &json!({}), &[alert("throttle_actor")])
+        .commit_monitor("manual", 1, 2, &json!({}), &[alert("throttle_actor")], &[])
         .await
         .unwrap();
     assert_eq!(responder.carry_out_pending().await.unwrap(), 1);
@@ -482,7 +482,7 @@ async fn responders_block_and_throttle_a_caller(b: Backend) {
     // A moved cursor refuses a stale commit.
     let e = s
         .meta
-        .commit_monitor("manual", 1, 3, &json!({}), &[])
+        .commit_monitor("manual", 1, 3, &json!({}), &[], &[])
         .await
         .unwrap_err();
     assert!(e.to_string().contains("another worker committed"), "{e}");

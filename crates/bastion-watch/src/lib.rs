@@ -10,6 +10,7 @@
 //! parsers and predictors serving uses).
 
 mod error;
+pub mod history;
 mod references;
 pub mod respond;
 pub mod source;

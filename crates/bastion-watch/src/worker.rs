@@ -18,7 +18,7 @@ use bastion_monitor::{
 };
 use bastion_serve::Models;
 use bastion_store::MetaStore;
-use bastion_store::meta::{AlertDraft, LabelledEvent};
+use bastion_store::meta::{AlertDraft, LabelledEvent, WindowRecord};
 use serde::Serialize;
 use serde_json::json;
 
@@ -74,6 +74,8 @@ pub struct Worker<S> {
     /// Per-caller detectors. Their state (query sets) is not saved with the position: a
     /// restarted worker watches callers afresh.
     detectors: Detectors,
+    /// Callers' newest detector scores, recorded for the dashboard now and then.
+    caller_scores: crate::history::CallerScores,
     responder: Responder,
     /// Whether the outbox may hold responses for this worker: at start (left by an earlier
     /// worker) and after a commit that queued some. Saves a query per step otherwise.
@@ -117,6 +119,7 @@ impl<S: EventSource> Worker<S> {
             references: References::new(models.clone()),
             models,
             next_integrity_ms: 0,
+            caller_scores: Default::default(),
             scales: std::collections::HashMap::new(),
             detectors: Detectors::new(DetectorSettings::default()),
             responder,
@@ -221,6 +224,7 @@ impl<S: EventSource> Worker<S> {
             let scale = self.scale(&e.model, &e.version).await;
             if let Some(judged) = self.detectors.observe(&e.model, scale.as_deref(), &o) {
                 export_caller(&judged);
+                self.caller_scores.observe(&judged);
                 // A caller is watched per model, whatever version answered it.
                 let subject = Subject {
                     model: judged.model.clone(),
@@ -257,6 +261,7 @@ impl<S: EventSource> Worker<S> {
                 }
             }
         }
+        let mut records = Vec::with_capacity(closed.len());
         for ((model, version), window) in &closed {
             let (reference, note) = self.references.get(model, version).await;
             let none = Reference::none();
@@ -266,6 +271,7 @@ impl<S: EventSource> Worker<S> {
                 &window_drift_options(),
             );
             export(model, version, &report);
+            records.push(crate::history::window(model, version, &report));
             let subject = Subject::model_version(model, version);
             for a in self
                 .alerter
@@ -294,12 +300,14 @@ impl<S: EventSource> Worker<S> {
             integrity_checked,
             ..Step::default()
         };
+        records.extend(self.caller_scores.take_due(now_ms));
         if last != from
             || !closed.is_empty()
+            || !records.is_empty()
             || labels_last != self.labels_after
             || !drafts.is_empty()
         {
-            match self.commit(last, labels_last, &drafts).await {
+            match self.commit(last, labels_last, &drafts, &records).await {
                 Ok(()) => step.position = last,
                 Err(WatchError::Store(e))
                     if e.domain()
@@ -434,6 +442,7 @@ impl<S: EventSource> Worker<S> {
         to: i64,
         labels_after: i64,
         drafts: &[AlertDraft],
+        records: &[WindowRecord],
     ) -> WatchResult<()> {
         // Versions whose window is empty hold nothing worth saving.
         self.windows.retain(|_, w| w.buffered() > 0);
@@ -464,7 +473,7 @@ impl<S: EventSource> Worker<S> {
             serde_json::to_value(&state).map_err(|e| WatchError::State(format!("saving: {e}")))?;
         let opened = self
             .meta
-            .commit_monitor(&self.consumer, self.revision, to, &state, drafts)
+            .commit_monitor(&self.consumer, self.revision, to, &state, drafts, records)
             .await?;
         self.revision += 1;
         for (incident, _) in &opened {

@@ -123,31 +123,57 @@ impl Authenticator {
     }
 
     /// An `Authorization` header, when present, is the credential; otherwise a client
-    /// certificate verified by the TLS handshake is.
+    /// certificate verified by the TLS handshake is; otherwise the dashboard's session cookie
+    /// (`session`, which the caller passes only where a cookie may act).
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         ip: IpAddr,
         client_cert: Option<&ClientCert>,
+        session: Option<&str>,
     ) -> Result<Principal, Refusal> {
         let ip_key = format!("ip:{ip}");
-        let result = match (headers.get(AUTHORIZATION), client_cert) {
-            (Some(value), _) => self.authorization(value, &ip_key).await,
-            (None, Some(cert)) => self.certificate(cert).await,
-            (None, None) => {
+        let result = match (headers.get(AUTHORIZATION), client_cert, session) {
+            (Some(value), _, _) => self.authorization(value, &ip_key).await,
+            (None, Some(cert), _) => self.certificate(cert).await,
+            (None, None, Some(cookie)) => self.session(cookie).await,
+            (None, None, None) => {
                 return Err(Refusal::unauthenticated(
                     "Authentication required: send an API token (Authorization: Bearer) or a user's password (Basic)",
                     "anonymous",
                 ));
             }
         };
-        match &result {
+        self.settle(&result, &ip_key);
+        result
+    }
+
+    /// A user's name and password from the dashboard's login form, throttled exactly as
+    /// Basic credentials are.
+    pub async fn login(&self, user: &str, pass: &str, ip: IpAddr) -> Result<Principal, Refusal> {
+        let ip_key = format!("ip:{ip}");
+        let result = if bastion_store::meta::validate_name("user", user).is_err() {
+            Err(Refusal::unauthenticated(
+                "Authentication failed: invalid credentials",
+                "anonymous",
+            ))
+        } else {
+            self.password(user, pass, &ip_key).await
+        };
+        self.settle(&result, &ip_key);
+        result
+    }
+
+    /// Counts a failure against the address (and the user it named), clears them on
+    /// success, and notes when a token was used.
+    fn settle(&self, result: &Result<Principal, Refusal>, ip_key: &str) {
+        match result {
             Ok(p) => {
                 if let Ok(mut f) = self.failures.lock() {
-                    f.succeed(&ip_key);
+                    f.succeed(ip_key);
                     f.succeed(&format!("user:{}", p.name));
                 }
-                if let AuthMethod::Token { token_id } = &p.method
+                if let AuthMethod::Token { token_id } | AuthMethod::Session { token_id } = &p.method
                     && let Ok(mut m) = self.last_used.lock()
                 {
                     m.insert(token_id.clone(), time::now_ms());
@@ -156,13 +182,23 @@ impl Authenticator {
             Err(r) if r.status == 401 => {
                 let user_key = r.claimed.strip_prefix("user:").map(|u| format!("user:{u}"));
                 match user_key {
-                    Some(k) => self.fail(&[&ip_key, &k]),
-                    None => self.fail(&[&ip_key]),
+                    Some(k) => self.fail(&[ip_key, &k]),
+                    None => self.fail(&[ip_key]),
                 }
             }
             Err(_) => {}
         }
-        result
+    }
+
+    /// The dashboard's session cookie: a token minted at login, refused once revoked
+    /// (logout) or expired.
+    async fn session(&self, cookie: &str) -> Result<Principal, Refusal> {
+        let id = token::parse(cookie).map_err(|e| auth_error(&e, "session".to_string()))?;
+        let mut p = self.api_token(cookie, id).await?;
+        if let AuthMethod::Token { token_id } = p.method {
+            p.method = AuthMethod::Session { token_id };
+        }
+        Ok(p)
     }
 
     /// The credential in an `Authorization` header (failures are counted by the caller).
@@ -320,6 +356,10 @@ impl Authenticator {
         if bastion_store::meta::validate_name("user", user).is_err() {
             return Err(malformed());
         }
+        self.password(user, pass, ip_key).await
+    }
+
+    async fn password(&self, user: &str, pass: &str, ip_key: &str) -> Result<Principal, Refusal> {
         let claimed = format!("user:{user}");
         self.check_lockout(&claimed, &claimed)?;
         self.check_lockout(ip_key, &claimed)?;

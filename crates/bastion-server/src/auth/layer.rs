@@ -162,6 +162,16 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let r = Pending { rule, request_id };
     let auth = &state.auth;
+    let reads_only = parts.method == Method::GET || parts.method == Method::HEAD;
+    // The dashboard's session cookie acts on reads and on the dashboard's own forms (which
+    // must then carry the session's form token); a cookie never reaches another API write.
+    let dashboard = rule.action.starts_with("ui.");
+    let session = if dashboard || reads_only {
+        crate::dashboard::session::cookie(&parts.headers, crate::dashboard::session::SESSION_COOKIE)
+            .map(str::to_owned)
+    } else {
+        None
+    };
 
     if let Err(wait) = auth.limits.check_ip(ip) {
         record_refused_infer(&state, &r, &mut parts, format!("ip:{ip}"), 429, "limited").await;
@@ -190,7 +200,12 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     } else {
         match auth
             .credentials
-            .authenticate(&parts.headers, ip, client_cert.as_deref())
+            .authenticate(
+                &parts.headers,
+                ip,
+                client_cert.as_deref(),
+                session.as_deref(),
+            )
             .await
         {
             Ok(p) => Some(p),
@@ -266,7 +281,6 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
 
     // The body: read (bounded), hashed for the audit entry and parsed once for both the
     // permission check and the handler.
-    let reads_only = parts.method == Method::GET || parts.method == Method::HEAD;
     let (params, body, body_sha256) = if streams_body(rule) || reads_only {
         (Params::from_query(parts.uri.query()), body, None)
     } else {
@@ -287,11 +301,28 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         let carries_secret = rule.action.starts_with("users.");
         let hash: Option<[u8; 32]> =
             (!bytes.is_empty() && !carries_secret).then(|| Sha256::digest(&bytes).into());
-        match Params::parse(parts.uri.query(), &bytes) {
+        let parsed = if dashboard {
+            Ok(Params::parse_form(parts.uri.query(), &bytes))
+        } else {
+            Params::parse(parts.uri.query(), &bytes)
+        };
+        match parsed {
             Ok(p) => (p, Body::empty(), hash),
             Err(e) => return finish_failed(&state, &r, &principal, rule.action.into(), e).await,
         }
     };
+    if let (super::AuthMethod::Session { .. }, Some(cookie), false) =
+        (&principal.method, session.as_deref(), reads_only)
+        && !crate::dashboard::session::csrf_ok(&params, cookie)
+    {
+        let e = refusal(
+            ErrorCode::PermissionDenied,
+            StatusCode::FORBIDDEN,
+            "This form's token is missing or wrong (was it sent from another site?): reload the page and try again",
+        )
+        .security_event("csrf");
+        return finish_failed(&state, &r, &principal, rule.action.into(), e).await;
+    }
     let path_params: HashMap<String, String> =
         match RawPathParams::from_request_parts(&mut parts, &state).await {
             Ok(raw) => raw

@@ -18,6 +18,10 @@ pub enum AuthMethod {
         token_id: String,
     },
     Basic,
+    /// The dashboard's session cookie (a token minted at login).
+    Session {
+        token_id: String,
+    },
     Oidc,
     /// A client certificate verified by the TLS handshake (mutual TLS).
     Certificate {
@@ -52,6 +56,9 @@ impl Principal {
         match &self.method {
             AuthMethod::Token { token_id } => format!("user:{} (token {token_id})", self.name),
             AuthMethod::Basic => format!("user:{} (password)", self.name),
+            AuthMethod::Session { token_id } => {
+                format!("user:{} (web session {token_id})", self.name)
+            }
             AuthMethod::Oidc => format!("user:{} (oidc)", self.name),
             AuthMethod::Certificate { .. } => format!("user:{} (client certificate)", self.name),
             AuthMethod::Insecure => "anonymous (insecure mode)".into(),

@@ -236,6 +236,31 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         GET "/v2/models/{model_name}/versions/{model_version}" "inference.model-metadata" read => Resource(ServedModel, Read);
         GET "/v2/models/{model_name}/versions/{model_version}/ready" "inference.model-ready" read => Resource(ServedModel, Read);
         POST "/v2/models/{model_name}/versions/{model_version}/infer" "inference.infer" read => Resource(ServedModel, Invoke);
+        // the dashboard: pages need what the matching API read needs; its forms carry the
+        // session's form token (checked in the auth layer)
+        GET "/" "ui.overview" read => Authenticated;
+        GET "/login" "ui.login-page" read => Public;
+        POST "/login" "ui.login" read => Public;
+        POST "/logout" "ui.logout" write => Authenticated;
+        GET "/ui/assets/{file}" "ui.asset" read => Public;
+        GET "/ui/experiments" "ui.experiments" read => Resource(AllOf(EXP), Read);
+        GET "/ui/runs" "ui.runs" read => Resource(Experiment, Read);
+        GET "/ui/run" "ui.run" read => Resource(Run, Read);
+        GET "/ui/compare" "ui.compare" read => Authenticated;
+        GET "/ui/models" "ui.models" read => Resource(AllOf(MODEL), Read);
+        GET "/ui/model" "ui.model" read => Resource(RegisteredModel, Read);
+        GET "/ui/model-version" "ui.model-version" read => Resource(RegisteredModel, Read);
+        GET "/ui/model-version/bom" "ui.model-version-bom" read => Resource(RegisteredModel, Read);
+        GET "/ui/datasets" "ui.datasets" read => Resource(AllOf(DATASET), Read);
+        GET "/ui/datasets/{name}" "ui.dataset" read => Resource(Dataset, Read);
+        POST "/ui/datasets/{name}/diff" "ui.dataset-diff" write => Resource(Dataset, Edit);
+        GET "/ui/deployments" "ui.deployments" read => Authenticated;
+        GET "/ui/deployments/{model_name}" "ui.deployment" read => Resource(ServedModel, Read);
+        GET "/ui/deployments/{model_name}/confirm" "ui.deployment-confirm" read => Resource(ServedModel, Deploy);
+        POST "/ui/deployments/{model_name}/change" "ui.deployment-change" write => Resource(ServedModel, Deploy);
+        POST "/ui/deployments/{model_name}/incidents/{id}/acknowledge" "ui.incident-acknowledge" write => Resource(ServedModel, Deploy);
+        POST "/ui/deployments/{model_name}/incidents/{id}/resolve" "ui.incident-resolve" write => Resource(ServedModel, Deploy);
+        GET "/ui/audit" "ui.audit" read => AUDIT;
     }
 });
 

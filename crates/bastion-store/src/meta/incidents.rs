@@ -21,6 +21,21 @@ pub const STATUS_OPEN: &str = "open";
 pub const STATUS_ACKNOWLEDGED: &str = "acknowledged";
 pub const STATUS_RESOLVED: &str = "resolved";
 
+/// What the monitor measured over one window (`kind` [`WINDOW`]) or the detector scores of a
+/// model's callers (`kind` [`CALLERS`], no version), kept for looking back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    pub kind: String,
+    pub model_name: String,
+    pub version: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub report: serde_json::Value,
+}
+
+pub const WINDOW: &str = "window";
+pub const CALLERS: &str = "callers";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     pub id: i64,
@@ -178,6 +193,7 @@ impl MetaStore {
         after_id: i64,
         state: &serde_json::Value,
         alerts: &[AlertDraft],
+        windows: &[WindowRecord],
     ) -> StoreResult<Vec<(Incident, Vec<IncidentResponse>)>> {
         let state = json_text(state, "monitor state")?;
         let now = time::now_ms();
@@ -299,6 +315,21 @@ impl MetaStore {
                     .collect::<StoreResult<_>>()?,
             ));
         }
+        for w in windows {
+            sqlx::query(
+                "INSERT INTO monitor_windows (consumer, kind, model_name, version, start_ms, \
+                 end_ms, report) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(consumer)
+            .bind(&w.kind)
+            .bind(&w.model_name)
+            .bind(&w.version)
+            .bind(w.start_ms)
+            .bind(w.end_ms)
+            .bind(json_text(&w.report, "window report")?)
+            .execute(&mut *tx)
+            .await?;
+        }
         let entries = if drafts.is_empty() {
             Vec::new()
         } else {
@@ -306,6 +337,40 @@ impl MetaStore {
         };
         tx.commit().await?;
         *tail = entries.last().map(Tail::after);
+        Ok(out)
+    }
+
+    /// The newest `limit` records of `kind` for `model`, oldest first.
+    pub async fn monitor_windows(
+        &self,
+        model: &str,
+        kind: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WindowRecord>> {
+        let rows = sqlx::query(
+            "SELECT kind, model_name, version, start_ms, end_ms, report FROM monitor_windows \
+             WHERE model_name = $1 AND kind = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(model)
+        .bind(kind)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                let report: String = r.try_get("report")?;
+                Ok(WindowRecord {
+                    kind: r.try_get("kind")?,
+                    model_name: r.try_get("model_name")?,
+                    version: r.try_get("version")?,
+                    start_ms: r.try_get("start_ms")?,
+                    end_ms: r.try_get("end_ms")?,
+                    report: json_of(&report, "window report")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
         Ok(out)
     }
 

@@ -47,8 +47,8 @@ pub use identity::{
     validate_principal,
 };
 pub use incidents::{
-    AlertDraft, Incident, IncidentQuery, IncidentResponse, MonitorCursor, STATUS_ACKNOWLEDGED,
-    STATUS_OPEN, STATUS_RESOLVED,
+    AlertDraft, CALLERS, Incident, IncidentQuery, IncidentResponse, MonitorCursor,
+    STATUS_ACKNOWLEDGED, STATUS_OPEN, STATUS_RESOLVED, WINDOW, WindowRecord,
 };
 pub use registry::ModelVersionDraft;
 pub use run_search::{Page, SearchRequest};
