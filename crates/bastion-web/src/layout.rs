@@ -126,6 +126,8 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · Bastion" }
+            // No favicon request (an empty icon is allowed by the CSP's img-src data:).
+            link rel="icon" href="data:,";
             link rel="stylesheet" href="/ui/assets/app.css";
             script src="/ui/assets/app.js" defer {}
         }

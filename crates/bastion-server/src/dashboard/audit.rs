@@ -76,7 +76,7 @@ pub async fn page(s: Scoped, headers: HeaderMap, p: Params) -> ApiResult<Html<St
     let after = match p.opt_i64("after")? {
         Some(a) => u64::try_from(a).ok(),
         None if filtered => None,
-        None => Some(size.saturating_sub(per_page as u64)),
+        None => size.checked_sub(per_page as u64 + 1),
     };
     let entries = s
         .meta

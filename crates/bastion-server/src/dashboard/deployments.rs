@@ -100,13 +100,18 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+pub(crate) fn severity_badge(severity: &str) -> Markup {
+    let bad = ["critical", "high"].iter().any(|s| s.eq_ignore_ascii_case(severity));
+    badge(if bad { Tone::Bad } else { Tone::Warn }, severity)
+}
+
 fn incident_row(c: &Chrome, model: &str, i: &Incident, can_act: bool) -> Markup {
     let base = format!("{}/incidents/{}", deployment_href(model), i.id);
     html! {
         tr id={"incident-" (i.id)} {
             td { (i.id) }
             td { code { (i.rule) } @if !i.actor.is_empty() { br; span.muted { "caller " (i.actor) } } }
-            td { (badge(if i.severity == "critical" || i.severity == "high" { Tone::Bad } else { Tone::Warn }, &i.severity)) }
+            td { (severity_badge(&i.severity)) }
             td { "v" (i.version) }
             td { (i.status) @if !i.note.is_empty() { br; span.muted { (clip(&i.note, 200)) } } }
             td.n { (i.alerts) }

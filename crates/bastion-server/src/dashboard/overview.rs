@@ -110,7 +110,7 @@ pub async fn page(s: Scoped, headers: HeaderMap) -> ApiResult<Html<String>> {
             resource: None,
             since_ms: None,
             until_ms: None,
-            after_seq: Some(size.saturating_sub(10)),
+            after_seq: size.checked_sub(11),
             limit: 10,
         };
         let mut e = s.meta.audit_entries(&q).await?;
@@ -173,7 +173,7 @@ pub async fn page(s: Scoped, headers: HeaderMap) -> ApiResult<Html<String>> {
                                 td { a href={"/ui/deployments/" (encode(&i.model_name)) "#incident-" (i.id)} { (i.id) } }
                                 td { (i.model_name) " v" (i.version) }
                                 td { code { (i.rule) } }
-                                td { (badge(if i.severity == "critical" || i.severity == "high" { Tone::Bad } else { Tone::Warn }, &i.severity)) }
+                                td { (super::deployments::severity_badge(&i.severity)) }
                                 td { (i.status) }
                                 td { (time(i.opened_time)) }
                             }
