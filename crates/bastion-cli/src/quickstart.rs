@@ -89,6 +89,9 @@ pub async fn run(home: &Path, a: QuickstartArgs) -> Result<i32> {
         request.display()
     );
     println!("MLflow client: MLFLOW_TRACKING_URI={url} MLFLOW_TRACKING_TOKEN={token}");
+    println!(
+        "Dashboard: {url}/ (sign in with a user's password; make one with `bastion user create NAME --role admin --password-stdin`)"
+    );
     if a.no_serve {
         return Ok(0);
     }

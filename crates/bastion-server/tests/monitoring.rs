@@ -269,6 +269,27 @@ webhook = "{url}"
     assert_eq!(drifted, vec!["a"], "{window}");
     assert_eq!(i.evidence["reference"], json!("mon-train@v1"));
 
+    // Each closed window (40 rows, 20 requests) is kept for the dashboard, in order: the
+    // first two without drift in `a`, the shifted ones with it, each with its score.
+    let kept = s.meta.monitor_windows(m, "window", 100).await.unwrap();
+    assert_eq!(kept.len(), 6, "{kept:?}");
+    assert!(kept.windows(2).all(|w| w[0].end_ms <= w[1].end_ms));
+    let a_drift: Vec<bool> = kept
+        .iter()
+        .map(|w| w.report["features"]["a"]["drift"] == json!(true))
+        .collect();
+    assert_eq!(
+        a_drift,
+        vec![false, false, true, true, true, true],
+        "{kept:?}"
+    );
+    assert!(kept[2].report["features"]["a"]["score"].is_number());
+    assert_eq!(kept[0].report["requests"], json!(20));
+    assert_eq!(
+        s.meta.monitor_windows(m, "window", 2).await.unwrap(),
+        kept[4..]
+    );
+
     // Every response was carried out and recorded.
     let (_, responses) = s.meta.get_incident(i.id).await.unwrap();
     let done: Vec<(&str, &str)> = responses

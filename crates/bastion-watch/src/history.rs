@@ -115,10 +115,10 @@ impl CallerScores {
             let start = ranked.iter().map(|(_, (t, _))| *t).min().unwrap_or(now_ms);
             let end = ranked.iter().map(|(_, (t, _))| *t).max().unwrap_or(now_ms);
             let total = ranked.len();
-            let kept: Map<String, Value> = ranked
+            let kept: Vec<Value> = ranked
                 .into_iter()
                 .take(CALLERS_KEPT)
-                .map(|(actor, (_, s))| (actor, Value::Object(s)))
+                .map(|(actor, (_, s))| json!({ "actor": actor, "signals": s }))
                 .collect();
             self.recorded_ms.insert(model.clone(), now_ms);
             out.push(WindowRecord {
@@ -131,5 +131,59 @@ impl CallerScores {
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judged(actor: &str, score: f64, t: i64) -> CallerSignals {
+        let mut signals = bastion_policy::Facts::new();
+        signals.insert(
+            "extraction.score".into(),
+            bastion_policy::Value::Number(score),
+        );
+        signals.insert(
+            "abuse.volume".into(),
+            bastion_policy::Value::Number(f64::NAN),
+        );
+        CallerSignals {
+            model: "m".into(),
+            actor: actor.into(),
+            time_ms: t,
+            signals,
+        }
+    }
+
+    #[test]
+    fn caller_scores_are_ranked_and_recorded_at_most_once_a_minute() {
+        let mut c = CallerScores::default();
+        c.observe(&judged("a", 0.1, 10));
+        c.observe(&judged("b", 0.9, 20));
+        c.observe(&judged("a", 0.3, 30)); // the newest score of a caller stands
+        let due = c.take_due(1_000);
+        assert_eq!(due.len(), 1);
+        let r = &due[0];
+        assert_eq!((r.kind.as_str(), r.start_ms, r.end_ms), (CALLERS, 20, 30));
+        let callers = r.report["callers"].as_array().unwrap();
+        let order: Vec<&str> = callers.iter().filter_map(|c| c["actor"].as_str()).collect();
+        assert_eq!(order, ["b", "a"], "highest extraction score first");
+        assert_eq!(callers[1]["signals"]["extraction.score"], json!(0.3));
+        assert_eq!(
+            callers[0]["signals"]["abuse.volume"],
+            Value::Null,
+            "non-finite scores are null"
+        );
+        assert_eq!(r.report["callers_seen"], json!(2));
+        // Within a minute of the last record nothing is due; after it, the new scores are.
+        c.observe(&judged("c", 0.5, 40));
+        assert!(c.take_due(1_000 + CALLERS_EVERY_MS - 1).is_empty());
+        let due = c.take_due(1_000 + CALLERS_EVERY_MS);
+        assert_eq!(due[0].report["callers_seen"], json!(1));
+        assert!(
+            c.take_due(i64::MAX).is_empty(),
+            "nothing new, nothing recorded"
+        );
     }
 }

@@ -49,12 +49,12 @@ pub fn lines(
     series: &[Series],
     rule: Option<Rule>,
 ) -> Markup {
-    const W: f64 = 560.0;
+    const W: f64 = 480.0;
     const H: f64 = 240.0;
-    const L: f64 = 56.0;
+    const L: f64 = 64.0;
     const R: f64 = 16.0;
     const T: f64 = 16.0;
-    const B: f64 = 40.0;
+    const B: f64 = 44.0;
     let (x0, x1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (y0, y1) = range(
         series
@@ -64,7 +64,7 @@ pub fn lines(
     );
     let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
     let py = |y: f64| T + (1.0 - (y - y0) / (y1 - y0)) * (H - T - B);
-    let legend_h = 16.0 * series.len() as f64;
+    let legend_h = 18.0 * series.len() as f64;
     let total_h = H + legend_h + 4.0;
     html! {
         figure {
@@ -74,12 +74,12 @@ pub fn lines(
                 @for i in 0..=4 {
                     @let fx = x0 + (x1 - x0) * i as f64 / 4.0;
                     @let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-                    text x=(px(fx)) y=(H - B + 14.0) font-size="10" text-anchor="middle" { (num(fx)) }
-                    text x=(L - 4.0) y=(py(fy) + 3.0) font-size="10" text-anchor="end" { (num(fy)) }
+                    text x=(px(fx)) y=(H - B + 14.0) font-size="12" text-anchor="middle" { (num(fx)) }
+                    text x=(L - 4.0) y=(py(fy) + 3.0) font-size="12" text-anchor="end" { (num(fy)) }
                     line x1=(L) x2=(W - R) y1=(py(fy)) y2=(py(fy)) stroke="#eef0f3" {}
                 }
-                text x=((L + W - R) / 2.0) y=(H - 6.0) font-size="11" text-anchor="middle" { (x_label) }
-                text x="12" y=((T + H - B) / 2.0) font-size="11" text-anchor="middle" transform={"rotate(-90 12 " ((T + H - B) / 2.0) ")"} { (y_label) }
+                text x=((L + W - R) / 2.0) y=(H - 6.0) font-size="13" text-anchor="middle" { (x_label) }
+                text x="12" y=((T + H - B) / 2.0) font-size="13" text-anchor="middle" transform={"rotate(-90 12 " ((T + H - B) / 2.0) ")"} { (y_label) }
                 @if let Some(r) = rule {
                     line x1=(L) x2=(W - R) y1=(py(r.y)) y2=(py(r.y)) stroke="#b3261e" stroke-dasharray="4 3" {
                         title { "threshold " (num(r.y)) }
@@ -97,8 +97,8 @@ pub fn lines(
                             }
                         }
                     }
-                    rect x=(L) y=(H + 4.0 + 16.0 * i as f64) width="10" height="10" fill=(colour) {}
-                    text x=(L + 14.0) y=(H + 13.0 + 16.0 * i as f64) font-size="11" { (s.name) }
+                    rect x=(L) y=(H + 4.0 + 18.0 * i as f64) width="10" height="10" fill=(colour) {}
+                    text x=(L + 14.0) y=(H + 14.0 + 18.0 * i as f64) font-size="13" { (s.name) }
                 }
             }
         }

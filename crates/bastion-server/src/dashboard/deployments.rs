@@ -19,7 +19,6 @@ use bastion_web::chart::{self, Rule, Series};
 use bastion_web::fmt::{clip, num, time};
 use bastion_web::layout::{Chrome, Nav, Page, Tone, badge, csrf_field, encode, query};
 use bastion_web::{Markup, html};
-use serde_json::Value;
 
 use super::models::{confirm_href, model_href, value_text, version_href};
 use super::{chrome, model_permission, page_html};
@@ -101,7 +100,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub(crate) fn severity_badge(severity: &str) -> Markup {
-    let bad = ["critical", "high"].iter().any(|s| s.eq_ignore_ascii_case(severity));
+    let bad = ["critical", "high"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(severity));
     badge(if bad { Tone::Bad } else { Tone::Warn }, severity)
 }
 
@@ -255,7 +256,7 @@ pub async fn model(
             }
             div.card {
                 h2 { "Latency (last hour)" }
-                table {
+                div.wrap { table {
                     thead { tr { th { "Version" } th.n { "Requests" } th.n { "p50 ms" } th.n { "p95 ms" } th.n { "p99 ms" } th { "Outcomes" } } }
                     tbody {
                         @for (v, l) in &latencies {
@@ -269,11 +270,12 @@ pub async fn model(
                             }
                         }
                     }
-                }
+                } }
             }
         }
         h2 { "Drift per feature over the monitor's windows" }
-        @if drift.is_empty() { p.muted { "No monitor windows recorded yet (" code { "bastion monitor" } " or " code { "bastion server --monitor-rules" } ")." } }
+        @if windows.is_empty() { p.muted { "No monitor windows recorded yet (" code { "bastion monitor" } " or " code { "bastion server --monitor-rules" } ")." } }
+        @else if drift.is_empty() { p.muted { (windows.len()) " window(s) recorded, none with feature drift measured: the version has no training reference, or the deployment samples no input rows." } }
         div.grid {
             @for (feature, (points, threshold)) in &drift {
                 div.card { (chart::lines(feature, "minutes ago", "drift score", &[Series { name: feature.clone(), points: points.clone() }], threshold.is_finite().then_some(Rule { y: *threshold }))) }
@@ -289,13 +291,13 @@ pub async fn model(
             None => p.muted { "No per-caller scores recorded yet." },
             Some(rec) => {
                 p.muted { "As of " (time(rec.end_ms)) "; " (value_text(&rec.report["callers_seen"])) " caller(s) seen, highest extraction score first." }
-                @let rows = rec.report["callers"].as_object().cloned().unwrap_or_default();
-                @let keys: std::collections::BTreeSet<String> = rows.values().filter_map(Value::as_object).flat_map(|m| m.keys().cloned()).collect();
+                @let rows = rec.report["callers"].as_array().cloned().unwrap_or_default();
+                @let keys: std::collections::BTreeSet<String> = rows.iter().filter_map(|c| c["signals"].as_object()).flat_map(|m| m.keys().cloned()).collect();
                 div.wrap { table {
                     thead { tr { th { "Caller" } @for k in &keys { th.n { (k) } } } }
                     tbody {
-                        @for (actor, sig) in &rows {
-                            tr { td { (actor) } @for k in &keys { td.n { (value_text(&sig[k.as_str()])) } } }
+                        @for c in &rows {
+                            tr { td { (c["actor"].as_str().unwrap_or("")) } @for k in &keys { td.n { (value_text(&c["signals"][k.as_str()])) } } }
                         }
                     }
                 } }
