@@ -16,7 +16,7 @@ use bastion_evidence::datasets::{
 use bastion_store::meta::Evidence;
 use bastion_web::chart;
 use bastion_web::fmt::{bytes, clip, num, time};
-use bastion_web::layout::{Nav, Page, Tone, badge, csrf_field, encode, facts, query};
+use bastion_web::layout::{Nav, Page, Tone, badge, csrf_field, encode, facts, pager, query};
 use bastion_web::{Markup, html};
 use serde_json::Value;
 
@@ -45,6 +45,14 @@ pub async fn list(s: Scoped, headers: HeaderMap, p: Params) -> ApiResult<Html<St
             rows.push(v);
         }
     }
+    let f = filter.clone();
+    let page = super::paged(rows, &p, |o| {
+        format!(
+            "/ui/datasets{}",
+            query(&[("filter", &f), ("offset", &o.to_string())])
+        )
+    })?;
+    let rows = page.items;
     let body = html! {
         form.filter method="get" action="/ui/datasets" role="search" {
             label { "Name contains" input type="search" name="filter" value=(filter) data-search; }
@@ -67,6 +75,7 @@ pub async fn list(s: Scoped, headers: HeaderMap, p: Params) -> ApiResult<Html<St
                 @if rows.is_empty() { tr { td colspan="7" { "No datasets." } } }
             }
         } }
+        (pager(page.prev.as_deref(), page.next.as_deref()))
     };
     let c = chrome(&s, &headers);
     Ok(page_html(

@@ -17,7 +17,7 @@ use bastion_store::meta::{
 };
 use bastion_web::chart::{self, Rule, Series};
 use bastion_web::fmt::{clip, num, time};
-use bastion_web::layout::{Chrome, Nav, Page, Tone, badge, csrf_field, encode, query};
+use bastion_web::layout::{Chrome, Nav, Page, Tone, badge, csrf_field, encode, pager, query};
 use bastion_web::{Markup, html};
 
 use super::models::{confirm_href, model_href, value_text, version_href};
@@ -57,7 +57,7 @@ fn route_table(d: &Deployment) -> Markup {
 }
 
 /// GET /ui/deployments — every deployment the caller may read, and open incidents.
-pub async fn list(s: Scoped, headers: HeaderMap) -> ApiResult<Html<String>> {
+pub async fn list(s: Scoped, headers: HeaderMap, p: Params) -> ApiResult<Html<String>> {
     let mut rows = Vec::new();
     for d in s.meta.list_deployments().await? {
         if model_permission(&s, &d.model_name).await? >= Permission::Read {
@@ -65,6 +65,10 @@ pub async fn list(s: Scoped, headers: HeaderMap) -> ApiResult<Html<String>> {
             rows.push((d, body));
         }
     }
+    let page = super::paged(rows, &p, |o| {
+        format!("/ui/deployments{}", query(&[("offset", &o.to_string())]))
+    })?;
+    let rows = page.items;
     let body = html! {
         div.wrap { table {
             thead { tr { th { "Model" } th { "Stable" } th { "Canary" } th { "Shadow" } th { "Revision" } th { "Changed" } } }
@@ -82,6 +86,7 @@ pub async fn list(s: Scoped, headers: HeaderMap) -> ApiResult<Html<String>> {
                 @if rows.is_empty() { tr { td colspan="6" { "Nothing is deployed. Models in production are served by their alias without a route table." } } }
             }
         } }
+        (pager(page.prev.as_deref(), page.next.as_deref()))
     };
     let c = chrome(&s, &headers);
     Ok(page_html(

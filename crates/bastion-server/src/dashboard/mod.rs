@@ -210,6 +210,32 @@ pub(crate) async fn dataset_permission(s: &Scoped, name: &str) -> ApiResult<Perm
         .await
 }
 
+/// One page of a list held in memory (`offset` from the query), with the links to the
+/// pages before and after it (`href` makes a link from an offset).
+pub(crate) struct Paged<T> {
+    pub items: Vec<T>,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+pub(crate) fn paged<T>(
+    all: Vec<T>,
+    p: &crate::params::Params,
+    href: impl Fn(usize) -> String,
+) -> ApiResult<Paged<T>> {
+    let per_page = page_size(p)? as usize;
+    let offset = p.opt_i64("offset")?.unwrap_or(0);
+    let offset = usize::try_from(offset)
+        .map_err(|_| bastion_core::Error::invalid(format!("offset must be >= 0, not {offset}")))?;
+    let total = all.len();
+    let items: Vec<T> = all.into_iter().skip(offset).take(per_page).collect();
+    Ok(Paged {
+        prev: (offset > 0).then(|| href(offset.saturating_sub(per_page))),
+        next: (offset + per_page < total).then(|| href(offset + per_page)),
+        items,
+    })
+}
+
 /// A page size from the query (10–500, default 50).
 pub(crate) fn page_size(p: &crate::params::Params) -> ApiResult<i64> {
     let n = p.opt_i64("per_page")?.unwrap_or(50);
@@ -219,4 +245,44 @@ pub(crate) fn page_size(p: &crate::params::Params) -> ApiResult<i64> {
         );
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Params;
+
+    #[test]
+    fn lists_held_in_memory_page_with_links_both_ways() {
+        let href = |o: usize| format!("?offset={o}");
+        let all: Vec<u32> = (0..25).collect();
+        let first = paged(all.clone(), &Params::from_query(Some("per_page=10")), href).unwrap();
+        assert_eq!(first.items, (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            (first.prev, first.next.as_deref()),
+            (None, Some("?offset=10"))
+        );
+        let last = paged(
+            all.clone(),
+            &Params::from_query(Some("per_page=10&offset=20")),
+            href,
+        )
+        .unwrap();
+        assert_eq!(last.items, vec![20, 21, 22, 23, 24]);
+        assert_eq!(
+            (last.prev.as_deref(), last.next),
+            (Some("?offset=10"), None)
+        );
+        assert!(paged(all.clone(), &Params::from_query(Some("offset=-1")), href).is_err());
+        assert!(
+            paged(
+                all.clone(),
+                &Params::from_query(Some("per_page=100000")),
+                href
+            )
+            .is_err()
+        );
+        let beyond = paged(all, &Params::from_query(Some("offset=999")), href).unwrap();
+        assert!(beyond.items.is_empty() && beyond.next.is_none());
+    }
 }
