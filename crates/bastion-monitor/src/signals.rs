@@ -215,7 +215,7 @@ fn compare(col: &Column, live: &[&Cell], opts: &DriftOptions) -> Option<ColumnDr
 }
 
 /// The `q` quantile of sorted values by the nearest rank (0 for none).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -20,7 +20,7 @@ use bastion_web::layout::{Nav, Page, Tone, badge, csrf_field, encode, facts, pag
 use bastion_web::{Markup, html};
 use serde_json::Value;
 
-use super::models::value_text;
+use super::models::{newest, value_text};
 use super::{chrome, dataset_permission, page_html};
 use crate::error::ApiResult;
 use crate::params::Params;
@@ -81,13 +81,6 @@ pub async fn list(s: Scoped, headers: HeaderMap, p: Params) -> ApiResult<Html<St
     Ok(page_html(
         Page::new("Datasets", Nav::Datasets).render(&c, body),
     ))
-}
-
-fn newest<'a>(recorded: &'a [Evidence], kind: &str) -> Option<&'a Evidence> {
-    recorded
-        .iter()
-        .filter(|e| e.kind == kind)
-        .max_by_key(|e| e.id)
 }
 
 fn profile_section(e: &Evidence) -> Markup {

@@ -11,6 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use bastion_auth::Permission;
 use bastion_core::Error;
+use bastion_monitor::signals::percentile;
 use bastion_serve::deployment::{Change, DeployRequest, Deployment};
 use bastion_store::meta::{
     CALLERS, EventQuery, Incident, IncidentQuery, STATUS_ACKNOWLEDGED, STATUS_RESOLVED, WINDOW,
@@ -94,14 +95,6 @@ pub async fn list(s: Scoped, headers: HeaderMap, p: Params) -> ApiResult<Html<St
             .refresh(30)
             .render(&c, body),
     ))
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 pub(crate) fn severity_badge(severity: &str) -> Markup {

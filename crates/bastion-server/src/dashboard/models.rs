@@ -56,7 +56,8 @@ pub(crate) struct VersionStatus {
     pub files: bastion_evidence::VersionEvidence,
 }
 
-fn newest<'a>(recorded: &'a [Evidence], kind: &str) -> Option<&'a Evidence> {
+/// The newest evidence of `kind` among what is recorded on a digest.
+pub(crate) fn newest<'a>(recorded: &'a [Evidence], kind: &str) -> Option<&'a Evidence> {
     recorded
         .iter()
         .filter(|e| e.kind == kind)
