@@ -10,7 +10,7 @@ with every input guard off and once with all of them on (range, NaN and category
 against the training dataset, and the Mahalanobis OOD score, flagging).
 
 Printed: peak throughput (wrk, --connections, --seconds) and p50/p99 for each; Bastion's p99
-at about half its peak (wrk paced by a per-request delay); p50 at one connection with guards
+at about half its peak (wrk paced by a per-request delay, connections calibrated to the rate); p50 at one connection with guards
 off and on (three alternating rounds each, medians). Ratios are Bastion / MLServer.
 """
 
@@ -154,7 +154,7 @@ def guards(bin_, home, url, on, env):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url, body, connections, seconds, delay_ms=0):
+def wrk(url, body, connections, seconds, delay_ms=0, threads=2):
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(textwrap.dedent(f'''
         wrk.method = "POST"
@@ -163,7 +163,7 @@ def wrk(url, body, connections, seconds, delay_ms=0):
         function delay() return {int(delay_ms)} end
     '''))
     script.close()
-    out = subprocess.run(["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s",
+    out = subprocess.run(["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds}s",
                           "--latency", "-s", script.name, url], capture_output=True, text=True).stdout
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -176,6 +176,26 @@ def wrk(url, body, connections, seconds, delay_ms=0):
     if errors or socket_errors:
         print(f"  ! {errors} non-2xx responses; {socket_errors.group(0) if socket_errors else ''}", file=sys.stderr)
     return {"rps": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "errors": errors}
+
+
+def paced(url, body, target_rps, seconds, delay_ms=4, threads=2):
+    """wrk at about `target_rps`: each connection waits `delay_ms` between requests (wrk's
+    delays are whole milliseconds), so the rate is set by the number of connections. A short
+    trial measures the rate one connection reaches at this load; the count is then scaled to
+    the target and the measured run must land within 10% of it (the count is corrected once
+    more if not)."""
+    c = max(1, round(target_rps * (delay_ms + 0.5) / 1000))
+    for _ in range(3):
+        trial = wrk(url, body, c, 3, delay_ms, threads)
+        if abs(trial["rps"] / target_rps - 1) <= 0.05:
+            break
+        c = max(1, round(c * target_rps / trial["rps"]))
+    run = wrk(url, body, c, seconds, delay_ms, threads)
+    if abs(run["rps"] / target_rps - 1) > 0.10:
+        c = max(1, round(c * target_rps / run["rps"]))
+        run = wrk(url, body, c, seconds, delay_ms, threads)
+    run["connections"] = c
+    return run
 
 
 def check_answer(url, body):
@@ -232,11 +252,8 @@ def main():
             name = ("bastion, guards on" if on else "bastion, guards off") + ", 1 connection"
             results[name] = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
         results["mlserver, 1 connection"] = wrk(infer_m, body, 1, a.seconds)
-        # About half of Bastion's peak (guards on): each connection waits between requests.
         peak = results["bastion, guards on"]["rps"]
-        c = 16
-        delay = max(1, round(c / (peak / 2) * 1000 - results["bastion, guards on, 1 connection"]["p50_ms"]))
-        results["bastion, guards on, ~50% of peak"] = wrk(infer_b, body, c, a.seconds, delay)
+        results["bastion, guards on, ~50% of peak"] = paced(infer_b, body, peak / 2, a.seconds)
 
         print(f"\nOne-row ONNX inference over loopback; wrk {a.connections} connections, {a.seconds} s; {os.cpu_count()} cores")
         print(f"{'server':40} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
@@ -249,7 +266,7 @@ def main():
         g1 = results["bastion, guards on, 1 connection"]["p50_ms"]
         print(f"guards' cost at p50 (1 connection): {g0:.3f} -> {g1:.3f} ms ({(g1 / g0 - 1) * 100:+.0f}%)")
         half = results["bastion, guards on, ~50% of peak"]
-        print(f"p99 at {half['rps']:.0f} req/s ({half['rps'] / peak * 100:.0f}% of peak): {half['p99_ms']:.3f} ms")
+        print(f"p99 at {half['rps']:.0f} req/s ({half['rps'] / peak * 100:.0f}% of peak, {half['connections']} connections): {half['p99_ms']:.3f} ms")
         with open(os.path.join(work, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
     finally:

@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod batch;
 pub mod canary;
+pub mod cost;
 pub mod deployed;
 pub mod deployment;
 mod error;

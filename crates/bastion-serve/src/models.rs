@@ -80,6 +80,8 @@ pub struct Served {
     pub reference: Option<Arc<Reference>>,
     /// Which dataset the reference is, or why there is none.
     pub reference_note: String,
+    /// How long its answers take, which decides the thread they are computed on.
+    pub cost: crate::cost::AnswerCost,
 }
 
 /// A model's deployment (none: it has none) and when it was read.
@@ -433,6 +435,7 @@ impl Models {
             policy: policy.unwrap_or_default(),
             reference,
             reference_note,
+            cost: Default::default(),
         }))
     }
 

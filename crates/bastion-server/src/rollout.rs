@@ -301,12 +301,18 @@ impl Job<'_> {
         };
         let Some(batcher) = batcher else {
             let m = model.clone();
-            return blocking(move || {
+            let run = move || {
+                let started = Instant::now();
                 let p = prepare()?;
                 let prediction = pipeline::predict(&m, &p.table)?;
-                pipeline::finish(&m, p, &prediction, keep_rows)
-            })
-            .await;
+                let answer = pipeline::finish(&m, p, &prediction, keep_rows);
+                m.cost.record(started.elapsed());
+                answer
+            };
+            if model.cost.quick(self.bytes.len()) {
+                return run();
+            }
+            return blocking(run).await;
         };
         let mut prepared = blocking(prepare).await?;
         // A sampled request keeps its rows for its event; the others hand theirs over.

@@ -1,10 +1,13 @@
 //! Trees laid out for prediction. A [`Tree`] is the form that is grown, stored and validated;
-//! a [`Flat`] ensemble is derived from it once and only walked. Each node is one 24-byte
-//! record, and every leaf becomes a node whose two children are itself, so a walk of a
-//! tree's depth in steps ends on the leaf whatever path it took: eight rows are walked side
-//! by side with no branch on the data, and the processor overlaps their loads instead of
-//! mispredicting a turn at every level. Trees are taken one at a time over a block of rows
-//! so that a tree stays in cache while the block passes through it.
+//! a [`Flat`] ensemble is derived from it once and only walked. Each node is one 16-byte
+//! record, and a split's two children sit side by side, right then left, so that the next
+//! node is `right + (value <= threshold)`: an add, not a second load chosen by the
+//! comparison. A leaf is a node whose threshold is NaN (no value is `<=` it) and whose
+//! right child is itself, so a walk of a tree's depth in steps ends on the leaf whatever
+//! path it took: eight rows are walked side by side with no branch on the data, and the
+//! processor overlaps their loads instead of mispredicting a turn at every level. Trees are
+//! taken one at a time over a block of rows so that a tree stays in cache while the block
+//! passes through it.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -13,18 +16,18 @@ use super::Tree;
 
 #[derive(Debug, Clone, Copy)]
 struct Node {
+    /// NaN for a leaf.
     threshold: f64,
     feature: u32,
-    /// Left, right: indices into the tree's own nodes.
-    children: [u32; 2],
+    /// The right child, relative to the tree's first node; the left one follows it. A
+    /// leaf's is itself.
+    right: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    /// First node of the tree in [`Flat::nodes`].
+    /// First node of the tree in [`Flat::nodes`] and [`Flat::leaf`].
     start: usize,
-    /// Split nodes; the leaves follow them, leaf `l` at node `splits + l`.
-    splits: usize,
     nodes: usize,
     depth: usize,
     /// First leaf value in [`Flat::values`], `outputs` per leaf.
@@ -37,6 +40,8 @@ struct Span {
 #[derive(Debug, Clone, Default)]
 pub struct Flat {
     nodes: Vec<Node>,
+    /// Per node, the leaf it is (0 for splits).
+    leaf: Vec<u32>,
     spans: Vec<Span>,
     values: Vec<f64>,
     /// Values per leaf (the same for every tree).
@@ -54,7 +59,8 @@ const CHUNK: usize = 256;
 impl Flat {
     /// Lays out `trees` for rows of `width` features; tree `i` adds to the columns starting
     /// at `column(i)`. The trees are expected to be valid ([`Tree::validate`]); indices that
-    /// are not are clamped, so that walking can never read out of bounds.
+    /// are not are clamped, and a split reached twice becomes a leaf, so that walking can
+    /// never read out of bounds nor loop.
     pub fn new(trees: &[Tree], width: usize, column: impl Fn(usize) -> usize) -> Self {
         let outputs = trees.first().map_or(1, |t| t.outputs.max(1));
         let mut flat = Flat {
@@ -71,47 +77,51 @@ impl Flat {
                 .min(t.left.len())
                 .min(t.right.len());
             let leaves = splits + 1;
-            let nodes = splits + leaves;
             let start = flat.nodes.len();
-            let target = |c: i32| -> u32 {
-                let at = if c >= 0 {
-                    c as usize
-                } else {
-                    splits + !c as usize
-                };
-                at.min(nodes - 1) as u32
-            };
-            let mut depth = vec![0usize; nodes];
-            for n in 0..splits {
-                let children = [target(t.left[n]), target(t.right[n])];
-                for &c in &children {
-                    // Children come after their parent, so one forward pass finds depths.
-                    if c as usize > n {
-                        depth[c as usize] = depth[c as usize].max(depth[n] + 1);
+            // Breadth first from the root: (the tree's child reference, this node's slot,
+            // its depth). A reference is a split index, or `!leaf`.
+            let mut seen = vec![false; splits];
+            let mut queue =
+                std::collections::VecDeque::from([(if splits > 0 { 0 } else { -1 }, 0u32, 0usize)]);
+            let mut depth = 0;
+            flat.nodes.push(leaf_node(0));
+            flat.leaf.push(0);
+            while let Some((reference, slot, d)) = queue.pop_front() {
+                depth = depth.max(d);
+                let at = start + slot as usize;
+                let split = usize::try_from(reference).ok().filter(|&n| n < splits);
+                match split {
+                    Some(n) if !seen[n] => {
+                        seen[n] = true;
+                        let right = (flat.nodes.len() - start) as u32;
+                        flat.nodes[at] = Node {
+                            threshold: t.threshold[n],
+                            feature: t.feature[n].min(flat.width as u32 - 1),
+                            right,
+                        };
+                        for (k, child) in [t.right[n], t.left[n]].into_iter().enumerate() {
+                            flat.nodes.push(leaf_node(right + k as u32));
+                            flat.leaf.push(0);
+                            queue.push_back((child, right + k as u32, d + 1));
+                        }
+                    }
+                    _ => {
+                        let leaf = if reference < 0 {
+                            !reference as usize
+                        } else {
+                            0
+                        };
+                        flat.leaf[at] = leaf.min(leaves - 1) as u32;
                     }
                 }
-                flat.nodes.push(Node {
-                    threshold: t.threshold[n],
-                    feature: t.feature[n].min(flat.width as u32 - 1),
-                    children,
-                });
-            }
-            for l in 0..leaves {
-                let me = (splits + l) as u32;
-                flat.nodes.push(Node {
-                    threshold: 0.0,
-                    feature: 0,
-                    children: [me, me],
-                });
             }
             let values = flat.values.len();
             flat.values
                 .extend((0..leaves * outputs).map(|j| t.values.get(j).copied().unwrap_or(0.0)));
             flat.spans.push(Span {
                 start,
-                splits,
-                nodes,
-                depth: depth.iter().copied().max().unwrap_or(0),
+                nodes: flat.nodes.len() - start,
+                depth,
                 values,
                 column: column(i),
             });
@@ -156,47 +166,51 @@ impl Flat {
             let end = (block + BLOCK).min(rows);
             for span in &self.spans {
                 let nodes = &self.nodes[span.start..span.start + span.nodes];
+                let leaf = &self.leaf[span.start..span.start + span.nodes];
                 let values = &self.values[span.values..];
                 for lane0 in (block..end).step_by(LANES) {
                     let used = LANES.min(end - lane0);
                     if used == LANES {
-                        let base: [usize; LANES] = std::array::from_fn(|j| (lane0 + j) * w);
+                        let rows = &x[lane0 * w..(lane0 + LANES) * w];
                         let mut at = [0u32; LANES];
                         for _ in 0..span.depth {
+                            let mut moved = 0;
                             for j in 0..LANES {
-                                let n = &nodes[at[j] as usize];
-                                let v = x[base[j] + n.feature as usize];
-                                // NaN goes right, as in `Tree::leaf`.
-                                at[j] = n.children[1 - usize::from(v <= n.threshold)];
+                                let n = nodes[at[j] as usize];
+                                let v = rows[j * w + n.feature as usize];
+                                let next = n.right + u32::from(v <= n.threshold);
+                                moved |= next ^ at[j];
+                                at[j] = next;
                             }
                             // Most rows stop well above the deepest leaf.
-                            if at.iter().all(|&a| a as usize >= span.splits) {
+                            if moved == 0 {
                                 break;
                             }
                         }
                         for j in 0..LANES {
-                            leaves[j] = (at[j] as usize).saturating_sub(span.splits);
+                            leaves[j] = leaf[at[j] as usize] as usize;
                         }
                     } else {
                         // A few rows (one, for a single prediction): each walks on its own.
                         for j in 0..used {
-                            let row = &x[(lane0 + j) * w..];
-                            let mut at = 0usize;
+                            let row = &x[(lane0 + j) * w..(lane0 + j + 1) * w];
+                            let mut at = 0u32;
                             for _ in 0..span.depth {
-                                if at >= span.splits {
+                                let n = nodes[at as usize];
+                                let v = row[n.feature as usize];
+                                let next = n.right + u32::from(v <= n.threshold);
+                                if next == at {
                                     break;
                                 }
-                                let n = &nodes[at];
-                                let v = row.get(n.feature as usize).copied().unwrap_or(0.0);
-                                at = n.children[1 - usize::from(v <= n.threshold)] as usize;
+                                at = next;
                             }
-                            leaves[j] = at.saturating_sub(span.splits);
+                            leaves[j] = leaf[at as usize] as usize;
                         }
                     }
-                    for (j, &leaf) in leaves.iter().enumerate().take(used) {
+                    for (j, &l) in leaves.iter().enumerate().take(used) {
                         let row = lane0 + j;
                         let dst = &mut out[row * columns..(row + 1) * columns];
-                        let src = &values[leaf * k..(leaf + 1) * k];
+                        let src = &values[l * k..(l + 1) * k];
                         for (d, s) in dst.iter_mut().skip(span.column).zip(src) {
                             *d += s;
                         }
@@ -204,6 +218,15 @@ impl Flat {
                 }
             }
         }
+    }
+}
+
+/// A node that stays where it is: no value is `<=` NaN.
+fn leaf_node(me: u32) -> Node {
+    Node {
+        threshold: f64::NAN,
+        feature: 0,
+        right: me,
     }
 }
 
@@ -299,5 +322,15 @@ mod tests {
         let mut out = Array2::zeros((1, 1));
         flat.add_to(array![[0.0, 0.0]].view(), &mut out);
         assert!(out[[0, 0]].is_finite());
+    }
+
+    #[test]
+    fn a_split_that_points_back_up_ends_the_walk_instead_of_looping() {
+        let mut t = tree(1);
+        t.right[1] = 0;
+        let flat = Flat::new(&[t], 2, |_| 0);
+        let mut out = Array2::zeros((9, 1));
+        flat.add_to(Array2::zeros((9, 2)).view(), &mut out);
+        assert!(out.iter().all(|v| v.is_finite()));
     }
 }

@@ -8,8 +8,8 @@ use bastion_core::{Error, time};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::MetaStore;
 use super::sql::Sql;
+use super::{MetaStore, rows};
 use crate::error::{StoreError, StoreResult};
 
 /// Requests per feedback call, at most.
@@ -20,7 +20,7 @@ pub const MAX_LABELS_PER_REQUEST: usize = 10_000;
 pub const MAX_LABEL_CHARS: usize = 1_000;
 const MAX_REQUEST_ID_CHARS: usize = 256;
 /// Rows per INSERT: 6 bound values each.
-const ROWS_PER_STATEMENT: usize = 1_000;
+const ROWS_PER_STATEMENT: usize = rows::rows_per_statement(6);
 
 /// The true labels of one request's rows, in row order from the first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::MetaStore;
 use super::sql::Sql;
 use super::write::WriteOn;
+use super::{MetaStore, rows};
 use crate::error::{StoreError, StoreResult};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,8 +142,8 @@ fn event_from_row(r: &AnyRow) -> StoreResult<InferenceEvent> {
 const EVENT_COLUMNS: &str = "id, time_ms, model_name, version, route, actor, request_id, \
      latency_us, status, decision, input_digest, rows_count, features, outputs, guards";
 
-/// Rows per INSERT: PostgreSQL allows 65535 bound values, SQLite 32766; 13 per row.
-const EVENTS_PER_STATEMENT: usize = 500;
+/// Rows per INSERT: 14 bound values each.
+const EVENTS_PER_STATEMENT: usize = rows::rows_per_statement(14);
 
 impl MetaStore {
     pub async fn get_deployment(&self, model_name: &str) -> StoreResult<Option<StoredDeployment>> {
