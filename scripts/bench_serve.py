@@ -154,7 +154,7 @@ def guards(bin_, home, url, on, env):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url, body, connections, seconds, delay_ms=0, threads=2):
+def wrk(url, body, connections, seconds, delay_ms=0):
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(textwrap.dedent(f'''
         wrk.method = "POST"
@@ -163,7 +163,7 @@ def wrk(url, body, connections, seconds, delay_ms=0, threads=2):
         function delay() return {int(delay_ms)} end
     '''))
     script.close()
-    out = subprocess.run(["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds}s",
+    out = subprocess.run(["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s",
                           "--latency", "-s", script.name, url], capture_output=True, text=True).stdout
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -178,7 +178,7 @@ def wrk(url, body, connections, seconds, delay_ms=0, threads=2):
     return {"rps": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "errors": errors}
 
 
-def paced(url, body, target_rps, seconds, delay_ms=4, threads=2):
+def paced(url, body, target_rps, seconds, delay_ms=4):
     """wrk at about `target_rps`: each connection waits `delay_ms` between requests (wrk's
     delays are whole milliseconds), so the rate is set by the number of connections. A short
     trial measures the rate one connection reaches at this load; the count is then scaled to
@@ -186,14 +186,14 @@ def paced(url, body, target_rps, seconds, delay_ms=4, threads=2):
     more if not)."""
     c = max(1, round(target_rps * (delay_ms + 0.5) / 1000))
     for _ in range(3):
-        trial = wrk(url, body, c, 3, delay_ms, threads)
+        trial = wrk(url, body, c, 3, delay_ms)
         if abs(trial["rps"] / target_rps - 1) <= 0.05:
             break
         c = max(1, round(c * target_rps / trial["rps"]))
-    run = wrk(url, body, c, seconds, delay_ms, threads)
+    run = wrk(url, body, c, seconds, delay_ms)
     if abs(run["rps"] / target_rps - 1) > 0.10:
         c = max(1, round(c * target_rps / run["rps"]))
-        run = wrk(url, body, c, seconds, delay_ms, threads)
+        run = wrk(url, body, c, seconds, delay_ms)
     run["connections"] = c
     return run
 

@@ -248,7 +248,8 @@ pub(crate) async fn append_in(
         None => Tail::EMPTY,
     };
     let entries = entries_after(tail, drafts);
-    for chunk in entries.chunks(50) {
+    // One bound value per column of ENTRY_COLUMNS.
+    for chunk in entries.chunks(super::rows::rows_per_statement(10)) {
         let mut q = Sql::new(&format!("INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES "));
         for (i, (e, hash)) in chunk.iter().enumerate() {
             q.push(if i == 0 { "(" } else { ", (" });

@@ -107,7 +107,7 @@ pub(crate) async fn upsert_kv(
         .filter(|(i, kv)| last.get(kv.key.as_str()) == Some(i))
         .map(|(_, kv)| kv)
         .collect();
-    for chunk in kvs.chunks(50) {
+    for chunk in kvs.chunks(rows_per_statement(owner.values.len() + 2)) {
         let mut q = Sql::new(&format!(
             "INSERT INTO {} ({}, key, value) VALUES ",
             owner.table, owner.columns
