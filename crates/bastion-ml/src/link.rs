@@ -32,10 +32,40 @@ pub fn softmax_in_place(z: &mut [f64]) {
 
 /// Softmax over each row of a matrix.
 pub fn softmax_rows(z: &mut ndarray::Array2<f64>) {
+    let width = z.ncols().max(1);
+    // A matrix the models made is row-major: whole rows as slices, no per-element strides.
+    if let Some(flat) = z.as_slice_mut() {
+        flat.chunks_exact_mut(width).for_each(softmax_in_place);
+        return;
+    }
     for mut row in z.rows_mut() {
         let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
         row.mapv_inplace(|v| (v - m).exp());
         let sum = row.sum();
         row.mapv_inplace(|v| v / sum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, ShapeBuilder};
+
+    use super::softmax_rows;
+
+    #[test]
+    fn softmax_rows_is_the_same_for_row_and_column_major_matrices() {
+        let values = [1.0, 2.0, 3.0, -1000.0, 0.0, 1000.0];
+        let mut rows = Array2::from_shape_vec((2, 3), values.to_vec()).unwrap_or_default();
+        let mut cols = Array2::zeros((2, 3).f());
+        cols.assign(&rows);
+        softmax_rows(&mut rows);
+        softmax_rows(&mut cols);
+        assert_eq!(rows, cols);
+        let e: Vec<f64> = [-2.0f64, -1.0, 0.0].iter().map(|v| v.exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (j, v) in e.iter().enumerate() {
+            assert!((rows[[0, j]] - v / sum).abs() < 1e-15);
+        }
+        assert_eq!(rows.row(1).to_vec(), vec![0.0, 0.0, 1.0]);
     }
 }

@@ -456,7 +456,6 @@ impl OnnxModel {
             at += w;
             let mut shape: Vec<i64> = vec![rows as i64];
             shape.extend(&f.shape[1..]);
-            let flat = cols.iter().copied();
             let largest = match f.dtype {
                 DType::Int32 => f64::from(i32::MAX),
                 _ => 2f64.powi(53),
@@ -473,24 +472,18 @@ impl OnnxModel {
             }
             let e = |e: ort::Error| bad(format!("input '{}': {e}", f.name));
             let v: DynValue = match f.dtype {
-                DType::Fp32 => {
-                    Tensor::from_array((shape, flat.map(|v| v as f32).collect::<Vec<_>>()))
-                        .map_err(e)?
-                        .into_dyn()
-                }
-                DType::Fp64 => Tensor::from_array((shape, flat.collect::<Vec<_>>()))
+                DType::Fp32 => Tensor::from_array((shape, converted(cols, |v| v as f32)))
                     .map_err(e)?
                     .into_dyn(),
-                DType::Int64 => {
-                    Tensor::from_array((shape, flat.map(|v| v as i64).collect::<Vec<_>>()))
-                        .map_err(e)?
-                        .into_dyn()
-                }
-                DType::Int32 => {
-                    Tensor::from_array((shape, flat.map(|v| v as i32).collect::<Vec<_>>()))
-                        .map_err(e)?
-                        .into_dyn()
-                }
+                DType::Fp64 => Tensor::from_array((shape, converted(cols, |v| v)))
+                    .map_err(e)?
+                    .into_dyn(),
+                DType::Int64 => Tensor::from_array((shape, converted(cols, |v| v as i64)))
+                    .map_err(e)?
+                    .into_dyn(),
+                DType::Int32 => Tensor::from_array((shape, converted(cols, |v| v as i32)))
+                    .map_err(e)?
+                    .into_dyn(),
                 DType::Bool | DType::Bytes => {
                     return Err(bad(format!("input '{}' is not numeric", f.name)));
                 }
@@ -599,6 +592,25 @@ fn missing(output: &str, label: &str) -> MlError {
 }
 
 /// A float or double tensor's values as f64.
+/// The values of `cols` in row-major order, each converted by `f`. A row-major block (every
+/// column of a row-major matrix) converts as one slice, which compiles to vector code; the
+/// element iterator of a 2-D view does not.
+fn converted<T>(cols: ArrayView2<f64>, f: impl Fn(f64) -> T) -> Vec<T> {
+    match cols.as_slice() {
+        Some(flat) => flat.iter().map(|&v| f(v)).collect(),
+        None => {
+            let mut out = Vec::with_capacity(cols.len());
+            for row in cols.rows() {
+                match row.as_slice() {
+                    Some(r) => out.extend(r.iter().map(|&v| f(v))),
+                    None => out.extend(row.iter().map(|&v| f(v))),
+                }
+            }
+            out
+        }
+    }
+}
+
 fn float_values(v: &DynValue) -> MlResult<Vec<f64>> {
     if let Ok((_, d)) = v.try_extract_tensor::<f32>() {
         return Ok(d.iter().map(|&x| f64::from(x)).collect());
@@ -647,5 +659,33 @@ impl Predictor for OnnxModel {
     fn predict_features(&self, x: ArrayView2<f64>) -> MlResult<Prediction> {
         check_input("ONNX model", x, self.signature.features.len())?;
         self.run(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array2, s};
+
+    use super::converted;
+
+    #[test]
+    fn converted_keeps_row_major_order_for_whole_and_partial_blocks() {
+        let x = Array2::from_shape_fn((3, 4), |(i, j)| (10 * i + j) as f64);
+        assert_eq!(
+            converted(x.view(), |v| v as i64),
+            vec![0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23]
+        );
+        // An input that takes the middle columns is not one slice.
+        assert_eq!(
+            converted(x.slice(s![.., 1..3]), |v| v as f32),
+            vec![1.0, 2.0, 11.0, 12.0, 21.0, 22.0]
+        );
+        // Nor is a transposed view.
+        assert_eq!(
+            converted(x.t(), |v| v),
+            vec![
+                0.0, 10.0, 20.0, 1.0, 11.0, 21.0, 2.0, 12.0, 22.0, 3.0, 13.0, 23.0
+            ]
+        );
     }
 }
