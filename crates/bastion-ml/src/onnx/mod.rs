@@ -591,7 +591,6 @@ fn missing(output: &str, label: &str) -> MlError {
     ))
 }
 
-/// A float or double tensor's values as f64.
 /// The values of `cols` in row-major order, each converted by `f`. A row-major block (every
 /// column of a row-major matrix) converts as one slice, which compiles to vector code; the
 /// element iterator of a 2-D view does not.
@@ -611,6 +610,7 @@ fn converted<T>(cols: ArrayView2<f64>, f: impl Fn(f64) -> T) -> Vec<T> {
     }
 }
 
+/// A float or double tensor's values as f64.
 fn float_values(v: &DynValue) -> MlResult<Vec<f64>> {
     if let Ok((_, d)) = v.try_extract_tensor::<f32>() {
         return Ok(d.iter().map(|&x| f64::from(x)).collect());

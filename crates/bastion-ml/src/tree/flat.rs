@@ -83,7 +83,7 @@ impl Flat {
             let mut queue =
                 std::collections::VecDeque::from([(if splits > 0 { 0 } else { -1 }, 0u32, 0usize)]);
             let mut depth = 0;
-            // Per node of this tree, the leaf it is (splits keep 0 and get zeros below).
+            // Per node of this tree, the leaf it is; splits stay `None` and get zeros.
             let mut leaf_of = vec![None];
             flat.nodes.push(leaf_node(0));
             while let Some((reference, slot, d)) = queue.pop_front() {
