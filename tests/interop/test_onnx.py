@@ -3,8 +3,8 @@
 onnxruntime's (the same pinned onnxruntime, loaded by Bastion from its wheel) to 1e-5.
 
 torch itself is not installed here, because its Linux wheels pull gigabytes of CUDA
-libraries: the torch models are files torch.onnx.export wrote (`torch/export.py`, kept in
-the repository), and graphs written node by node in the same layout vary the weights.
+libraries: the torch models are files torch.onnx.export wrote (`torch_exports/export.py`,
+kept in the repository), and graphs written node by node in the same layout vary the weights.
 """
 import glob
 import json
@@ -197,12 +197,12 @@ def test_torch_style_cnn_matches(home):
     assert_close(bastion_probs(preds, range(10)), softmax(logits.astype(np.float64)))
 
 
-TORCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch")
+TORCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_exports")
 
 
 @pytest.mark.parametrize("name", ["mlp-dynamo", "mlp-torchscript", "cnn-dynamo", "cnn-torchscript"])
 def test_torch_onnx_exports_match(home, name):
-    """Files written by torch.onnx.export itself (torch/export.py; torch is not installed
+    """Files written by torch.onnx.export itself (torch_exports/export.py; torch is not installed
     here), from both of its exporters: the default one writes the CNN's flatten as a
     Reshape with a constant shape, the TorchScript one as Flatten."""
     features, x, labels = load_csv("digits.csv", "digit")

@@ -8,7 +8,7 @@ them in `versions.json`. To remake them:
 
     python -m venv /tmp/torch-venv
     /tmp/torch-venv/bin/pip install torch==2.15.0 onnx onnxscript numpy
-    /tmp/torch-venv/bin/python tests/interop/torch/export.py
+    /tmp/torch-venv/bin/python tests/interop/torch_exports/export.py
 """
 import json
 import os
