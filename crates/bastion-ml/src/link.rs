@@ -38,11 +38,13 @@ pub fn softmax_rows(z: &mut ndarray::Array2<f64>) {
         flat.chunks_exact_mut(width).for_each(softmax_in_place);
         return;
     }
+    // Otherwise each row goes through the same function via a buffer, so both layouts give
+    // the same numbers.
+    let mut buf = vec![0.0; z.ncols()];
     for mut row in z.rows_mut() {
-        let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-        row.mapv_inplace(|v| (v - m).exp());
-        let sum = row.sum();
-        row.mapv_inplace(|v| v / sum);
+        buf.iter_mut().zip(row.iter()).for_each(|(b, &v)| *b = v);
+        softmax_in_place(&mut buf);
+        row.iter_mut().zip(&buf).for_each(|(r, &b)| *r = b);
     }
 }
 
