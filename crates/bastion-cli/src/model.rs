@@ -65,7 +65,8 @@ pub struct TrainArgs {
     /// values are classes).
     #[arg(long, value_enum)]
     task: Option<TaskArg>,
-    /// Share of rows held out to evaluate on (stratified by class).
+    /// Share of rows held out to evaluate on (stratified by class); 0 trains on every row
+    /// and records no test metrics (evaluate on other data with `bastion evaluate`).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
     /// Seed for the split and the estimator: the same seed gives the same model.
@@ -312,7 +313,7 @@ async fn train_tracked(
     );
     let progress = bar.clone();
     let cv = a.cv;
-    let (trained, cross) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let (trained, cross, fit_seconds) = tokio::task::spawn_blocking(move || -> Result<_> {
         let spec = TrainSpec {
             kind,
             target: &target,
@@ -329,11 +330,12 @@ async fn train_tracked(
             })?),
             None => None,
         };
+        let started = std::time::Instant::now();
         let trained = train(&table, &spec, |s| {
             progress.set_message(format!("{} step {}: {:.6}", s.metric, s.step, s.value));
             progress.tick();
         })?;
-        Ok((trained, cross))
+        Ok((trained, cross, started.elapsed().as_secs_f64()))
     })
     .await??;
     bar.finish_and_clear();
@@ -441,6 +443,7 @@ async fn train_tracked(
         "dataset_digest": dv.digest.hex(),
         "train_rows": trained.train_rows,
         "test_rows": trained.test_rows,
+        "fit_seconds": fit_seconds,
         "metrics": trained.evaluation.metrics,
         "cross_validation": cross,
         "params": trained.params,

@@ -92,6 +92,18 @@ fn flat_metrics(pred: &Prediction, truth: Truth) -> MlResult<BTreeMap<String, f6
     Ok(m)
 }
 
+impl Evaluation {
+    /// The evaluation of a model trained without held-out rows: no rows, no metrics.
+    pub fn empty() -> Self {
+        Self {
+            rows: 0,
+            metrics: BTreeMap::new(),
+            classes: None,
+            slices: BTreeMap::new(),
+        }
+    }
+}
+
 /// Evaluates predictions against the truth; `slices` groups rows by a key (e.g. a column's
 /// value) and repeats the flat metrics per group.
 pub fn evaluate(

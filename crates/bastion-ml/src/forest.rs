@@ -99,7 +99,8 @@ impl Forest {
             }
         }
         .clamp(1, d);
-        let data = Binned::fit(x, p.max_bins, p.seed)?;
+        // Forests' deep trees keep one bin per distinct value up to `max_bins`.
+        let data = Binned::fit(x, p.max_bins, 1, p.seed)?;
         let grow_params = GrowParams {
             max_leaves: usize::MAX,
             max_depth: p.max_depth,

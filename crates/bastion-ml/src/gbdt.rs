@@ -31,6 +31,8 @@ pub struct GbdtParams {
     pub min_sum_hessian_in_leaf: f64,
     pub lambda_l2: f64,
     pub max_bins: usize,
+    /// Fewest rows (of those sampled to place bin bounds) a bin may hold.
+    pub min_data_in_bin: usize,
     /// Share of features each tree may use.
     pub feature_fraction: f64,
     /// Share of rows each round trains on (sampled without replacement).
@@ -52,6 +54,7 @@ impl Default for GbdtParams {
             min_sum_hessian_in_leaf: 1e-3,
             lambda_l2: 0.0,
             max_bins: 255,
+            min_data_in_bin: 3,
             feature_fraction: 1.0,
             bagging_fraction: 1.0,
             early_stopping_rounds: None,
@@ -222,7 +225,10 @@ impl Gbdt {
                 }
             }
         };
-        let data = Binned::fit(x, p.max_bins, p.seed)?;
+        let data = Binned::fit(x, p.max_bins, p.min_data_in_bin, p.seed)?;
+        // A feature with one bin (one value in the training rows) can never split; no
+        // histogram is built for it.
+        let splittable: Vec<usize> = (0..d).filter(|&j| data.bins(j) > 1).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
         let mut scores: Vec<f64> = init.iter().copied().cycle().take(n * k).collect();
         let mut valid_scores: Vec<f64> = valid
@@ -269,13 +275,17 @@ impl Gbdt {
             } else {
                 (0..n as u32).collect()
             };
-            let allowed: Vec<usize> = if p.feature_fraction < 1.0 {
-                let take = ((d as f64 * p.feature_fraction).ceil() as usize).max(1);
-                let mut f = sample(&mut rng, d, take).into_vec();
+            let allowed: Vec<usize> = if p.feature_fraction < 1.0 && !splittable.is_empty() {
+                let all = splittable.len();
+                let take = ((all as f64 * p.feature_fraction).ceil() as usize).max(1);
+                let mut f: Vec<usize> = sample(&mut rng, all, take)
+                    .into_iter()
+                    .map(|i| splittable[i])
+                    .collect();
                 f.sort_unstable();
                 f
             } else {
-                (0..d).collect()
+                splittable.clone()
             };
             let in_bag = rows.len() == n;
             for c in 0..k {

@@ -3,6 +3,7 @@
 //! preprocessing is fitted on the training rows only, then the estimator; the held-out rows
 //! are evaluated. Everything is decided by the spec and the seed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -257,12 +258,21 @@ impl Prepared {
 /// Trains and evaluates a built-in model; `on_step` sees each point of the training curves.
 pub fn train(table: &Table, spec: &TrainSpec, on_step: impl FnMut(Step)) -> MlResult<Trained> {
     let prepared = prepare(table, spec)?;
-    let split = holdout(
-        table.rows(),
-        prepared.classes(),
-        spec.test_fraction,
-        spec.seed,
-    )?;
+    // A test fraction of 0 trains on every row and leaves evaluation to a separate data
+    // set (`bastion evaluate`), as training a final model usually does.
+    let split = if spec.test_fraction == 0.0 {
+        Fold {
+            train: (0..table.rows()).collect(),
+            test: Vec::new(),
+        }
+    } else {
+        holdout(
+            table.rows(),
+            prepared.classes(),
+            spec.test_fraction,
+            spec.seed,
+        )?
+    };
     fit_split(table, spec, &prepared, &split, on_step)
 }
 
@@ -400,7 +410,13 @@ fn fit_split(
         labels,
         feature_names,
     } = prepared;
-    let train_table = table.take(&split.train);
+    // Every row in order needs no copy of the table.
+    let every_row = split.test.is_empty() && split.train.iter().copied().eq(0..table.rows());
+    let train_table = if every_row {
+        Cow::Borrowed(table)
+    } else {
+        Cow::Owned(table.take(&split.train))
+    };
     let test_table = table.take(&split.test);
     let train_labels = labels.take(&split.train);
     let test_labels = labels.take(&split.test);
@@ -508,18 +524,18 @@ fn fit_split(
                 (
                     carved.0.view(),
                     carved.1.target(),
-                    (carved.2.view(), carved.3.target()),
+                    Some((carved.2.view(), carved.3.target())),
                     "valid_loss",
                 )
             } else {
                 (
                     x.view(),
                     target,
-                    (xt.view(), test_labels.target()),
+                    Some((xt.view(), test_labels.target())).filter(|_| xt.nrows() > 0),
                     "test_loss",
                 )
             };
-            let (m, _) = Gbdt::fit(fit_x, fit_target, p, Some(valid), |round, r| {
+            let (m, _) = Gbdt::fit(fit_x, fit_target, p, valid, |round, r| {
                 if let Some(&l) = r.train_loss.last() {
                     record("train_loss", round, l);
                 }
@@ -554,8 +570,12 @@ fn fit_split(
         estimator,
     };
     model.validate()?;
-    let pred = model.predict_features(xt.view())?;
-    let evaluation = evaluate(&pred, test_labels.truth(), model.signature.classes(), None)?;
+    let evaluation = if split.test.is_empty() {
+        Evaluation::empty()
+    } else {
+        let pred = model.predict_features(xt.view())?;
+        evaluate(&pred, test_labels.truth(), model.signature.classes(), None)?
+    };
     let mut params_out = shown;
     params_out.insert("model".into(), spec.kind.as_str().into());
     params_out.insert("target".into(), spec.target.into());
