@@ -5,7 +5,7 @@
 //! and parallel work only ever sums in a fixed order.
 
 use ndarray::{Array2, ArrayView2};
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -18,7 +18,7 @@ use crate::task::Target;
 use crate::tree::Tree;
 use crate::tree::bins::Binned;
 use crate::tree::flat::{Flat, FlatCache};
-use crate::tree::grow::{GrowParams, Targets, grow};
+use crate::tree::grow::{GrowParams, Grown, Targets, grow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,6 +131,9 @@ pub struct BoostReport {
     pub valid_loss: Vec<f64>,
     pub best_round: usize,
 }
+
+/// Below this many training rows, the class trees of a round grow side by side.
+const CLASS_PARALLEL_ROWS: usize = 1 << 15;
 
 /// Rows the per-round training loss is measured on (evenly spaced): tracking the curve
 /// does not need every row, and a full pass per round would cost more than a tree.
@@ -257,11 +260,6 @@ impl Gbdt {
         };
         let mut report = BoostReport::default();
         let mut best = (f64::INFINITY, 0usize);
-        let (mut tree_grad, mut tree_hess) = if k > 1 {
-            (vec![0.0; n], vec![0.0; n])
-        } else {
-            (Vec::new(), Vec::new())
-        };
         for round in 0..p.n_estimators {
             gradients(objective, target, &scores, &mut grad, &mut hess);
             let rows: Vec<u32> = if p.bagging_fraction < 1.0 {
@@ -288,8 +286,15 @@ impl Gbdt {
                 splittable.clone()
             };
             let in_bag = rows.len() == n;
-            for c in 0..k {
-                // One output: the gradients are already one per row; more: this class's.
+            // A round's class trees depend only on the round's gradients. On small data
+            // each grows whole on its own thread (a histogram of a few thousand rows is too
+            // little work to share); on large data they grow one after another, each
+            // histogram filled on all threads. Growing with every allowed feature draws
+            // nothing from a tree's generator; each still gets its own stream, so the
+            // model is the same either way.
+            let by_class = k > 1 && n < CLASS_PARALLEL_ROWS;
+            let grow_class = |c: usize, seed: u64| {
+                let own: (Vec<f64>, Vec<f64>);
                 let targets = if k == 1 {
                     Targets {
                         outputs: 1,
@@ -297,24 +302,38 @@ impl Gbdt {
                         hess: &hess,
                     }
                 } else {
-                    for i in 0..n {
-                        tree_grad[i] = grad[i * k + c];
-                        tree_hess[i] = hess[i * k + c];
-                    }
+                    own = (
+                        (0..n).map(|i| grad[i * k + c]).collect(),
+                        (0..n).map(|i| hess[i * k + c]).collect(),
+                    );
                     Targets {
                         outputs: 1,
-                        grad: &tree_grad,
-                        hess: &tree_hess,
+                        grad: &own.0,
+                        hess: &own.1,
                     }
                 };
-                let mut grown = grow(
-                    &data,
-                    &targets,
-                    rows.clone(),
-                    &allowed,
-                    grow_params,
-                    &mut rng,
-                );
+                let params = GrowParams {
+                    parallel: !by_class,
+                    ..grow_params
+                };
+                let mut tree_rng = ChaCha8Rng::seed_from_u64(seed);
+                grow(&data, &targets, rows.clone(), &allowed, params, &mut tree_rng)
+            };
+            let seeds: Vec<u64> = (0..k).map(|_| rng.next_u64()).collect();
+            let grown: Vec<Grown> = if by_class {
+                seeds
+                    .into_par_iter()
+                    .enumerate()
+                    .map(|(c, seed)| grow_class(c, seed))
+                    .collect()
+            } else {
+                seeds
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, seed)| grow_class(c, seed))
+                    .collect()
+            };
+            for (c, mut grown) in grown.into_iter().enumerate() {
                 grown
                     .tree
                     .values
