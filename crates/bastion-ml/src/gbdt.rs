@@ -5,8 +5,8 @@
 //! and parallel work only ever sums in a fixed order.
 
 use ndarray::{Array2, ArrayView2};
-use rand::{RngCore, SeedableRng};
 use rand::seq::index::sample;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -317,7 +317,14 @@ impl Gbdt {
                     ..grow_params
                 };
                 let mut tree_rng = ChaCha8Rng::seed_from_u64(seed);
-                grow(&data, &targets, rows.clone(), &allowed, params, &mut tree_rng)
+                grow(
+                    &data,
+                    &targets,
+                    rows.clone(),
+                    &allowed,
+                    params,
+                    &mut tree_rng,
+                )
             };
             let seeds: Vec<u64> = (0..k).map(|_| rng.next_u64()).collect();
             let grown: Vec<Grown> = if by_class {

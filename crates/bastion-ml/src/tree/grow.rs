@@ -104,6 +104,18 @@ fn prefetch(p: *const u8) {
 /// Below this many rows, work stays on one thread.
 const PAR_ROWS: usize = 1 << 15;
 
+/// One leaf's split search: its histogram and sums, its row count (or weight), rows per
+/// unit of hessian, its own score and the fewest rows a side may keep.
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    hist: &'a Hist,
+    leaf_sums: &'a [f64],
+    n: f64,
+    per_hessian: f64,
+    parent: f64,
+    min_data: f64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct Split {
     gain: f64,
@@ -267,26 +279,33 @@ impl Grower<'_> {
         if n < 2.0 * min_data {
             return None;
         }
-        let parent = self.score(leaf_sums);
+        let scan = Scan {
+            hist,
+            leaf_sums,
+            n,
+            per_hessian,
+            parent: self.score(leaf_sums),
+            min_data,
+        };
         if m == 1 && !self.p.count_by_weight {
-            self.best_split_one(hist, leaf_sums, n, per_hessian, parent)
+            self.best_split_one(&scan)
         } else {
-            self.best_split_any(hist, leaf_sums, n, per_hessian, parent)
+            self.best_split_any(&scan)
         }
     }
 
     /// The best split of any number of outputs, rows counted either way.
-    fn best_split_any(
-        &self,
-        hist: &Hist,
-        leaf_sums: &[f64],
-        n: f64,
-        per_hessian: f64,
-        parent: f64,
-    ) -> Option<Split> {
+    fn best_split_any(&self, scan: &Scan) -> Option<Split> {
+        let Scan {
+            hist,
+            leaf_sums,
+            n,
+            per_hessian,
+            parent,
+            min_data,
+        } = *scan;
         let m = self.targets.outputs;
         let s = self.stride;
-        let min_data = self.p.min_data_in_leaf.max(1) as f64;
         let mut best: Option<Split> = None;
         let mut left = vec![0.0; s];
         let mut right = vec![0.0; s];
@@ -328,27 +347,20 @@ impl Grower<'_> {
     /// sums in the same order, so the same split, with the running sums in registers and
     /// the count test `round(h · rows/H) < min` as a comparison (`x < min - ½`) instead of
     /// a call to `round` for every bin — this loop is most of a small data set's training.
-    fn best_split_one(
-        &self,
-        hist: &Hist,
-        leaf_sums: &[f64],
-        n: f64,
-        per_hessian: f64,
-        parent: f64,
-    ) -> Option<Split> {
-        let min_data = self.p.min_data_in_leaf.max(1) as f64;
+    fn best_split_one(&self, scan: &Scan) -> Option<Split> {
+        let (n, leaf_sums, min_data) = (scan.n, scan.leaf_sums, scan.min_data);
         let (too_few_left, too_few_right) = (min_data - 0.5, n - min_data + 0.5);
         let (g_total, h_total) = (leaf_sums[0], leaf_sums[1]);
         let (lambda, min_h) = (self.p.lambda, self.p.min_hessian);
         let mut best = (self.p.min_gain, usize::MAX, 0, 0.0, 0.0);
-        for &(f, start) in &hist.at {
+        for &(f, start) in &scan.hist.at {
             let bins = self.data.bins(f);
-            let (pairs, _) = hist.sums[start..start + 2 * bins].as_chunks::<2>();
+            let (pairs, _) = scan.hist.sums[start..start + 2 * bins].as_chunks::<2>();
             let (mut gl, mut hl) = (0.0, 0.0);
             for (b, &[g, h]) in pairs[..bins - 1].iter().enumerate() {
                 gl += g;
                 hl += h;
-                let count = hl * per_hessian;
+                let count = hl * scan.per_hessian;
                 if count < too_few_left {
                     continue;
                 }
@@ -359,7 +371,7 @@ impl Grower<'_> {
                 if hl < min_h || hr < min_h {
                     continue;
                 }
-                let gain = gl * gl / (hl + lambda) + gr * gr / (hr + lambda) - parent;
+                let gain = gl * gl / (hl + lambda) + gr * gr / (hr + lambda) - scan.parent;
                 if gain > best.0 {
                     best = (gain, f, b, gl, hl);
                 }
@@ -646,14 +658,16 @@ mod tests {
             };
             let rows = rng.random_range(2..400) as f64;
             let sums = [g, h];
-            let parent = grower.score(&sums);
-            let per_hessian = rows / h;
-            let one = grower.best_split_one(&hist, &sums, rows, per_hessian, parent);
-            assert_eq!(
-                one,
-                grower.best_split_any(&hist, &sums, rows, per_hessian, parent),
-                "case {case}"
-            );
+            let scan = Scan {
+                hist: &hist,
+                leaf_sums: &sums,
+                n: rows,
+                per_hessian: rows / h,
+                parent: grower.score(&sums),
+                min_data: grower.p.min_data_in_leaf.max(1) as f64,
+            };
+            let one = grower.best_split_one(&scan);
+            assert_eq!(one, grower.best_split_any(&scan), "case {case}");
             found += usize::from(one.is_some());
         }
         // Most cases split; some are refused by the limits.
