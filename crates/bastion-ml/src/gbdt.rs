@@ -31,7 +31,7 @@ pub struct GbdtParams {
     pub min_sum_hessian_in_leaf: f64,
     pub lambda_l2: f64,
     pub max_bins: usize,
-    /// Fewest rows (of those sampled to place bin bounds) a bin may hold.
+    /// Fewest rows (of those sampled to place bin bounds) a bin may hold; 0 counts as 1.
     pub min_data_in_bin: usize,
     /// Share of features each tree may use.
     pub feature_fraction: f64,
